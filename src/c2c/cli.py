@@ -70,7 +70,7 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from c2c.pipeline import run_pipeline
+    from c2c.eval.pipeline import run_pipeline
 
     return run_pipeline(preset=args.preset, out=args.out, force=args.force)
 

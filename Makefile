@@ -1,0 +1,56 @@
+# Coarse-to-Control: everything a newcomer needs is `make demo` and `make test`; both set themselves up.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# A CPU build of torch; override on machines that want another build, e.g. TORCH_SPEC="torch==2.13.0+cu128".
+TORCH_SPEC ?= torch==2.13.0
+STAMP := $(VENV)/.c2c-setup-done
+export MUJOCO_GL ?= osmesa
+export PYOPENGL_PLATFORM ?= osmesa
+
+.PHONY: setup demo test test-slow bench check-lerobot clean help
+
+help:
+	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
+	@echo "make test   - run the test suite (simulator tests included); sets itself up"
+	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
+	@echo "make bench  - benchmarks (demo generation frames per second)"
+	@echo "make test-slow - long checks (marker 'slow')"
+	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required; found " + sys.version.split()[0] + " (set PYTHON=python3.11)")'
+	@bash scripts/ensure_osmesa.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PIP) install --quiet --upgrade pip
+	@if $(PY) -c "import torch" 2>/dev/null; then \
+		echo "torch $$($(PY) -c 'import torch; print(torch.__version__)') already present"; \
+	else \
+		echo "installing $(TORCH_SPEC) (CPU build)"; $(PIP) install --quiet "$(TORCH_SPEC)"; \
+	fi
+	$(PIP) install --quiet -e ".[sim,dev]"
+	@touch $(STAMP)
+	@echo "setup done: activate with 'source $(VENV)/bin/activate' or call $(VENV)/bin/c2c"
+
+demo: setup
+	$(VENV)/bin/c2c run --preset quick --out runs/quick
+
+test: setup
+	$(PY) -m pytest -m "not slow and not lerobot"
+
+test-slow: setup
+	$(PY) -m pytest -m "slow"
+
+bench: setup
+	$(PY) benchmarks/bench_demo_fps.py
+
+check-lerobot:
+	bash scripts/make_lerobot_venv.sh .venv-lerobot
+	C2C_LEROBOT_PYTHON=$(abspath .venv-lerobot)/bin/python $(PY) -m pytest -m lerobot
+
+clean:
+	rm -rf $(VENV) .venv-lerobot .pytest_cache build src/*.egg-info
