@@ -152,12 +152,16 @@ def _save_checkpoint(path: Path, tokenizer: RVQTokenizer, optimizer: torch.optim
                      config: TokenizerTrainConfig) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save({"step": step, "model": tokenizer.codecs.state_dict(), "optimizer": optimizer.state_dict(),
-                "config": asdict(config)}, tmp)
+                "config": asdict(config), "torch_rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
 
 
-def train_tokenizer(config: TokenizerTrainConfig, show_progress: bool = True) -> dict[str, Any]:
-    """Train (or resume) a tokenizer; returns the final metrics. The tokenizer is saved to ``config.out``."""
+def train_tokenizer(config: TokenizerTrainConfig, show_progress: bool = True,
+                    stop_after: int | None = None) -> dict[str, Any] | None:
+    """Train (or resume) a tokenizer; returns the final metrics. The tokenizer is saved to ``config.out``.
+
+    ``stop_after`` ends this run after that many steps with a checkpoint (returns None); rerun to continue.
+    """
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(config.seed)
@@ -178,6 +182,7 @@ def train_tokenizer(config: TokenizerTrainConfig, show_progress: bool = True) ->
         tokenizer.codecs.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         start_step = int(state["step"])
+        torch.set_rng_state(state["torch_rng"])  # dead-code replacement draws from it
         print(f"resuming from step {start_step} ({checkpoint_path})")
     else:
         _kmeans_init(tokenizer, data, config.kmeans_samples, config.seed)
@@ -213,8 +218,12 @@ def train_tokenizer(config: TokenizerTrainConfig, show_progress: bool = True) ->
             writer.add_scalar(f"train/{key}", value, step)
         bar.set_postfix({k.split("/")[-1] if len(groups) == 1 else k: f"{v:.4f}" for k, v in logs.items() if k.endswith("l1")})
         done = step + 1
-        if done % config.checkpoint_every == 0 or done == config.steps:
+        stopping = stop_after is not None and done - start_step >= stop_after and done != config.steps
+        if done % config.checkpoint_every == 0 or done == config.steps or stopping:
             _save_checkpoint(checkpoint_path, tokenizer, optimizer, done, config)
+        if stopping:
+            writer.close()
+            return None
         if done % config.eval_every == 0 and done != config.steps and len(held.exec_chunks):
             for key, value in evaluate(tokenizer, held, max_chunks=4000).items():
                 if isinstance(value, float):

@@ -1,0 +1,42 @@
+"""Shared fixtures: small synthetic datasets written with our own writer."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from c2c.data.episodes import Episode
+
+
+def make_smooth_episodes(count: int, seed: int = 0, image_size: int | None = None) -> list[Episode]:
+    """Meta-World-like 4-dim episodes: smooth xyz motion in [-1, 1], a gripper that closes once."""
+    rng = np.random.default_rng(seed)
+    episodes = []
+    for index in range(count):
+        length = int(rng.integers(60, 180))
+        t = np.linspace(0, 1, length)[:, None]
+        actions = np.sin(2 * np.pi * (rng.uniform(0.3, 1.5, (1, 4)) * t + rng.uniform(0, 1, (1, 4))))
+        actions[:, 3] = np.where(t[:, 0] > rng.uniform(0.3, 0.7), 1.0, -1.0)
+        states = np.cumsum(actions, axis=0) * 0.01
+        images = {}
+        if image_size:
+            images["corner2"] = rng.integers(0, 255, (length, image_size, image_size, 3), dtype=np.uint8)
+        episodes.append(Episode(actions=actions.astype(np.float32), states=states.astype(np.float32),
+                                images=images, task=f"task number {index % 3}", metadata={"seed": index}))
+    return episodes
+
+
+@pytest.fixture
+def synthetic_dataset(tmp_path) -> Path:
+    """A 24-episode LeRobot v3 dataset without images, Meta-World action layout."""
+    from c2c.data.lerobot import LeRobotWriter
+
+    root = tmp_path / "synthetic"
+    with LeRobotWriter(root, fps=80, action_names=["dx", "dy", "dz", "gripper"],
+                       state_names=["x", "y", "z", "gripper"]) as writer:
+        for episode in make_smooth_episodes(24):
+            writer.add_episode(episode)
+        writer.finalize({"generator": "synthetic"})
+    return root

@@ -1,0 +1,41 @@
+"""The command line: one-line errors naming the bad input, exit codes, help."""
+
+import subprocess
+import sys
+
+import pytest
+
+from c2c.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("data", "tokenizer", "run"):
+        assert command in out
+
+
+def test_unknown_preset_is_one_line_with_suggestion(capsys):
+    assert main(["run", "--preset", "quik"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unknown preset 'quik'" in err and "did you mean 'quick'" in err
+
+
+def test_missing_dataset_names_the_file(tmp_path, capsys):
+    assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
+    err = capsys.readouterr().err
+    assert "nowhere" in err and "Traceback" not in err
+
+
+def test_plan_horizon_not_divisible_is_named(synthetic_dataset, tmp_path, capsys):
+    code = main(["tokenizer", "train", "--dataset", str(synthetic_dataset), "--out", str(tmp_path / "tok"),
+                 "--plan-horizon", "150"])
+    assert code == 2
+    assert "Hp=150" in capsys.readouterr().err
+
+
+def test_console_script_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "c2c", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.startswith("c2c ")
