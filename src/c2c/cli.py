@@ -82,7 +82,7 @@ def _add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--steps", type=int, default=3000, help="optimisation steps (default 3000)")
     train.add_argument("--batch-size", type=int, default=256, help="chunks per step (default 256)")
     train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    train.add_argument("--precision", default="bf16", help="bf16 (autocast, default) | fp32")
+    train.add_argument("--precision", default="fp32", help="fp32 (default) | bf16 autocast")
     train.add_argument("--codebook-size", type=int, default=4096, help="codes per level (default 4096, B.4)")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_run_tokenizer_train)
