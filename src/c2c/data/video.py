@@ -1,0 +1,170 @@
+"""Encode uint8 RGB frame streams to mp4 and decode time spans back, through PyAV.
+
+Frame k of a stream is stamped at k / fps seconds, so an episode that starts at frame s of a file spans
+[s / fps, (s + T) / fps): the ``from_timestamp``/``to_timestamp`` a LeRobot v3 episode row stores.
+
+Example::
+
+    with VideoEncoder(path, fps=10, height=96, width=96) as encoder:
+        encoder.write(frames_a)  # (T1, 96, 96, 3) uint8, frames 0 .. T1-1
+        encoder.write(frames_b)  # continues at frame T1
+    frames_b_again = decode_video_span(path, fps=10, start_s=len(frames_a) / 10, num_frames=len(frames_b))
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from c2c.errors import DatasetError
+
+# Encoders tried in order; PyAV's wheels ship libx264, the others are fallbacks for unusual builds.
+PREFERRED_CODECS = ("libx264", "h264", "libopenh264", "mpeg4")
+PIXEL_FORMAT = "yuv420p"  # what every player and LeRobot's decoders read
+DEFAULT_CRF = 18  # visually lossless for h264; a lower value is larger and closer
+DEFAULT_GOP = 2  # a keyframe every 2 frames: random access decodes at most one extra frame (LeRobot's default)
+
+
+def pick_codec() -> str:
+    """The first of :data:`PREFERRED_CODECS` that this PyAV build can encode."""
+    for codec in PREFERRED_CODECS:
+        if codec in av.codecs_available:
+            return codec
+    raise DatasetError(f"PyAV {av.__version__} offers none of the video encoders {list(PREFERRED_CODECS)}")
+
+
+def _encoder_options(codec: str, crf: int, gop: int) -> dict[str, str]:
+    options = {"g": str(gop)}
+    if codec in ("libx264", "h264"):
+        # zerolatency turns off lookahead and B-frames: packets come out as frames go in, so the bytes
+        # written so far are known while an episode is encoded (the writer's file rollover needs them),
+        # and decode order equals presentation order.
+        options.update(crf=str(crf), preset="veryfast", tune="zerolatency")
+    return options
+
+
+class VideoEncoder:
+    """Appends (T, H, W, 3) uint8 frames to one mp4 video stream; frame k is stamped k / fps."""
+
+    def __init__(
+        self, path: Path, *, fps: int, height: int, width: int, codec: str | None = None,
+        crf: int = DEFAULT_CRF, gop: int = DEFAULT_GOP,
+    ) -> None:
+        if height % 2 or width % 2:
+            raise DatasetError(
+                f"{path}: {PIXEL_FORMAT} video needs an even height and width, got {height}x{width} "
+                "(store this camera as images instead)"
+            )
+        self.path = Path(path)
+        self.height, self.width = height, width
+        self.codec = codec or pick_codec()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._container = av.open(str(self.path), mode="w")
+        self._stream = self._container.add_stream(self.codec, rate=fps, options=_encoder_options(self.codec, crf, gop))
+        self._stream.width, self._stream.height = width, height
+        self._stream.pix_fmt = PIXEL_FORMAT
+        self._stream.codec_context.time_base = Fraction(1, fps)  # pts counts frames
+        self.num_frames = 0  # frames handed to the encoder
+        self.bytes_written = 0  # compressed bytes the encoder has produced so far
+
+    def write(self, frames: np.ndarray) -> None:
+        if frames.dtype != np.uint8 or frames.shape[1:] != (self.height, self.width, 3):
+            raise DatasetError(
+                f"{self.path}: frames must be uint8 (T, {self.height}, {self.width}, 3), "
+                f"got {frames.dtype} {tuple(frames.shape)}"
+            )
+        for image in frames:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = self.num_frames
+            self._mux(self._stream.encode(frame))
+            self.num_frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        self._mux(self._stream.encode())  # flush delayed packets
+        self._container.close()
+        self._container = None
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        for packet in packets:
+            self.bytes_written += packet.size
+            self._container.mux(packet)
+
+    def __enter__(self) -> "VideoEncoder":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def encode_video(frames: np.ndarray, path: Path, *, fps: int, codec: str | None = None, crf: int = DEFAULT_CRF) -> None:
+    """Write (T, H, W, 3) uint8 frames to ``path`` as one mp4."""
+    with VideoEncoder(path, fps=fps, height=frames.shape[1], width=frames.shape[2], codec=codec, crf=crf) as encoder:
+        encoder.write(frames)
+
+
+def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int) -> np.ndarray:
+    """Frames stamped ``start_s``, ``start_s + 1/fps``, ... (``num_frames`` of them) as (T, H, W, 3) uint8.
+
+    Seeks to the keyframe before ``start_s``; a DatasetError names the file if some frames are missing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DatasetError(f"{path}: video file is missing")
+    first = round(start_s * fps)
+    wanted = range(first, first + num_frames)
+    try:
+        frames = _decode_frame_indices(path, fps, wanted, seek_s=start_s)
+        if len(frames) < num_frames:  # an unusual keyframe layout: decode from the start instead
+            frames = _decode_frame_indices(path, fps, wanted, seek_s=None)
+    except av.error.FFmpegError as error:
+        raise DatasetError(f"{path}: cannot decode video ({error})") from None
+    missing = [index for index in wanted if index not in frames]
+    if missing:
+        raise DatasetError(
+            f"{path}: frames {missing[0] / fps:.4f}s..{missing[-1] / fps:.4f}s are missing "
+            f"({len(missing)} of {num_frames} asked for from {start_s:.4f}s)"
+        )
+    return np.stack([frames[index] for index in wanted])  # (T, H, W, 3)
+
+
+def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | None) -> dict[int, np.ndarray]:
+    frames: dict[int, np.ndarray] = {}
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        if seek_s is not None and seek_s > 0:
+            container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
+        for frame in container.decode(stream):
+            index = round(float(frame.pts * stream.time_base) * fps)
+            if index >= wanted.stop:
+                break
+            if index >= wanted.start:
+                frames[index] = frame.to_ndarray(format="rgb24")
+    return frames
+
+
+def decode_video(path: Path) -> np.ndarray:
+    """Every frame of an mp4 as (T, H, W, 3) uint8."""
+    with av.open(str(path)) as container:
+        return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
+
+
+def video_stream_info(path: Path) -> dict[str, Any]:
+    """The ``info`` entry LeRobot keeps for a video feature in meta/info.json."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        return {
+            "video.height": stream.height,
+            "video.width": stream.width,
+            "video.codec": stream.codec_context.name,
+            "video.pix_fmt": stream.pix_fmt,
+            "video.is_depth_map": False,
+            "video.fps": int(stream.base_rate or stream.average_rate),
+            "video.channels": 3,
+            "has_audio": len(container.streams.audio) > 0,
+        }
