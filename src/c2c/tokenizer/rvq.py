@@ -30,11 +30,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def _nearest(x: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+def _nearest(x: torch.Tensor, codebook: torch.Tensor, block: int = 2048) -> torch.Tensor:
     """Index of the nearest codebook row for every row of x: (M, D), (K, D) -> (M,)."""
-    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin.
-    scores = codebook.pow(2).sum(dim=1) - 2.0 * x @ codebook.t()  # (M, K)
-    return scores.argmin(dim=1)
+    # ||x - c||^2 = ||x||^2 - 2 x.c + ||c||^2; ||x||^2 does not change the argmin. Rows go in blocks so the
+    # (block, K) score matrix stays in cache instead of an (M, K) one in memory.
+    norms = codebook.pow(2).sum(dim=1)  # (K,)
+    out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+    for start in range(0, x.shape[0], block):
+        out[start:start + block] = torch.addmm(norms, x[start:start + block], codebook.t(), alpha=-2.0).argmin(dim=1)
+    return out
 
 
 def kmeans(x: torch.Tensor, num_clusters: int, iters: int = 10, generator: torch.Generator | None = None) -> torch.Tensor:
