@@ -121,6 +121,8 @@ def test_out_of_range_codes_decode_with_a_report():
     assert actions.shape == (3, 20, 4) and np.isfinite(actions).all()
     np.testing.assert_array_equal(report.invalid_tokens, [0, 1, 1])
     np.testing.assert_allclose(actions[0], tok.decode(codes[:1], "exec")[0], atol=1e-5)
+    with pytest.raises(ConfigError, match=r"code 10000 at sample 1, position 0, level 2 is outside \[0, 32\)"):
+        tok.decode(bad, "exec")
 
 
 @pytest.mark.parametrize(

@@ -70,7 +70,12 @@ class ActionTokenizer(ABC):
     def decode(
         self, codes: np.ndarray, mode: Mode = "exec", *, return_report: bool = False
     ) -> np.ndarray | tuple[np.ndarray, DecodeReport]:
-        """(B, N, R) codes -> (B, H, A) actions in dataset units; never raises on malformed codes."""
+        """(B, N, R) codes -> (B, H, A) actions in dataset units.
+
+        With ``return_report=True`` no decoder raises on malformed codes: it decodes what is valid and reports the
+        rest. Without it, the baselines (binning, FAST) still repair silently-safe cases the same way, while the RVQ
+        tokenizer raises a ConfigError naming the first out-of-range code.
+        """
 
     @abstractmethod
     def save_pretrained(self, directory: str | Path) -> Path: ...

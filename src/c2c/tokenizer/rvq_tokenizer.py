@@ -105,6 +105,13 @@ class RVQTokenizer(ActionTokenizer):
         if codes.ndim != 3 or tuple(codes.shape[1:]) != expected:
             raise ConfigError(f"rvq tokenizer: codes must have shape (B, {expected[0]}, {expected[1]}), got {codes.shape}")
         invalid = (codes < 0) | (codes >= self.codebook_size)  # (B, N, R)
+        if invalid.any() and not return_report:
+            sample, position, level = (int(i) for i in np.argwhere(invalid)[0])
+            raise ConfigError(
+                f"rvq tokenizer: code {int(codes[sample, position, level])} at sample {sample}, position {position}, "
+                f"level {level} is outside [0, {self.codebook_size}) ({int(invalid.sum())} such codes); "
+                "pass return_report=True to decode the valid codes and get a report instead"
+            )
         # Decode what is valid: an out-of-range code contributes nothing at its level (its residual is dropped).
         safe = torch.from_numpy(np.where(invalid, 0, codes).astype(np.int64))
         codec.eval()
