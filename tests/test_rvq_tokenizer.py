@@ -154,3 +154,22 @@ def test_overlap_mass_bounds():
     assert overlap_mass(p, p) == pytest.approx(1.0)
     assert overlap_mass(p, np.array([0.0, 0.0, 0.3, 0.7])) == pytest.approx(0.0)
     assert overlap_mass(p, np.array([0.5, 0.0, 0.5, 0.0])) == pytest.approx(0.5)
+
+
+def test_ema_option_trains_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    tok = RVQTokenizer(CodecConfig(action_dim=4, quantizer="ema", **SMALL), _normalizers())
+    codec = tok.codec("exec")
+    x = torch.from_numpy(_smooth_chunks(64))
+    mode = torch.zeros(64, dtype=torch.long)
+    codec.quantizer.init_from_data(codec.encode_latents(x, mode).detach())
+    out = codec(x, mode)
+    assert float(out.codebook) == 0.0 and float(out.commitment.detach()) >= 0.0
+    out.loss.backward()
+    codes = tok.encode(_smooth_chunks(4), "exec")
+    tok.save_pretrained(tmp_path / "ema")
+    np.testing.assert_array_equal(RVQTokenizer.from_pretrained(tmp_path / "ema").encode(_smooth_chunks(4), "exec"), codes)
+    with torch.no_grad():
+        latents = codec.encode_latents(x[:4], mode[:4])
+        quantized, idx, _ = codec.quantizer.eval()(latents)
+        torch.testing.assert_close(codec.quantizer.decode_codes(idx), quantized, atol=1e-5, rtol=1e-5)

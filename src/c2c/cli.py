@@ -84,6 +84,8 @@ def _add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     train.add_argument("--precision", default="fp32", help="fp32 (default) | bf16 autocast")
     train.add_argument("--codebook-size", type=int, default=4096, help="codes per level (default 4096, B.4)")
+    train.add_argument("--quantizer", default="gradient",
+                       help="gradient: codebook + 0.25 x commitment losses of Eq. 17-19 (default) | ema: EMA codebooks")
     train.add_argument("--seed", type=int, default=0)
     train.set_defaults(func=_run_tokenizer_train)
 
@@ -94,13 +96,15 @@ def _add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_tokenizer_train(args: argparse.Namespace) -> int:
+    from c2c.tokenizer.codec import CodecConfig
     from c2c.tokenizer.train import TokenizerTrainConfig, format_metrics, train_tokenizer
 
     config = TokenizerTrainConfig(
         dataset=str(args.dataset), out=str(args.out), variant=args.variant, exec_horizon=args.exec_horizon,
         plan_horizon=args.plan_horizon, plan_steps=args.plan_steps, action_layout=args.action_layout,
         steps=args.steps, batch_size=args.batch_size, lr=args.lr, precision=args.precision, seed=args.seed,
-        codec={"codebook_size": args.codebook_size} if args.codebook_size != 4096 else {},
+        codec={key: value for key, value in (("codebook_size", args.codebook_size), ("quantizer", args.quantizer))
+               if value != CodecConfig.__dataclass_fields__[key].default},
     )
     metrics = train_tokenizer(config)
     print(format_metrics(metrics))

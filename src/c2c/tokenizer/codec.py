@@ -29,7 +29,7 @@ from einops import rearrange
 from torch import nn
 
 from c2c.errors import ConfigError
-from c2c.tokenizer.rvq import ResidualVectorQuantizer
+from c2c.tokenizer.rvq import EMAResidualQuantizer, ResidualVectorQuantizer
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,7 @@ class CodecConfig:
     num_levels: int = 3  # residual codebooks (B.4)
     codebook_size: int = 4096  # entries per codebook (B.4)
     commitment_weight: float = 0.25  # beta in Eq. 19
+    quantizer: str = "gradient"  # "gradient": codebook + commitment losses of Eq. 17-19; "ema": EMA codebooks
     model_dim: int = 128  # transformer width (not fixed by the paper; sized for a 2-core CPU)
     depth: int = 2  # transformer layers in the encoder and in the decoder
     heads: int = 4
@@ -53,6 +54,8 @@ class CodecConfig:
     def __post_init__(self) -> None:
         if self.horizon % self.patch_len != 0:
             raise ConfigError(f"horizon {self.horizon} is not a multiple of patch_len {self.patch_len}")
+        if self.quantizer not in ("gradient", "ema"):
+            raise ConfigError(f"quantizer must be 'gradient' or 'ema', got {self.quantizer!r}")
         if self.model_dim % self.heads != 0:
             raise ConfigError(f"model_dim {self.model_dim} is not divisible by heads {self.heads}")
 
@@ -119,9 +122,8 @@ class RVQCodec(nn.Module):
         self.config = config
         self.encoder = _ModeConditionedStack(config, config.patch_len, config.latent_dim)
         self.decoder = _ModeConditionedStack(config, config.latent_dim, config.patch_len)
-        self.quantizer = ResidualVectorQuantizer(
-            dim=config.latent_dim, num_levels=config.num_levels, codebook_size=config.codebook_size
-        )
+        quantizer = ResidualVectorQuantizer if config.quantizer == "gradient" else EMAResidualQuantizer
+        self.quantizer = quantizer(dim=config.latent_dim, num_levels=config.num_levels, codebook_size=config.codebook_size)
 
     # P(.): the patch pretransform and its inverse.
     def patchify(self, x: torch.Tensor) -> torch.Tensor:

@@ -157,3 +157,47 @@ class ResidualVectorQuantizer(nn.Module):
         """Fraction of each level's codebook that appears in (..., R) codes."""
         flat = codes.reshape(-1, self.num_levels)
         return [float(torch.unique(flat[:, r]).numel()) / self.codebook_size for r in range(self.num_levels)]
+
+
+class EMAResidualQuantizer(nn.Module):
+    """Option ``quantizer="ema"``: vector-quantize-pytorch's ResidualVQ with EMA codebook updates.
+
+    The codebooks follow an exponential moving average of the encoder outputs assigned to them instead of the
+    codebook loss of Eq. 18 (reported as 0); commitment (Eq. 17) is still returned. k-means initialisation on
+    the first batch and dead-code replacement are the library's.
+    """
+
+    def __init__(self, *, dim: int = 64, num_levels: int = 3, codebook_size: int = 4096, decay: float = 0.99,
+                 dead_code_threshold: float = 2.0) -> None:
+        super().__init__()
+        from vector_quantize_pytorch import ResidualVQ
+
+        self.dim, self.num_levels, self.codebook_size = dim, num_levels, codebook_size
+        self.rvq = ResidualVQ(dim=dim, num_quantizers=num_levels, codebook_size=codebook_size, kmeans_init=True,
+                              kmeans_iters=10, decay=decay, commitment_weight=1.0,
+                              threshold_ema_dead_code=dead_code_threshold)
+
+    @property
+    def codebooks(self) -> torch.Tensor:
+        return self.rvq.codebooks  # (R, K, D)
+
+    @torch.no_grad()
+    def init_from_data(self, latents: torch.Tensor, iters: int = 10, seed: int = 0) -> None:
+        """The library initialises by k-means on the first batch it sees in training mode: show it this one."""
+        was_training = self.training
+        self.train()
+        self.rvq(latents.reshape(1, -1, self.dim).float())
+        self.train(was_training)
+
+    def forward(self, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+        shape = latents.shape
+        quantized, codes, commitment = self.rvq(latents.reshape(shape[0], -1, self.dim).float())
+        losses = {"commitment": commitment.mean(), "codebook": torch.zeros((), device=latents.device)}
+        return quantized.reshape(shape).to(latents.dtype), codes.reshape(*shape[:-1], self.num_levels), losses
+
+    def decode_codes(self, codes: torch.Tensor) -> torch.Tensor:
+        flat = codes.reshape(codes.shape[0], -1, self.num_levels)
+        return self.rvq.get_output_from_indices(flat).reshape(*codes.shape[:-1], self.dim)
+
+    def replace_dead_codes(self, latents: torch.Tensor) -> int:
+        return 0  # the library replaces dead codes itself during the forward pass
