@@ -1,0 +1,432 @@
+"""Meta-World behind one observation convention, with a cheap CPU renderer.
+
+Example::
+
+    env = MetaWorldEnv("pick-place-v3", cameras=("corner2", "gripperPOV"), image_size=96)
+    obs = env.reset(seed=3)                  # object placement drawn from the seed
+    done = success = False
+    while not (done or success):
+        obs, success, done = env.step(env.expert_action())
+    obs["observation.images.corner2"]        # (96, 96, 3) uint8, upright
+    obs["observation.state"]                 # (4,) float32: hand xyz + gripper opening
+    env.close()
+
+Placements: metaworld draws an object/goal vector on every reset; here it comes from ``env.seed(seed)``, so the
+same seed gives the same scene and distinct seeds give distinct scenes (not only metaworld's 50 fixed goals).
+
+Rendering (OSMesa, CPU only; numbers for two 96x96 cameras on 2 cores): the stock settings (4x multisampling,
+4096 shadow map, reflections) cost about 250 ms a frame here. :class:`OffscreenRenderer` switches the three off
+(the floor's reflection is not visible at this size), and with ``fast_drawing`` draws meshes simplified to the
+image size and leaves the arm out of the gripper camera, which sees it never: about 10 ms a frame, 20-25x less.
+A process has ONE live renderer (a second one made while the first is open was seen to render garbage), so
+switching environments closes the old renderer and makes a new one.
+
+Orientation: Meta-World's fixed corner cameras are mounted upside down; their images are turned 180 degrees
+(see :func:`_is_upside_down`), which puts the table at the bottom without mirroring the scene. gripperPOV looks
+down between the fingers with the image top pointing away from the robot (+y), as metaworld mounts it.
+"""
+
+from __future__ import annotations
+
+import os
+
+# The GL backend is chosen when mujoco is imported: OSMesa renders on the CPU (EGL needs a GPU here).
+if "MUJOCO_GL" not in os.environ:
+    os.environ["MUJOCO_GL"] = "osmesa"
+if os.environ["MUJOCO_GL"] == "osmesa":
+    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+
+import difflib  # noqa: E402
+import warnings  # noqa: E402
+from typing import Any  # noqa: E402
+
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from c2c.constants import OBS_STATE, TASK, image_key  # noqa: E402
+from c2c.envs.metaworld_tasks import instruction, resolve_tasks  # noqa: E402
+from c2c.errors import C2CError, ConfigError  # noqa: E402
+
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "gripperPOV", "behindGripper")
+DEFAULT_CAMERAS = ("corner2", "gripperPOV")
+# Cameras between the fingers looking down: the arm above them is never in view, so it is not drawn for them.
+CAMERAS_INSIDE_HAND = frozenset({"gripperPOV"})
+CULL_GROUP = 5  # a geom group that MuJoCo's default drawing options leave out
+CONTROL_HZ = 80  # one env step = 5 physics steps of 2.5 ms
+MAX_EPISODE_STEPS = 500  # metaworld raises when stepped past this
+RAW_STATE_DIM = 39  # hand xyz, gripper, 2 x (object xyz + quat) = 18; the same 18 one step earlier; goal xyz
+STATE_DIM = 4  # hand xyz + gripper opening
+ACTION_DIM = 4  # hand xyz deltas (x 1/100 m) + gripper effort, each in [-1, 1]
+STATE_NAMES = ("x", "y", "z", "gripper")
+ACTION_NAMES = ("dx", "dy", "dz", "gripper")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The process's one renderer.
+
+class OffscreenRenderer:
+    """``mujoco.Renderer`` cut to what demos need, with the cheap settings; use :func:`renderer_for` to get one.
+
+    Differences from ``mujoco.Renderer``: shadows and reflections are off in the scene, the font atlas is the
+    smallest (no text is drawn), pixels are read into one reused buffer, the 180-degree turn of upside-down
+    cameras is folded into the vertical flip every OpenGL read needs, and OSMesa is used whenever MUJOCO_GL says
+    so, whatever mujoco picked when it was imported.
+    """
+
+    def __init__(self, model: mujoco.MjModel, size: int) -> None:
+        _configure_cheap_rendering(model, size)
+        self.model, self.size = model, size
+        self._gl = _make_gl_context(size)
+        self._gl.make_current()
+        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_50)
+        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
+        self._scene = mujoco.MjvScene(model, maxgeom=10000)
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        self._camera = mujoco.MjvCamera()
+        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
+        self._rect = mujoco.MjrRect(0, 0, size, size)
+        self._pixels = np.empty((size, size, 3), np.uint8)  # OpenGL rows: bottom row first
+
+    def render(
+        self, data: mujoco.MjData, camera_id: int, option: mujoco.MjvOption, *, rotate_180: bool = False
+    ) -> np.ndarray:
+        """(size, size, 3) uint8 image of ``data`` from camera ``camera_id``, top row first (a new array)."""
+        if self._context is None:
+            raise RuntimeError("the renderer is closed")
+        self._camera.fixedcamid = camera_id
+        mujoco.mjv_updateScene(
+            self.model, data, option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
+        )
+        self._gl.make_current()
+        mujoco.mjr_render(self._rect, self._scene, self._context)
+        mujoco.mjr_readPixels(self._pixels, None, self._rect, self._context)
+        # Upright: flip the rows. Turned 180 degrees: flip rows and columns, and the row flips cancel.
+        return self._pixels[:, ::-1].copy() if rotate_180 else self._pixels[::-1].copy()
+
+    def close(self) -> None:
+        if self._context is not None:
+            self._gl.make_current()
+            self._context.free()
+            self._gl.free()
+        self._context = None
+
+
+_live_renderer: OffscreenRenderer | None = None
+
+
+def _configure_cheap_rendering(model: mujoco.MjModel, size: int) -> None:
+    """Settings read when a renderer is made: no multisampling, no shadow map, a framebuffer large enough."""
+    model.vis.quality.offsamples = 0
+    model.vis.quality.shadowsize = 0
+    model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), size)
+    model.vis.global_.offheight = max(int(model.vis.global_.offheight), size)
+
+
+def renderer_for(model: mujoco.MjModel, size: int) -> OffscreenRenderer:
+    """The process's live renderer, for ``model`` at ``size`` x ``size``; closes the previous one if it differs."""
+    global _live_renderer
+    renderer = _live_renderer
+    if renderer is not None and renderer.model is model and renderer.size == size:
+        return renderer
+    close_renderer()
+    _live_renderer = OffscreenRenderer(model, size)
+    return _live_renderer
+
+
+def close_renderer() -> None:
+    """Close the process's renderer (a later render makes a new one)."""
+    global _live_renderer
+    if _live_renderer is not None:
+        _live_renderer.close()
+    _live_renderer = None
+
+
+def _make_gl_context(size: int) -> Any:
+    """An offscreen GL context of the backend named by MUJOCO_GL (OSMesa unless the user chose another).
+
+    OSMesa is asked for by name, so it is used even when mujoco was imported before this module (mujoco then
+    picked GLFW, which needs a display).
+    """
+    try:
+        if os.environ.get("MUJOCO_GL", "").lower() == "osmesa":
+            from mujoco.osmesa import GLContext
+
+            return GLContext(size, size)
+        return mujoco.GLContext(size, size)
+    except Exception as error:  # noqa: BLE001 - any backend failure gets the same advice
+        raise C2CError(
+            f"cannot make an offscreen OpenGL context ({type(error).__name__}: {error}); on a machine without a "
+            f"GPU install libosmesa6 and set MUJOCO_GL=osmesa and PYOPENGL_PLATFORM=osmesa"
+        ) from error
+
+
+def mesh_cell_size(image_size: int) -> float:
+    """Grid cell (m) for simplifying visual meshes at ``image_size``: 1.2 cm at 96 px, finer for larger images.
+
+    About half the width a 96-px corner2 pixel covers at the robot; mean image change 0.3 grey levels at 96 px.
+    """
+    return float(np.clip(0.012 * 96 / image_size, 0.002, 0.02))
+
+
+def simplify_visual_meshes(model: mujoco.MjModel, cell: float, min_faces: int = 1000) -> int:
+    """Simplify, in place, the triangles drawn for meshes, by vertex clustering onto a ``cell``-metre grid.
+
+    Software rendering spends most of its time on the Sawyer's 67k mesh triangles, far more than a small image
+    can show. In each grid cell one vertex (the one nearest the cell's mean) stands for the others; faces whose
+    corners fall into fewer than three cells, and repeated faces, are dropped. Only ``mesh_face`` (and its normal
+    and texture indices) changes: vertices stay where they are, because collisions use the convex hull built on
+    them (``mesh_graph``), so the simulation is unchanged - the demo generator's replay check confirms it bit for
+    bit (moving vertices to the cell means did change contacts on door-open). Returns the number of faces left.
+    """
+    for mesh in range(model.nmesh):
+        face_count = int(model.mesh_facenum[mesh])
+        if face_count < min_faces:
+            continue
+        vert_start, vert_count = model.mesh_vertadr[mesh], model.mesh_vertnum[mesh]
+        face_start = model.mesh_faceadr[mesh]
+        vertices = model.mesh_vert[vert_start : vert_start + vert_count].astype(np.float64)  # (V, 3)
+        cells = np.floor(vertices / cell).astype(np.int64)  # (V, 3)
+        _, cluster, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
+        cluster = cluster.reshape(-1)  # (V,) cell of each vertex, numbered 0..C-1
+        means = np.zeros((len(counts), 3))
+        np.add.at(means, cluster, vertices)
+        means /= counts[:, None]  # (C, 3)
+        distance = ((vertices - means[cluster]) ** 2).sum(axis=1)  # (V,)
+        order = np.lexsort((distance, cluster))  # by cell, nearest to the mean first
+        representative = order[np.flatnonzero(np.r_[True, np.diff(cluster[order]) != 0])]  # (C,) vertex per cell
+        faces = slice(face_start, face_start + face_count)
+        corner_cells = cluster[model.mesh_face[faces]]  # (F, 3)
+        distinct = (
+            (corner_cells[:, 0] != corner_cells[:, 1])
+            & (corner_cells[:, 1] != corner_cells[:, 2])
+            & (corner_cells[:, 0] != corner_cells[:, 2])
+        )
+        kept = np.flatnonzero(distinct)
+        _, first = np.unique(np.sort(corner_cells[kept], axis=1), axis=0, return_index=True)
+        kept = kept[np.sort(first)]  # (K,) in the original face order
+        new_faces = representative[corner_cells[kept]]  # (K, 3) vertex indices within the mesh
+        normals = model.mesh_facenormal[faces][kept].copy()
+        texcoords = model.mesh_facetexcoord[faces][kept].copy()
+        count = len(kept)
+        model.mesh_face[face_start : face_start + count] = new_faces
+        model.mesh_facenormal[face_start : face_start + count] = normals
+        model.mesh_facetexcoord[face_start : face_start + count] = texcoords
+        model.mesh_facenum[mesh] = count
+    return int(model.mesh_facenum.sum())
+
+
+def _body_subtree(model: mujoco.MjModel, root: int) -> set[int]:
+    bodies = {root}
+    for body in range(root + 1, model.nbody):  # MuJoCo numbers a parent before its children
+        if model.body_parentid[body] in bodies:
+            bodies.add(body)
+    return bodies
+
+
+def _scene_options(
+    model: mujoco.MjModel, cameras: tuple[str, ...], camera_ids: list[int], *, cull: bool
+) -> list[mujoco.MjvOption]:
+    """One drawing option per camera; with ``cull``, cameras in :data:`CAMERAS_INSIDE_HAND` skip the arm.
+
+    The skipped geoms (the robot's bodies outside the camera's own body subtree) move to :data:`CULL_GROUP`, a
+    geom group the default options do not draw; every other camera is given that group back. Geom groups only
+    affect drawing. Checked pixel-identical on 8 tasks x 150 steps; gripperPOV costs about 30% less.
+    """
+    show_all = mujoco.MjvOption()
+    show_all.geomgroup[CULL_GROUP] = 1
+    inside_hand = [i for i, camera in enumerate(cameras) if camera in CAMERAS_INSIDE_HAND]
+    if not cull or not inside_hand or (model.geom_group == CULL_GROUP).any():
+        return [show_all for _ in cameras]
+    for index in inside_hand:
+        camera_body = int(model.cam_bodyid[camera_ids[index]])
+        robot = _body_subtree(model, int(model.body_rootid[camera_body]))
+        arm = robot - _body_subtree(model, camera_body)
+        model.geom_group[np.isin(model.geom_bodyid, list(arm))] = CULL_GROUP
+    without_arm = mujoco.MjvOption()  # groups 0-2 drawn, CULL_GROUP not
+    return [without_arm if camera in CAMERAS_INSIDE_HAND else show_all for camera in cameras]
+
+
+def _is_upside_down(data: mujoco.MjData, camera_id: int) -> bool:
+    """True when the camera's image 'up' axis points below the horizon (Meta-World's corner cameras).
+
+    ``cam_xmat`` columns are the camera's right, up and backward axes in world coordinates. A camera is a rotation,
+    never a reflection, so an upside-down image is fixed by a 180-degree turn (flip both axes), not by one flip.
+    """
+    up_axis = data.cam_xmat[camera_id].reshape(3, 3)[:, 1]  # (3,) world direction of the image's up
+    return bool(up_axis[2] < 0.0)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The environment.
+
+
+def check_cameras(cameras: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The cameras as a tuple; raises :class:`ConfigError` naming an unknown or repeated camera."""
+    cameras = tuple(cameras)
+    for camera in cameras:
+        if camera not in CAMERAS:
+            close = difflib.get_close_matches(camera, CAMERAS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown Meta-World camera {camera!r}{hint} (known: {', '.join(CAMERAS)})")
+    if len(set(cameras)) != len(cameras):
+        raise ConfigError(f"cameras are repeated: {', '.join(cameras)}")
+    return cameras
+
+
+def _make_metaworld_env(task: str) -> Any:
+    """A bare metaworld env of ``task`` whose placements come from ``env.seed`` and whose goal is observed.
+
+    Uses metaworld 3.1.1 internals (pinned): the public ``MT1`` benchmark offers 50 fixed placements per seed and
+    builds them with 50 resets; we want one placement per seed, as many as needed.
+    """
+    from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+    env = ALL_V3_ENVIRONMENTS[task]()  # render_mode None: gymnasium's renderer is never made
+    # The multi-task convention: the goal position is part of the observation (the scripted experts read it).
+    env._partially_observable = False
+    env.__dict__.pop("sawyer_observation_space", None)  # cached bounds would clip the goal to zero
+    env._set_task_called = True
+    # Draw the placement from env.np_random (seeded by env.seed) on each reset instead of a frozen task vector.
+    env._freeze_rand_vec = False
+    env.seeded_rand_vec = True
+    return env
+
+
+class MetaWorldEnv:
+    """One Meta-World task with observations ``{"observation.images.<cam>", "observation.state", "task"}``."""
+
+    def __init__(
+        self,
+        task: str,
+        *,
+        cameras: tuple[str, ...] | list[str] = DEFAULT_CAMERAS,
+        image_size: int = 96,
+        max_steps: int = MAX_EPISODE_STEPS,
+        fast_drawing: bool = True,
+    ) -> None:
+        """``cameras=()`` makes a state-only env that never renders (fast rollouts).
+
+        ``fast_drawing``: draw meshes simplified to the image size (:func:`simplify_visual_meshes`) and leave the
+        arm out of gripperPOV (:func:`_scene_options`): about 2x cheaper, no visible change at 96 px, same physics.
+        """
+        tasks = resolve_tasks([task])
+        if len(tasks) != 1:
+            raise ConfigError(f"MetaWorldEnv takes one task, got {task!r} ({len(tasks)} tasks)")
+        self.task = tasks[0]
+        self.cameras = check_cameras(tuple(cameras))
+        if image_size < 8:
+            raise ConfigError(f"image_size must be at least 8 pixels, got {image_size}")
+        if not 1 <= max_steps <= MAX_EPISODE_STEPS:
+            raise ConfigError(f"max_steps must be in 1..{MAX_EPISODE_STEPS} (metaworld's limit), got {max_steps}")
+        self.image_size = int(image_size)
+        self.max_steps = int(max_steps)
+        self.instruction = instruction(self.task)
+        self._env = _make_metaworld_env(self.task)
+        if self.cameras and fast_drawing:
+            simplify_visual_meshes(self._env.model, mesh_cell_size(self.image_size))
+        self._camera_ids = [mujoco.mj_name2id(self._env.model, mujoco.mjtObj.mjOBJ_CAMERA, c) for c in self.cameras]
+        self._scene_options = _scene_options(self._env.model, self.cameras, self._camera_ids, cull=fast_drawing)
+        self._upside_down = [False] * len(self.cameras)
+        self._expert = None
+        self._raw_state: np.ndarray | None = None  # (39,) float64, the latest metaworld observation
+        self._steps = 0
+
+    # -- episode ---------------------------------------------------------------------------------------------
+
+    def reset(self, seed: int) -> dict[str, Any]:
+        """Start an episode on the placement drawn from ``seed`` (a non-negative int); returns the observation."""
+        if int(seed) < 0:
+            raise ConfigError(f"placement seeds are non-negative integers, got {seed}")
+        env = self._env
+        # Clear solver warm-starts and other leftovers so an episode does not depend on what ran before it.
+        mujoco.mj_resetData(env.model, env.data)
+        env.seed(int(seed))
+        raw_state, _ = env.reset()
+        self._raw_state = np.asarray(raw_state, dtype=np.float64)
+        self._steps = 0
+        self._upside_down = [_is_upside_down(env.data, cam_id) for cam_id in self._camera_ids]
+        return self.observation()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool, bool]:
+        """Apply ``action`` (4,) in [-1, 1]; returns ``(observation, success, done)``.
+
+        ``done`` is True once ``max_steps`` actions were taken (truncation); stepping further raises.
+        """
+        if self._raw_state is None:
+            raise RuntimeError("call reset(seed) before step()")
+        if self._steps >= self.max_steps:
+            raise RuntimeError(f"the episode ended after {self.max_steps} steps; call reset(seed) first")
+        action = np.clip(np.asarray(action, dtype=np.float32).reshape(ACTION_DIM), -1.0, 1.0)
+        raw_state, _reward, _terminated, _truncated, info = self._env.step(action)
+        self._raw_state = np.asarray(raw_state, dtype=np.float64)
+        self._steps += 1
+        return self.observation(), bool(info["success"]), self._steps >= self.max_steps
+
+    def expert_action(self) -> np.ndarray:
+        """Metaworld's scripted expert's action (4,) float32 for the current state, clipped to [-1, 1]."""
+        if self._raw_state is None:
+            raise RuntimeError("call reset(seed) before expert_action()")
+        if self._expert is None:
+            from metaworld.policies import ENV_POLICY_MAP
+
+            self._expert = ENV_POLICY_MAP[self.task]()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Constant")  # "Constant(s) may be too high": it clips
+            # A copy: some experts shift positions inside the observation they are given (door-open does).
+            action = self._expert.get_action(self._raw_state.copy())
+        return np.clip(np.asarray(action, dtype=np.float32), -1.0, 1.0)
+
+    # -- observations ----------------------------------------------------------------------------------------
+
+    @property
+    def raw_state(self) -> np.ndarray:
+        """Metaworld's (39,) observation (see :data:`RAW_STATE_DIM`), a copy; the scripted experts read it."""
+        if self._raw_state is None:
+            raise RuntimeError("call reset(seed) first")
+        return self._raw_state.copy()
+
+    @property
+    def state(self) -> np.ndarray:
+        """(4,) float32: hand xyz + gripper opening."""
+        return self.raw_state[:STATE_DIM].astype(np.float32)
+
+    @property
+    def steps(self) -> int:
+        """Actions taken since the last reset."""
+        return self._steps
+
+    @property
+    def placement(self) -> np.ndarray:
+        """The object/goal vector metaworld drew at the last reset (a copy)."""
+        return np.array(self._env._last_rand_vec, dtype=np.float64)
+
+    def render(self) -> dict[str, np.ndarray]:
+        """Camera name -> (H, W, 3) uint8 upright image of the current state."""
+        if not self.cameras:
+            return {}
+        renderer = renderer_for(self._env.model, self.image_size)
+        views = zip(self.cameras, self._camera_ids, self._scene_options, self._upside_down, strict=True)
+        return {
+            camera: renderer.render(self._env.data, camera_id, option, rotate_180=upside_down)
+            for camera, camera_id, option, upside_down in views
+        }
+
+    def observation(self) -> dict[str, Any]:
+        """``{"observation.images.<cam>": (H, W, 3) uint8, "observation.state": (4,) float32, "task": str}``."""
+        obs: dict[str, Any] = {image_key(camera): image for camera, image in self.render().items()}
+        obs[OBS_STATE] = self.state
+        obs[TASK] = self.instruction
+        return obs
+
+    def close(self) -> None:
+        """Release the renderer if it is this env's, and the simulator."""
+        if _live_renderer is not None and _live_renderer.model is self._env.model:
+            close_renderer()
+        self._env.close()
+
+    def __enter__(self) -> "MetaWorldEnv":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
