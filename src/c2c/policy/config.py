@@ -1,0 +1,242 @@
+"""Policy configuration: the four variants the paper compares and the backbone presets, in one place.
+
+A variant is a config value, not a copied file: ``plan`` (Coarse-to-Control, Hp = 160), ``plan-hp40`` (Hp = 40),
+``noplan`` (Faster-AR, no plan branch) and ``separate`` (plan and exec from two tokenizers with disjoint
+vocabularies) all train and decode through the same model.
+
+Backbone presets (:data:`PRESETS`):
+
+``tiny``: a PaliGemma-architecture model trained from scratch on two CPU cores. Sizes were chosen by measuring
+    this CPU with the policy's own code: Meta-World's two 96-px cameras, a 24-token instruction, 4-dim state and
+    actions (24 plan + 24 exec tokens + end), the real action vocabulary (3 x 4096 codes), fp32, 2 threads,
+    AdamW step included; decode is ``predict_action_chunk`` (greedy, batch 1, KV cache, RVQ decode included).
+    Minimum of 5 runs; other jobs shared the machine, so single runs varied up to 3x:
+
+    ==============================================  ==========  ==================  ==========================
+    vision (width x layers, patch -> tokens/camera)  parameters  fwd+bwd ms/sample   decode ms/chunk
+    / Gemma (width x layers, 64-dim heads, 1 KV)                 at batch 16         plan / noplan
+    ==============================================  ==========  ==================  ==========================
+    96 x 2, patch 16 -> 36 / 192 x 4                 4.85 M      42                  266 / 140
+    **128 x 2, patch 12 -> 64 / 192 x 4 (tiny)**     5.01 M      49                  287 / 179
+    128 x 2, patch 12 -> 64 / 256 x 4                7.45 M      88                  425 / 288
+    128 x 2, patch 12 -> 64 / 192 x 6                6.10 M      66                  362 / 192
+    ==============================================  ==========  ==================  ==========================
+
+    Why this row: a training step of batch 16 takes about 0.8 s (some 4,500 steps an hour), which a training
+    budget of an hour or two can afford; the wider or deeper decoders cost 35-80% more per sample. Patch 12 keeps
+    an 8 x 8 token grid per camera (16% slower than patch 16's 6 x 6) because Meta-World's goal markers are only a
+    few pixels wide. Decoding costs about 5 ms per generated token at all these sizes (per-step Python and cache
+    overhead dominates), so the plan branch roughly doubles the latency of a chunk. bf16 autocast was measured
+    10-20x *slower* for matrices this small on this CPU (as for the tokenizer), so the preset trains in fp32. With
+    one thread instead of two, training is about 2x slower, but tiny test models are up to 100x faster on a
+    busy machine (OpenMP synchronisation; see ``testing.torch_threads``).
+
+``debug``: two 32-wide layers on 16-px images, for tests and smoke runs only.
+
+``paligemma-3b``: the paper's backbone (SigLIP-So400m/14 at 224 px + Gemma-2B: 18 layers, width 2048, 8 heads,
+    1 KV head, head dim 256), loaded with its real weights and text tokenizer from ``backbone_path``; nothing is
+    downloaded.
+
+Example::
+
+    config = policy_config("tiny", variant="plan", cameras=("corner2", "gripperPOV"), state_dim=4, action_dim=4)
+    config.plan_horizon        # 160
+    config.tokenizer_variants  # ('joint',)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from c2c.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """What a policy variant changes: the plan's source horizon and the tokenizer it needs."""
+
+    plan_horizon: int  # Hp: source steps the coarse plan summarises (0: no plan branch)
+    tokenizer_variants: tuple[str, ...]  # RVQTokenizer.variant values this policy accepts
+    description: str
+
+
+VARIANTS: dict[str, VariantSpec] = {
+    "plan": VariantSpec(160, ("joint",), "Coarse-to-Control: plan (Hp=160) then exec, joint tokenizer"),
+    "plan-hp40": VariantSpec(40, ("joint",), "plan from a 40-step window (ablation), joint tokenizer"),
+    # A joint tokenizer's exec mode also serves: that is the paper's Hp = 0 ablation row.
+    "noplan": VariantSpec(0, ("exec-only", "joint"), "Faster-AR: exec tokens only (Hp=0)"),
+    "separate": VariantSpec(160, ("separate",), "plan then exec from two tokenizers with disjoint vocabularies"),
+}
+TOKEN_ORDERS = ("codebook-major", "latent-major")
+STATE_ENCODINGS = ("projection", "bins")
+
+
+@dataclass(frozen=True)
+class BackbonePreset:
+    """Architecture of a PaliGemma-style backbone (transformers SiglipVisionConfig / GemmaConfig arguments)."""
+
+    name: str
+    vision: dict[str, Any]  # SiglipVisionConfig arguments (image_size comes from PolicyConfig.image_size)
+    text: dict[str, Any]  # GemmaConfig arguments (vocab_size comes from the vocabulary layout)
+    image_size: int  # default square image side, pixels
+    max_instruction_tokens: int  # default instruction length (padded / truncated)
+    pretrained: bool  # True: weights and text tokenizer are loaded from PolicyConfig.backbone_path
+    description: str
+
+
+PRESETS: dict[str, BackbonePreset] = {
+    preset.name: preset
+    for preset in (
+        BackbonePreset(
+            name="tiny",
+            vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2,
+                        patch_size=12),
+            text=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
+                      num_key_value_heads=1, head_dim=64),
+            image_size=96,
+            max_instruction_tokens=24,
+            pretrained=False,
+            description="from scratch on 2 CPU cores (5 M parameters; sizes measured, see the module docstring)",
+        ),
+        BackbonePreset(
+            name="debug",
+            vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        patch_size=8),
+            text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=16),
+            image_size=16,
+            max_instruction_tokens=8,
+            pretrained=False,
+            description="a few-thousand-parameter model for tests and smoke runs; learns nothing useful",
+        ),
+        BackbonePreset(
+            name="paligemma-3b",
+            vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                        patch_size=14),
+            text=dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
+                      num_key_value_heads=1, head_dim=256),
+            image_size=224,
+            max_instruction_tokens=48,
+            pretrained=True,
+            description="the paper's PaliGemma-3B (SigLIP-So400m/14 + Gemma-2B), real weights from backbone_path",
+        ),
+    )
+}
+
+
+def _unknown(kind: str, name: str, known) -> ConfigError:
+    close = difflib.get_close_matches(str(name), list(known), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return ConfigError(f"unknown {kind} {name!r} (known: {', '.join(known)}){hint}")
+
+
+def get_preset(name: str) -> BackbonePreset:
+    """A backbone preset by name, with a "did you mean" on typos."""
+    if name not in PRESETS:
+        raise _unknown("backbone preset", name, PRESETS)
+    return PRESETS[name]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything that fixes a policy's architecture and its default inference behaviour."""
+
+    variant: str = "plan"  # plan | plan-hp40 | noplan | separate (see VARIANTS)
+    cameras: tuple[str, ...] = ("corner2", "gripperPOV")  # camera names, primary first; keys observation.images.<cam>
+    image_size: int = 96  # square uint8 images of exactly this side are expected (no silent resizing)
+    state_dim: int = 4  # proprio state S
+    action_dim: int = 4  # action A (must equal the action tokenizer's)
+    exec_horizon: int = 20  # He: executable steps per chunk (paper B.3)
+    plan_steps: int = 20  # K: coarse plan steps (paper B.3)
+    token_order: str = "codebook-major"  # codebook-major: all level-1 tokens of a branch, then level 2, ...
+    backbone: str = "tiny"  # backbone preset name (PRESETS)
+    backbone_path: str | None = None  # local directory of a pretrained PaliGemma (pretrained presets only)
+    max_instruction_tokens: int = 24  # instruction tokens in the prefix (padded / truncated)
+    state_encoding: str = "projection"  # projection: one learned prefix embedding; bins: S tokens of 256 bins
+    state_bins: int = 256  # bins per state dimension when state_encoding == "bins" (pi0-FAST uses 256)
+    replan_every: int = 20  # select_action: actions executed from a chunk before a new one is predicted
+    plan_reuse: int = 1  # consecutive chunks that share one generated plan (1: a fresh plan every chunk)
+    temperature: float = 0.0  # decoding temperature; 0 is greedy
+    top_k: int = 0  # sample among the k most likely valid ids (0: all valid ids)
+    seed: int = 0  # initialisation seed of the fresh (not pretrained) weights
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cameras", tuple(self.cameras))
+        if self.variant not in VARIANTS:
+            raise _unknown("variant", self.variant, VARIANTS)
+        if self.token_order not in TOKEN_ORDERS:
+            raise _unknown("token_order", self.token_order, TOKEN_ORDERS)
+        if self.state_encoding not in STATE_ENCODINGS:
+            raise _unknown("state_encoding", self.state_encoding, STATE_ENCODINGS)
+        preset = get_preset(self.backbone)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras) or not all(self.cameras):
+            raise ConfigError(f"cameras must be distinct non-empty names, got {list(self.cameras)}")
+        for name in ("state_dim", "action_dim", "exec_horizon", "plan_steps", "max_instruction_tokens",
+                     "replan_every", "plan_reuse", "state_bins"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.replan_every > self.exec_horizon:
+            raise ConfigError(f"replan_every ({self.replan_every}) must be <= exec_horizon ({self.exec_horizon})")
+        if self.plan_horizon and self.plan_horizon % self.plan_steps:
+            raise ConfigError(f"plan_steps ({self.plan_steps}) must divide the {self.variant!r} plan horizon "
+                              f"{self.plan_horizon}")
+        if preset.pretrained and not self.backbone_path:
+            raise ConfigError(f"backbone_path must name a local directory for the pretrained {preset.name!r} backbone")
+        # A pretrained backbone's sizes come from its directory and are checked when it is loaded.
+        patch = preset.vision["patch_size"]
+        if not preset.pretrained and self.image_size % patch:
+            raise ConfigError(f"image_size {self.image_size} is not a multiple of the {preset.name!r} patch size "
+                              f"{patch}")
+        if self.temperature < 0 or self.top_k < 0:
+            raise ConfigError(f"temperature and top_k must be >= 0, got {self.temperature} and {self.top_k}")
+
+    # --- derived -------------------------------------------------------------------------------------------
+    @property
+    def plan_horizon(self) -> int:
+        """Hp of the variant (0: no plan branch)."""
+        return VARIANTS[self.variant].plan_horizon
+
+    @property
+    def has_plan(self) -> bool:
+        return self.plan_horizon > 0
+
+    @property
+    def tokenizer_variants(self) -> tuple[str, ...]:
+        return VARIANTS[self.variant].tokenizer_variants
+
+    @property
+    def preset(self) -> BackbonePreset:
+        return get_preset(self.backbone)
+
+    # --- serialisation -------------------------------------------------------------------------------------
+    def replace(self, **changes: Any) -> PolicyConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["cameras"] = list(self.cameras)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PolicyConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown policy config keys {unknown} (known: {', '.join(sorted(known))})")
+        return cls(**data)
+
+
+def policy_config(preset: str = "tiny", **overrides: Any) -> PolicyConfig:
+    """A PolicyConfig with a backbone preset's defaults (image size, instruction length) and any overrides."""
+    chosen = get_preset(preset)
+    values: dict[str, Any] = {"backbone": chosen.name, "image_size": chosen.image_size,
+                              "max_instruction_tokens": chosen.max_instruction_tokens}
+    values.update(overrides)
+    known = {f.name for f in dataclasses.fields(PolicyConfig)}
+    for key in values:
+        if key not in known:
+            raise _unknown("policy config field", key, sorted(known))
+    return PolicyConfig(**values)

@@ -1,0 +1,192 @@
+"""PlanExecuteVLA: a PaliGemma-style prefix-LM over [images, instruction, state | plan, exec, end] (Sec. 3.2).
+
+The network maps tensors to tensors; normalisation, tokenizers and the action queue belong to the policy wrapper.
+
+Training (Eq. 9): the suffix is teacher-forced; the output at the last prefix token predicts the first suffix
+token and the output at suffix token j predicts token j + 1, so the loss covers every suffix token (plan, exec and
+the end token) and nothing else. Per-branch losses and accuracies are reported next to it; accuracy is the argmax
+among the ids valid at that position, i.e. what constrained greedy decoding would emit under teacher forcing.
+
+Example::
+
+    model = PlanExecuteVLA(config, backbone, vocabulary, suffix)
+    out = model(prefix_inputs, suffix_ids)        # suffix_ids (B, T) from SuffixLayout.codes_to_ids
+    out.loss.backward()
+    out.metrics["accuracy/exec"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import PaliGemmaForConditionalGeneration
+
+from c2c.policy.backbone import image_tokens_per_camera
+from c2c.policy.config import PolicyConfig
+from c2c.policy.tokens import (
+    BRANCHES,
+    SuffixLayout,
+    TokenGroup,
+    VocabularyLayout,
+    attention_mask,
+    positions_from_valid,
+    state_to_bins,
+)
+
+
+@dataclass
+class PrefixInputs:
+    """Model-ready observation tensors (the policy's processing makes them from raw observations)."""
+
+    pixels: torch.Tensor  # (B, C, 3, H, W) float in [-1, 1], cameras in config order
+    instruction_ids: torch.Tensor  # (B, L) int64
+    instruction_mask: torch.Tensor  # (B, L) bool, False on padding
+    state: torch.Tensor  # (B, S) float, q01/q99-normalised to [-1, 1]
+
+    def to(self, device: torch.device | str) -> PrefixInputs:
+        return PrefixInputs(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.state.shape[0])
+
+
+@dataclass
+class Prefix:
+    """An embedded prefix: what the decoder sees before the first suffix token."""
+
+    embeds: torch.Tensor  # (B, P, D)
+    valid: torch.Tensor  # (B, P) bool, False on instruction padding
+    groups: list[TokenGroup]  # named runs covering the P tokens
+
+
+class VLAOutput(NamedTuple):
+    loss: torch.Tensor  # scalar: mean next-token cross-entropy over the suffix (Eq. 9)
+    logits: torch.Tensor  # (B, T, V): logits[:, j] predicts suffix token j
+    metrics: dict[str, torch.Tensor]  # loss/<branch>, accuracy/<branch> (detached scalars)
+
+
+class PlanExecuteVLA(nn.Module):
+    """Vision tower + projector + Gemma decoder with a prefix-LM mask and a next-token loss on the suffix.
+
+    Example::
+
+        model = PlanExecuteVLA(config, backbone, vocabulary, suffix)
+        out = model(prefix_inputs, suffix.codes_to_ids({"plan": plan_codes, "exec": exec_codes}))
+        out.loss.backward()
+    """
+
+    def __init__(self, config: PolicyConfig, backbone: PaliGemmaForConditionalGeneration,
+                 vocabulary: VocabularyLayout, suffix: SuffixLayout) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = backbone
+        self.vocabulary = vocabulary
+        self.suffix = suffix
+        self.hidden_size = int(backbone.config.text_config.hidden_size)
+        self.image_tokens = image_tokens_per_camera(backbone)
+        # "projection": the normalised state becomes one prefix embedding (tokens.py says why it is the default).
+        self.state_projection = (nn.Linear(config.state_dim, self.hidden_size)
+                                 if config.state_encoding == "projection" else None)
+
+    # --- parts -------------------------------------------------------------------------------------------------
+    @property
+    def language_model(self) -> nn.Module:
+        return self.backbone.model.language_model
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.language_model.embed_tokens.weight.dtype
+
+    def embed_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, t) ids -> (B, t, D); Gemma's embedding scales by sqrt(D) itself."""
+        return self.language_model.embed_tokens(ids)
+
+    def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, C, 3, H, W) -> (B, C * P_img, D): every camera through the same SigLIP tower and projector."""
+        batch, cameras = pixels.shape[:2]
+        pixels = pixels.to(self.dtype)  # a bf16 backbone gets bf16 pixels
+        features = self.backbone.model.vision_tower(pixels.flatten(0, 1)).last_hidden_state  # (B C, P_img, Dv)
+        projected = self.backbone.model.multi_modal_projector(features)  # (B C, P_img, D)
+        return projected.reshape(batch, cameras * self.image_tokens, self.hidden_size)  # (B, C P_img, D)
+
+    def embed_state(self, state: torch.Tensor) -> torch.Tensor:
+        if self.state_projection is not None:
+            return self.state_projection(state.to(self.state_projection.weight.dtype))[:, None]  # (B, 1, D)
+        bins = state_to_bins(state, self.config.state_bins)  # (B, S)
+        return self.embed_ids(self.vocabulary.state_start + bins)  # (B, S, D)
+
+    def embed_prefix(self, inputs: PrefixInputs) -> Prefix:
+        images = self.embed_images(inputs.pixels)  # (B, C P_img, D)
+        text = self.embed_ids(inputs.instruction_ids)  # (B, L, D)
+        state = self.embed_state(inputs.state).to(text.dtype)  # (B, 1 or S, D)
+        groups = [TokenGroup(f"image.{camera}", self.image_tokens, causal=False) for camera in self.config.cameras]
+        groups += [TokenGroup("instruction", text.shape[1], causal=False), TokenGroup("state", state.shape[1], False)]
+        batch = inputs.batch_size
+        valid = torch.cat([
+            torch.ones(batch, images.shape[1], dtype=torch.bool, device=text.device),
+            inputs.instruction_mask.bool(),
+            torch.ones(batch, state.shape[1], dtype=torch.bool, device=text.device),
+        ], dim=1)  # (B, P)
+        return Prefix(torch.cat([images.to(text.dtype), text, state], dim=1), valid, groups)  # (B, P, D)
+
+    def decoder(self, embeds: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, cache=None) -> torch.Tensor:
+        """Gemma layers over (B, q, D) embeddings with a (B, 1, q, k) bool mask -> (B, q, D) hidden states.
+
+        The mask is always given: PaliGemma configs set Gemma's ``use_bidirectional_attention``, so without a mask
+        the decoder would attend everywhere. A 4-D mask reaches the attention kernels unchanged in transformers 5.
+        """
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
+                                  use_cache=cache is not None)
+        return out.last_hidden_state
+
+    def logits(self, hidden: torch.Tensor, low: int = 0, high: int | None = None) -> torch.Tensor:
+        """(B, t, D) -> (B, t, V) logits, or only those of ids [low, high) (decoding needs one K-id range: for a
+        257k-id PaliGemma that is 60x less LM-head work). Gemma's final soft-capping applies if configured."""
+        weight = self.backbone.lm_head.weight[low:high]  # (V or high - low, D)
+        logits = F.linear(hidden, weight)
+        cap = getattr(self.backbone.config.get_text_config(), "final_logit_softcapping", None)
+        return logits if cap is None else torch.tanh(logits / cap) * cap
+
+    # --- full sequence -----------------------------------------------------------------------------------------
+    def hidden_states(self, inputs: PrefixInputs, suffix_inputs: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Hidden states of [prefix, suffix_inputs] with the prefix-LM mask: ((B, P + t, D), P)."""
+        prefix = self.embed_prefix(inputs)
+        batch, length = suffix_inputs.shape
+        embeds = torch.cat([prefix.embeds, self.embed_ids(suffix_inputs)], dim=1)  # (B, P + t, D)
+        valid = torch.cat([prefix.valid, prefix.valid.new_ones(batch, length)], dim=1)  # (B, P + t)
+        groups = prefix.groups + [TokenGroup("suffix", length, causal=True)]
+        hidden = self.decoder(embeds, attention_mask(groups, valid), positions_from_valid(valid))
+        return hidden, prefix.embeds.shape[1]
+
+    def next_token_logits(self, inputs: PrefixInputs, suffix_inputs: torch.Tensor) -> torch.Tensor:
+        """Logits predicting suffix tokens 0..t given t suffix inputs: (B, t + 1, V). No cache: full recompute."""
+        hidden, prefix_length = self.hidden_states(inputs, suffix_inputs)
+        return self.logits(hidden[:, prefix_length - 1:])  # (B, t + 1, V)
+
+    def forward(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
+        """Teacher-forced next-token loss over the suffix only (Eq. 9). ``suffix_ids`` (B, T), end token last."""
+        logits = self.next_token_logits(inputs, suffix_ids[:, :-1])  # (B, T, V): the end token is never an input
+        token_loss = F.cross_entropy(logits.flatten(0, 1).float(), suffix_ids.flatten(), reduction="none")
+        token_loss = token_loss.view_as(suffix_ids)  # (B, T)
+        return VLAOutput(token_loss.mean(), logits, self._metrics(logits.detach(), suffix_ids, token_loss.detach()))
+
+    def _metrics(self, logits: torch.Tensor, targets: torch.Tensor, token_loss: torch.Tensor) -> dict:
+        low = self.suffix.valid_low.to(logits.device)  # (T,)
+        high = self.suffix.valid_high.to(logits.device)  # (T,)
+        ids = torch.arange(logits.shape[-1], device=logits.device)  # (V,)
+        allowed = (ids[None] >= low[:, None]) & (ids[None] < high[:, None])  # (T, V)
+        predicted = logits.masked_fill(~allowed, float("-inf")).argmax(-1)  # (B, T)
+        correct = (predicted == targets).float()  # (B, T)
+        branch_index = self.suffix.branch_index.to(logits.device)  # (T,)
+        metrics = {"loss": token_loss.mean(), "accuracy": correct.mean()}
+        for index, name in enumerate(BRANCHES):
+            selected = branch_index == index
+            if selected.any():
+                metrics[f"loss/{name}"] = token_loss[:, selected].mean()
+                metrics[f"accuracy/{name}"] = correct[:, selected].mean()
+        return metrics

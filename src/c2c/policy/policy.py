@@ -1,0 +1,315 @@
+"""PlanExecutePolicy: the LeRobot-style policy API around PlanExecuteVLA (what eval, serve and training use).
+
+It owns everything around the network: observation checks and normalisation (statistics from the action
+tokenizer, so they travel with the checkpoint), the instruction tokenizer, the action tokenizer that turns
+generated codes back into actions, the action queue of ``select_action`` and plan caching.
+
+Example::
+
+    policy = PlanExecutePolicy.build(config, action_tokenizer, instructions=dataset_tasks)
+    loss, metrics = policy(batch)               # batch: images, state, task, codes.exec (+ codes.plan)
+    loss.backward()
+    policy.save_pretrained("runs/plan")
+
+    policy = PlanExecutePolicy.from_pretrained("runs/plan")        # ema.safetensors if present
+    policy.reset()
+    action = policy.select_action(observation)                     # (A,) float32, dataset units
+    chunk, plan = policy.predict_action_chunk(observation, return_plan=True)   # (He, A), (K, A)
+
+Checkpoint directory::
+
+    config.json                 policy config, backbone (PaliGemma) config, vocabulary layout
+    model.safetensors           weights of PlanExecuteVLA (ema.safetensors beside it wins when present)
+    action_tokenizer/           the frozen action tokenizer with its normalisation statistics
+    instruction_tokenizer/      tokenizer.json + prompt settings
+"""
+
+from __future__ import annotations
+
+import json
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_model, save_model
+from torch import nn
+
+from c2c.constants import OBS_STATE
+from c2c.errors import ConfigError
+from c2c.policy.backbone import backbone_from_config, build_backbone, check_backbone_fits, load_pretrained_backbone
+from c2c.policy.config import PolicyConfig
+from c2c.policy.decoding import generate_suffix
+from c2c.policy.instructions import InstructionTokenizer
+from c2c.policy.model import PlanExecuteVLA
+from c2c.policy.processing import ObservationProcessor, batch_codes
+from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
+from c2c.tokenizer import load_tokenizer
+from c2c.utils.io import atomic_write_json
+
+FORMAT = "c2c-policy"
+FORMAT_VERSION = 1
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+EMA_WEIGHTS_FILE = "ema.safetensors"  # written by the training task; evaluation prefers it (paper C.3)
+ACTION_TOKENIZER_DIR = "action_tokenizer"
+INSTRUCTION_TOKENIZER_DIR = "instruction_tokenizer"
+
+
+@dataclass
+class GeneratedChunk:
+    """One decode: ids and what they decode to."""
+
+    suffix_ids: torch.Tensor  # (B, T) backbone ids, end token last
+    plan_ids: torch.Tensor | None  # (B, Tp) plan ids (None for noplan), reusable through plan_ids=
+    actions: np.ndarray  # (B, He, A) exec actions in dataset units
+    plan: np.ndarray | None  # (B, K, A) decoded coarse plan in dataset units (only when asked)
+
+
+def check_action_tokenizer(config: PolicyConfig, tokenizer: Any, where: str = "action tokenizer") -> None:
+    """The action tokenizer must fit the policy: variant, action dim, horizons, state statistics."""
+    variant = getattr(tokenizer, "variant", None)
+    if variant not in config.tokenizer_variants:
+        raise ConfigError(f"{where}: variant {variant!r} does not serve policy variant {config.variant!r} "
+                          f"(expected {' or '.join(map(repr, config.tokenizer_variants))})")
+    codec = tokenizer.config
+    checks = [("action_dim", codec.action_dim, config.action_dim), ("exec_horizon", codec.horizon, config.exec_horizon),
+              ("state_dim", tokenizer.normalizers.state.dim, config.state_dim)]
+    if config.has_plan:
+        checks.append(("plan_steps", codec.horizon, config.plan_steps))
+    for key, found, expected in checks:
+        if found != expected:
+            raise ConfigError(f"{where}: {key} is {found}, the policy config expects {expected}")
+
+
+def vocabulary_for(config: PolicyConfig, tokenizer: Any, text_vocab_size: int) -> VocabularyLayout:
+    """Appended after the text vocabulary (fresh backbone) or in the tail of a pretrained one."""
+    bins = config.state_bins if config.state_encoding == "bins" else 0
+    if config.preset.pretrained:
+        return VocabularyLayout.tail(text_vocab_size, tokenizer.vocabulary_size, bins)
+    return VocabularyLayout.appended(text_vocab_size, tokenizer.vocabulary_size, bins)
+
+
+def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayout) -> SuffixLayout:
+    """[plan][exec][end]; ids follow the tokenizer's flat ids (level r code k -> r K + k, + R K for separate plans)."""
+    levels, size = tokenizer.num_levels, tokenizer.codebook_size
+    branches = []
+    for mode in (("plan",) if config.has_plan else ()) + ("exec",):
+        offset = levels * size if tokenizer.variant == "separate" and mode == "plan" else 0
+        positions = tokenizer.tokens_per_chunk(mode) // levels
+        branches.append(Branch(mode, positions, levels, size, vocabulary.action_start + offset))
+    return SuffixLayout(branches, vocabulary.end_id, config.token_order)
+
+
+class PlanExecutePolicy(nn.Module):
+    """Plan-then-execute VLA policy: ``forward`` for training, ``select_action`` / ``predict_action_chunk`` to act.
+
+    Example::
+
+        policy = PlanExecutePolicy.from_pretrained("runs/plan")
+        policy.reset()
+        action = policy.select_action({"observation.images.corner2": image, "observation.images.gripperPOV": wrist,
+                                       "observation.state": state, "task": "open the drawer"})   # (A,)
+    """
+
+    def __init__(self, config: PolicyConfig, model: PlanExecuteVLA, action_tokenizer: Any,
+                 instruction_tokenizer: InstructionTokenizer) -> None:
+        super().__init__()
+        check_action_tokenizer(config, action_tokenizer)
+        self.config = config
+        self.model = model
+        self.action_tokenizer = action_tokenizer  # frozen; not a submodule, so its weights stay out of ours
+        self.instruction_tokenizer = instruction_tokenizer
+        self.normalizers = action_tokenizer.normalizers
+        self.processor = ObservationProcessor(config, self.normalizers.state, instruction_tokenizer)
+        self.reset()
+
+    @property
+    def suffix(self) -> SuffixLayout:
+        return self.model.suffix
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @classmethod
+    def build(cls, config: PolicyConfig, action_tokenizer: Any,
+              instructions: Sequence[str] | None = None) -> PlanExecutePolicy:
+        """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone."""
+        check_action_tokenizer(config, action_tokenizer)
+        if config.preset.pretrained:
+            backbone = load_pretrained_backbone(config.backbone_path)
+            instruction_tokenizer = InstructionTokenizer.from_backbone(config.backbone_path)
+            vocabulary = vocabulary_for(config, action_tokenizer, int(backbone.config.text_config.vocab_size))
+        else:
+            if not instructions:
+                raise ConfigError("instructions: a fresh backbone needs the dataset's instruction strings to "
+                                  "train its instruction tokenizer")
+            instruction_tokenizer = InstructionTokenizer.train(instructions)
+            vocabulary = vocabulary_for(config, action_tokenizer, instruction_tokenizer.vocab_size)
+            backbone = build_backbone(config, vocabulary.total, instruction_tokenizer.pad_id)
+        check_backbone_fits(config, backbone)
+        model = PlanExecuteVLA(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
+        if model.state_projection is not None:  # the one module outside the backbone: seeded like it
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config.seed + 1)
+                model.state_projection.reset_parameters()
+        return cls(config, model, action_tokenizer, instruction_tokenizer)
+
+    # --- training ------------------------------------------------------------------------------------------------
+    def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Teacher-forced loss over the suffix (Eq. 9) -> (loss, metrics of detached scalars)."""
+        inputs, batched = self.processor.prefix_inputs(batch, self.device)
+        if not batched:
+            raise ConfigError("forward: expected a batch (observation.state of shape [B, S]), got one observation")
+        branches = [(b.name, (b.positions, b.levels)) for b in self.suffix.branches]
+        codes = batch_codes(batch, branches, self.action_tokenizer.codebook_size, inputs.batch_size)
+        suffix_ids = self.suffix.codes_to_ids({k: v.to(self.device) for k, v in codes.items()})  # (B, T)
+        out = self.model(inputs, suffix_ids)
+        return out.loss, out.metrics
+
+    # --- acting --------------------------------------------------------------------------------------------------
+    def generate(self, observation: Mapping[str, Any], *, plan_ids: torch.Tensor | None = None,
+                 decode_plan: bool = False, temperature: float | None = None, top_k: int | None = None,
+                 generator: torch.Generator | None = None) -> tuple[GeneratedChunk, bool]:
+        """Decode one chunk per observation (batched); returns (chunk, whether the input was batched)."""
+        inputs, batched = self.processor.prefix_inputs(observation, self.device)
+        temperature = self.config.temperature if temperature is None else temperature
+        top_k = self.config.top_k if top_k is None else top_k
+        ids = generate_suffix(self.model, inputs, temperature=temperature, top_k=top_k, generator=generator,
+                              plan_ids=plan_ids).cpu()  # (B, T)
+        codes = {name: value.numpy() for name, value in self.suffix.ids_to_codes(ids).items()}  # {branch: (B, N, R)}
+        actions = self.action_tokenizer.decode(codes["exec"], "exec")  # (B, He, A): only exec drives the robot
+        has_plan = "plan" in codes
+        plan = self.action_tokenizer.decode(codes["plan"], "plan") if has_plan and decode_plan else None
+        plan_ids = ids[:, self.suffix.span("plan")] if has_plan else None
+        return GeneratedChunk(ids, plan_ids, actions, plan), batched
+
+    def predict_action_chunk(self, observation: Mapping[str, Any], return_plan: bool = False, **decode: Any):
+        """(He, A) actions in dataset units ((B, He, A) for a batch); with ``return_plan``, also the decoded
+        (K, A) coarse plan (None for noplan). ``decode``: plan_ids, temperature, top_k, generator (a
+        torch.Generator on the policy's device)."""
+        chunk, batched = self.generate(observation, decode_plan=return_plan, **decode)
+        actions = chunk.actions if batched else chunk.actions[0]
+        if not return_plan:
+            return actions
+        plan = None if chunk.plan is None else (chunk.plan if batched else chunk.plan[0])
+        return actions, plan
+
+    def reset(self) -> None:
+        """Forget queued actions and the cached plan (call at every episode start)."""
+        self._queue: deque[np.ndarray] = deque()
+        self._cached_plan: torch.Tensor | None = None
+        self._plan_uses = 0
+
+    def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """The next action: (A,) for one observation, (B, A) for a batch.
+
+        A new chunk is predicted when the queue is empty, i.e. every ``config.replan_every`` steps. With
+        ``config.plan_reuse`` > 1 the plan of the last fresh chunk is fed back for that many chunks in total, and
+        only exec tokens are generated (plan caching).
+        """
+        if not self._queue:
+            chunk, batched = self.generate(observation, plan_ids=self._reusable_plan(observation))
+            if chunk.plan_ids is not None and self._plan_uses == 0:
+                self._cached_plan = chunk.plan_ids
+            self._plan_uses = (self._plan_uses + 1) % self.config.plan_reuse
+            actions = chunk.actions if batched else chunk.actions[0]  # (B, He, A) or (He, A)
+            steps = np.moveaxis(actions, -2, 0)[: self.config.replan_every]  # (replan_every, [B,] A)
+            self._queue.extend(step.copy() for step in steps)
+        return self._queue.popleft()
+
+    def _reusable_plan(self, observation: Mapping[str, Any]) -> torch.Tensor | None:
+        if self._plan_uses == 0 or self._cached_plan is None:
+            return None
+        shape = tuple(getattr(observation.get(OBS_STATE), "shape", ()))  # numpy or torch, on any device
+        rows = shape[0] if len(shape) == 2 else 1
+        return self._cached_plan if rows == self._cached_plan.shape[0] else None
+
+    # --- persistence ---------------------------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path, weights_file: str = WEIGHTS_FILE) -> Path:
+        """Weights, configs and both tokenizers: the directory alone runs the policy."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.action_tokenizer.save_pretrained(directory / ACTION_TOKENIZER_DIR)
+        self.instruction_tokenizer.save(directory / INSTRUCTION_TOKENIZER_DIR)
+        tmp = directory / f".{weights_file}.tmp"
+        save_model(self.model, str(tmp))  # handles the tied embedding / LM head
+        tmp.replace(directory / weights_file)
+        atomic_write_json(directory / CONFIG_FILE, {
+            "format": FORMAT, "version": FORMAT_VERSION, "policy": self.config.to_dict(),
+            "backbone": self.model.backbone.config.to_dict(), "vocabulary": self.model.vocabulary.to_dict(),
+        })
+        return directory
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, *, weights: str = "auto", device: str | torch.device = "cpu",
+                        **expected: Any) -> PlanExecutePolicy:
+        """Load a checkpoint; ``expected`` config values (e.g. ``variant="plan"``, ``action_dim=4``) must match.
+
+        ``weights``: "auto" (ema.safetensors when present, else model.safetensors), "ema" or "model".
+        """
+        directory = Path(directory)
+        raw = _read_checkpoint_config(directory)
+        config = PolicyConfig.from_dict(raw["policy"])
+        for key, value in expected.items():
+            if not hasattr(config, key):
+                raise ConfigError(f"unknown policy config key {key!r} in the expected values")
+            found = getattr(config, key)
+            if _plain(found) != _plain(value):
+                raise ConfigError(f"{directory}: checkpoint has {key}={found!r}, expected {value!r}")
+        action_tokenizer = load_tokenizer(directory / ACTION_TOKENIZER_DIR)
+        check_action_tokenizer(config, action_tokenizer, where=str(directory / ACTION_TOKENIZER_DIR))
+        instruction_tokenizer = InstructionTokenizer.load(directory / INSTRUCTION_TOKENIZER_DIR)
+        backbone = backbone_from_config(raw["backbone"])
+        vocabulary = VocabularyLayout(**raw["vocabulary"])
+        text_size = (backbone.config.text_config.vocab_size if config.preset.pretrained
+                     else instruction_tokenizer.vocab_size)
+        if vocabulary_for(config, action_tokenizer, text_size) != vocabulary:
+            raise ConfigError(f"{directory}: the vocabulary layout does not match its tokenizers (vocabulary: "
+                              f"{vocabulary.to_dict()})")
+        model = PlanExecuteVLA(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
+        _load_weights(model, _weights_path(directory, weights))
+        return cls(config, model, action_tokenizer, instruction_tokenizer).to(device)
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare alike (JSON turns one into the other)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def _read_checkpoint_config(directory: Path) -> dict[str, Any]:
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing (not a saved policy directory)")
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ConfigError(f"{path}: not valid JSON ({err.msg})") from None
+    if raw.get("format") != FORMAT:
+        raise ConfigError(f"{path}: format is {raw.get('format')!r}, expected {FORMAT!r}")
+    if raw.get("version") != FORMAT_VERSION:
+        raise ConfigError(f"{path}: version is {raw.get('version')!r}, expected {FORMAT_VERSION}")
+    return raw
+
+
+def _weights_path(directory: Path, weights: str) -> Path:
+    choices = {"ema": EMA_WEIGHTS_FILE, "model": WEIGHTS_FILE}
+    if weights == "auto":
+        weights = "ema" if (directory / EMA_WEIGHTS_FILE).is_file() else "model"
+    if weights not in choices:
+        raise ConfigError(f"weights must be 'auto', 'ema' or 'model', got {weights!r}")
+    path = directory / choices[weights]
+    if not path.is_file():
+        raise ConfigError(f"{path}: missing")
+    return path
+
+
+def _load_weights(model: nn.Module, path: Path) -> None:
+    try:
+        load_model(model, str(path), strict=True)
+    except (RuntimeError, OSError) as err:
+        raise ConfigError(f"{path}: weights do not match the config ({str(err).splitlines()[0]})") from None

@@ -1,0 +1,235 @@
+"""Token layout: where action ids live in the vocabulary, the suffix order, and the prefix-LM attention rules.
+
+Sequence (paper Sec. 3.2, Appendix C.1)::
+
+    prefix (bidirectional)                                   suffix (causal)
+    [image tokens of camera 1][camera 2 ...][instruction][state] [plan tokens][exec tokens][end]
+
+Vocabulary. A fresh backbone gets the action ids *appended* after its text vocabulary (and the state bins, if
+any); a pretrained PaliGemma keeps its size and the action ids overwrite the *tail* of its vocabulary, as
+pi0-FAST does: its last 128 ids (PaliGemma's ``<seg>`` tokens) are left alone and the ids right below them are
+taken, which overwrites the 1,024 ``<loc>`` detection tokens and then the rarest Gemma text tokens. For the
+paper's 3 x 4096 codes that is ids 244,735-257,022 (actions) and 257,023 (end) of 257,152; the separate-tokenizer
+variant takes twice as many action ids (232,447-257,022); ``bins`` state tokens take 256 more below them.
+
+State. Two encodings, chosen by ``PolicyConfig.state_encoding``:
+
+- ``projection`` (default): the q01/q99-normalised state goes through one learned linear layer into a single
+  prefix embedding. It keeps the state's full precision, costs one token, and matches the paper's C.3 model,
+  whose proprio stream is a continuous input rather than text.
+- ``bins``: pi0-FAST's way, each dimension cut into 256 uniform bins over [-1, 1] and fed as one token per
+  dimension with its own ids in the vocabulary; available for comparison with the pi0-FAST recipe.
+
+Suffix order. A branch's codes (N latent positions x R residual levels) are flattened either ``codebook-major``
+(all level-1 tokens, then level 2, then level 3, as FASTer does: the coarse reconstruction of the whole chunk comes
+first) or ``latent-major`` (the R levels of one position, then the next position).
+
+Attention. Masks come from named token groups and one rule (Octo-style), never by hand: a group is either a
+bidirectional prefix group or a causal group; prefix queries see every real prefix key; causal queries see every
+real prefix key and causal keys at or before themselves; padding keys are hidden from everyone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+from einops import rearrange
+
+from c2c.errors import ConfigError
+
+PALIGEMMA_RESERVED_TAIL = 128  # PaliGemma's <seg> tokens: pi0-FAST keeps them and places actions below them
+BRANCHES = ("plan", "exec", "end")  # suffix branch names, in order (metric names use them)
+
+
+@dataclass(frozen=True)
+class VocabularyLayout:
+    """Id ranges of the backbone vocabulary: text, optional state bins, action codes, the end token."""
+
+    text_size: int  # ids [0, text_size) are left to the instruction tokenizer
+    state_start: int  # first state-bin id (state_bins ids); equals action_start when there are none
+    action_start: int  # action id = action_start + tokenizer token id (level r code k -> r K + k, ...)
+    action_size: int  # the action tokenizer's vocabulary size
+    end_id: int  # the end-of-suffix token
+    total: int  # vocabulary size of the backbone
+
+    @classmethod
+    def appended(cls, text_size: int, action_size: int, state_bins: int = 0) -> VocabularyLayout:
+        """Fresh backbone: [text][state bins][actions][end]."""
+        action_start = text_size + state_bins
+        end_id = action_start + action_size
+        return cls(text_size, text_size, action_start, action_size, end_id, end_id + 1)
+
+    @classmethod
+    def tail(cls, vocab_size: int, action_size: int, state_bins: int = 0) -> VocabularyLayout:
+        """Pretrained PaliGemma: [text ...][state bins][actions][end][128 reserved] at the top of its vocabulary."""
+        end_id = vocab_size - PALIGEMMA_RESERVED_TAIL - 1
+        action_start = end_id - action_size
+        state_start = action_start - state_bins
+        if state_start < vocab_size // 2:
+            raise ConfigError(f"{action_size} action ids + {state_bins} state bins do not fit in the tail of a "
+                              f"{vocab_size}-id vocabulary")
+        return cls(state_start, state_start, action_start, action_size, end_id, vocab_size)
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Branch:
+    """One action branch of the suffix: N latent positions x R levels of K codes."""
+
+    name: str  # "plan" or "exec"
+    positions: int  # N
+    levels: int  # R
+    codebook_size: int  # K
+    first_id: int  # backbone id of level 0, code 0
+
+    @property
+    def length(self) -> int:
+        return self.positions * self.levels
+
+
+class SuffixLayout:
+    """Maps branch codes (B, N, R) to suffix ids (B, T) and back, and knows the ids valid at each position.
+
+    Example::
+
+        layout = SuffixLayout(branches, end_id, order="codebook-major")
+        ids = layout.codes_to_ids({"plan": plan_codes, "exec": exec_codes})   # (B, T), end token last
+        codes = layout.ids_to_codes(ids)                                       # {"plan": (B, N, R), ...}
+    """
+
+    def __init__(self, branches: Sequence[Branch], end_id: int, order: str = "codebook-major") -> None:
+        if order not in ("codebook-major", "latent-major"):
+            raise ConfigError(f"unknown token order {order!r}; expected 'codebook-major' or 'latent-major'")
+        self.branches = tuple(branches)
+        self.end_id = end_id
+        self.order = order
+        low, high, branch_index = [], [], []
+        for branch in self.branches:
+            levels = self._levels(branch)  # (N R,)
+            low.append(branch.first_id + levels * branch.codebook_size)
+            high.append(low[-1] + branch.codebook_size)
+            branch_index.append(torch.full((branch.length,), BRANCHES.index(branch.name)))
+        low.append(torch.tensor([end_id]))
+        high.append(torch.tensor([end_id + 1]))
+        branch_index.append(torch.tensor([BRANCHES.index("end")]))
+        self.valid_low = torch.cat(low)  # (T,) first valid id at each suffix position
+        self.valid_high = torch.cat(high)  # (T,) one past the last valid id
+        self.branch_index = torch.cat(branch_index)  # (T,) index into BRANCHES
+
+    def _levels(self, branch: Branch) -> torch.Tensor:
+        """Residual level of each flattened position of a branch."""
+        n, r = branch.positions, branch.levels
+        levels = torch.arange(r).repeat_interleave(n) if self.order == "codebook-major" else torch.arange(r).repeat(n)
+        return levels  # (N R,)
+
+    @property
+    def length(self) -> int:
+        """T: suffix tokens including the end token."""
+        return int(self.valid_low.numel())
+
+    def branch(self, name: str) -> Branch:
+        for branch in self.branches:
+            if branch.name == name:
+                return branch
+        raise ConfigError(f"this policy has no {name!r} branch (branches: {[b.name for b in self.branches]})")
+
+    def span(self, name: str) -> slice:
+        """Positions of a branch (or "end") in the suffix."""
+        start = 0
+        for branch in self.branches:
+            if branch.name == name:
+                return slice(start, start + branch.length)
+            start += branch.length
+        if name == "end":
+            return slice(start, start + 1)
+        raise ConfigError(f"this policy has no {name!r} branch")
+
+    def flatten(self, codes: torch.Tensor) -> torch.Tensor:
+        """(B, N, R) codes -> (B, N R) in the suffix order."""
+        pattern = "b n r -> b (r n)" if self.order == "codebook-major" else "b n r -> b (n r)"
+        return rearrange(codes, pattern)
+
+    def unflatten(self, flat: torch.Tensor, branch: Branch) -> torch.Tensor:
+        """(B, N R) in the suffix order -> (B, N, R) codes."""
+        if self.order == "codebook-major":
+            return rearrange(flat, "b (r n) -> b n r", r=branch.levels)
+        return rearrange(flat, "b (n r) -> b n r", r=branch.levels)
+
+    def codes_to_ids(self, codes: dict[str, torch.Tensor]) -> torch.Tensor:
+        """{branch: (B, N, R) codes in [0, K)} -> (B, T) backbone ids, the end token last."""
+        parts = []
+        for branch in self.branches:
+            if branch.name not in codes:
+                raise ConfigError(f"missing {branch.name!r} codes (the suffix has {[b.name for b in self.branches]})")
+            span = self.span(branch.name)
+            parts.append(self.flatten(codes[branch.name].long()) + self.valid_low[span].to(codes[branch.name].device))
+        batch = parts[0].shape[0]
+        parts.append(torch.full((batch, 1), self.end_id, dtype=torch.long, device=parts[0].device))
+        return torch.cat(parts, dim=1)  # (B, T)
+
+    def ids_to_codes(self, ids: torch.Tensor) -> dict[str, torch.Tensor]:
+        """(B, T) or (B, T - 1) backbone ids (end token optional) -> {branch: (B, N, R) codes}."""
+        codes = {}
+        for branch in self.branches:
+            span = self.span(branch.name)
+            flat = ids[:, span] - self.valid_low[span].to(ids.device)  # (B, N R)
+            codes[branch.name] = self.unflatten(flat, branch)
+        return codes
+
+    def is_valid(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, t) ids of the first t suffix positions -> (B, t) bool: each id lies in its position's range."""
+        t = ids.shape[1]
+        low, high = self.valid_low[:t].to(ids.device), self.valid_high[:t].to(ids.device)
+        return (ids >= low) & (ids < high)
+
+
+# --- attention rules -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class TokenGroup:
+    """A named run of consecutive tokens with one attention rule."""
+
+    name: str  # e.g. "image.corner2", "instruction", "state", "suffix"
+    length: int
+    causal: bool  # False: bidirectional prefix group; True: autoregressive suffix group
+
+
+def group_causal_flags(groups: Sequence[TokenGroup]) -> torch.Tensor:
+    """(T,) bool: True where a token belongs to a causal group. Prefix groups must come first."""
+    flags = torch.cat([torch.full((g.length,), g.causal, dtype=torch.bool) for g in groups])
+    if flags.numel() and (flags[1:].long() - flags[:-1].long()).lt(0).any():
+        raise ConfigError(f"prefix groups must precede causal groups: {[g.name for g in groups]}")
+    return flags
+
+
+def attention_mask(groups: Sequence[TokenGroup], key_valid: torch.Tensor, last: int | None = None) -> torch.Tensor:
+    """Prefix-LM mask from group rules: (B, 1, T, T) bool, True where query t may attend to key s.
+
+    ``key_valid`` (B, T) marks real tokens (False: padding). Every token also sees itself, so no row is empty.
+    ``last``: only the rows of the last ``last`` queries, (B, 1, last, T) (what a cached decoding step needs).
+    """
+    causal = group_causal_flags(groups).to(key_valid.device)  # (T,)
+    length = causal.numel()
+    if key_valid.shape[1] != length:
+        raise ConfigError(f"key_valid covers {key_valid.shape[1]} tokens but the groups cover {length}")
+    keys = torch.arange(length, device=key_valid.device)  # (T,)
+    queries = keys if last is None else keys[length - last:]  # (q,)
+    earlier_or_same = keys[None, :] <= queries[:, None]  # (q, T) key s <= query t
+    rule = ~causal[None, :] | (causal[queries][:, None] & earlier_or_same)  # (q, T) prefix key, or causal & not later
+    allowed = (rule[None] & key_valid[:, None, :]) | (keys[None, :] == queries[:, None])[None]  # (B, q, T)
+    return allowed[:, None]  # (B, 1, q, T)
+
+
+def positions_from_valid(key_valid: torch.Tensor) -> torch.Tensor:
+    """(B, T) position ids that skip padding, 1-based like PaliGemma's: real tokens get 1, 2, 3, ..."""
+    return torch.cumsum(key_valid.long(), dim=1)  # (B, T)
+
+
+# --- state bins --------------------------------------------------------------------------------------------------
+def state_to_bins(normalized_state: torch.Tensor, bins: int) -> torch.Tensor:
+    """(B, S) state in [-1, 1] -> (B, S) bin indices in [0, bins), uniform bins as in pi0-FAST."""
+    scaled = (normalized_state.clamp(-1.0, 1.0) + 1.0) / 2.0 * bins  # (B, S) in [0, bins]
+    return scaled.long().clamp(max=bins - 1)

@@ -1,0 +1,130 @@
+"""PlanExecuteVLA: the prefix-LM mask on the real attention path, and the loss on the suffix only (Eq. 9)."""
+
+import pytest
+import torch
+
+from c2c.policy.policy import PlanExecutePolicy
+from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_batch, torch_threads
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
+        yield
+
+
+@pytest.fixture(scope="module")
+def policy():
+    return PlanExecutePolicy.build(debug_config("plan"), random_action_tokenizer("joint"), INSTRUCTIONS).eval()
+
+
+def _inputs_and_suffix(policy, batch_size=2):
+    batch = random_batch(policy.config, batch_size)
+    inputs, _ = policy.processor.prefix_inputs(batch)
+    codes = {"plan": torch.as_tensor(batch["codes.plan"]), "exec": torch.as_tensor(batch["codes.exec"])}
+    return inputs, policy.suffix.codes_to_ids(codes)
+
+
+def _another_valid_id(policy, ids, position):
+    """The next code of the same level (mod K): still valid at that position, but different."""
+    low = policy.suffix.valid_low[position]
+    return low + (ids - low + 1) % 16
+
+
+def _changed(a, b):
+    return (a - b).abs().amax(dim=-1) > 1e-6  # (B, T) which positions changed
+
+
+@torch.no_grad()
+def test_prefix_is_bidirectional_and_suffix_causal_on_the_real_attention_path(policy):
+    inputs, suffix_ids = _inputs_and_suffix(policy)
+    suffix_inputs = suffix_ids[:, :-1]
+    hidden, prefix_length = policy.model.hidden_states(inputs, suffix_inputs)
+    image_tokens = policy.model.image_tokens
+
+    # A later prefix token (the state, last in the prefix) reaches an earlier prefix token (the first image patch).
+    moved = inputs.state.clone()
+    moved[:, 0] += 0.5
+    hidden_state_moved, _ = policy.model.hidden_states(type(inputs)(inputs.pixels, inputs.instruction_ids,
+                                                                    inputs.instruction_mask, moved), suffix_inputs)
+    changed = _changed(hidden, hidden_state_moved)
+    assert changed[:, 0].all() and changed[:, image_tokens].all()  # first image patch of each camera
+    assert changed[:, prefix_length:].all()  # ... and every suffix token sees the prefix
+
+    # A later suffix token does not reach earlier suffix tokens, nor the prefix.
+    position = 30
+    perturbed = suffix_inputs.clone()
+    perturbed[:, position] = _another_valid_id(policy, perturbed[:, position], position)
+    hidden_suffix_moved, _ = policy.model.hidden_states(inputs, perturbed)
+    changed = _changed(hidden, hidden_suffix_moved)
+    assert not changed[:, : prefix_length + position].any()  # prefix and suffix tokens 0..29: untouched
+    assert changed[:, prefix_length + position:].all()  # the token itself and everything after it
+
+
+@torch.no_grad()
+def test_instruction_padding_is_invisible(policy):
+    inputs, suffix_ids = _inputs_and_suffix(policy)
+    padding = ~inputs.instruction_mask
+    assert padding.any(), "the debug instructions should be shorter than max_instruction_tokens"
+    other_ids = inputs.instruction_ids.masked_fill(padding, 5)
+    hidden, prefix_length = policy.model.hidden_states(inputs, suffix_ids[:, :-1])
+    moved = type(inputs)(inputs.pixels, other_ids, inputs.instruction_mask, inputs.state)
+    hidden_moved, _ = policy.model.hidden_states(moved, suffix_ids[:, :-1])
+    changed = _changed(hidden, hidden_moved)
+    images = policy.model.image_tokens * len(policy.config.cameras)
+    padded_positions = torch.zeros_like(changed)
+    padded_positions[:, images: images + padding.shape[1]] = padding
+    assert not changed[~padded_positions].any()  # only the padding tokens' own outputs may differ
+
+
+def test_loss_covers_the_suffix_only(policy):
+    inputs, suffix_ids = _inputs_and_suffix(policy)
+    seen = []
+    original = policy.model.logits
+    policy.model.logits = lambda hidden, *a: seen.append(hidden.shape) or original(hidden, *a)
+    try:
+        out = policy.model(inputs, suffix_ids)
+    finally:
+        del policy.model.logits
+    # Only the T positions that predict suffix tokens reach the LM head: prefix positions have no targets.
+    assert seen == [torch.Size([2, policy.suffix.length, policy.model.hidden_size])]
+    expected = torch.nn.functional.cross_entropy(out.logits.flatten(0, 1), suffix_ids.flatten())
+    torch.testing.assert_close(out.loss, expected)
+    assert set(out.metrics) >= {"loss/plan", "loss/exec", "loss/end", "accuracy/plan", "accuracy/exec"}
+
+    # Changing the last exec target changes the exec loss; the plan loss (earlier, causal) stays as it was.
+    last_exec = policy.suffix.span("exec").stop - 1
+    changed = suffix_ids.clone()
+    changed[:, last_exec] = _another_valid_id(policy, changed[:, last_exec], last_exec)
+    out_changed = policy.model(inputs, changed)
+    assert not torch.allclose(out_changed.metrics["loss/exec"], out.metrics["loss/exec"])
+    torch.testing.assert_close(out_changed.metrics["loss/plan"], out.metrics["loss/plan"])
+
+
+def test_loss_gradient_reaches_every_part():
+    policy = PlanExecutePolicy.build(debug_config("plan", state_encoding="bins"), random_action_tokenizer("joint"),
+                                     INSTRUCTIONS)
+    loss, metrics = policy(random_batch(policy.config, 3))
+    loss.backward()
+    model = policy.model.backbone.model
+    for name, module in [("vision", model.vision_tower), ("projector", model.multi_modal_projector),
+                         ("decoder", model.language_model.layers[0])]:
+        grads = [p.grad for p in module.parameters() if p.grad is not None]
+        assert grads and any(g.abs().sum() > 0 for g in grads), name
+    state_rows = policy.model.vocabulary.state_start + torch.arange(256)
+    embedding_grad = model.language_model.embed_tokens.weight.grad
+    assert embedding_grad[state_rows].abs().sum() > 0  # state bins are real tokens in the prefix
+
+
+def test_a_few_steps_fit_one_batch():
+    policy = PlanExecutePolicy.build(debug_config("plan"), random_action_tokenizer("joint"), INSTRUCTIONS)
+    batch = random_batch(policy.config, 4)
+    optimizer = torch.optim.AdamW(policy.parameters(), lr=3e-3)
+    first = None
+    for _ in range(30):
+        loss, _ = policy(batch)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert loss.item() < 0.7 * first
