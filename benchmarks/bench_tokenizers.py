@@ -4,7 +4,7 @@ All four are trained or fitted on the training episodes of one dataset and measu
 episodes: tokens per chunk, held-out L1 per mode (normalized units, [-1, 1] = q01..q99), encode+decode throughput,
 codebook usage and the plan/exec overlap mass. Ratios are against binning, measured in the same run.
 
-    python benchmarks/bench_tokenizers.py --dataset data/mw10 --steps 3000 --out runs/bench-tokenizers
+    python benchmarks/bench_tokenizers.py --dataset data/mw10 --steps 1500 --out runs/bench-tokenizers
 
 Without --dataset it generates (once, cached under .cache/) an MT10 dataset of scripted demonstrations.
 """
@@ -65,7 +65,7 @@ def measure(tokenizer, held: dict[str, np.ndarray], repeats: int = 3) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", type=Path, default=None)
-    parser.add_argument("--steps", type=int, default=3000, help="training steps of each RVQ tokenizer")
+    parser.add_argument("--steps", type=int, default=1500, help="training steps of each RVQ tokenizer")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--max-heldout", type=int, default=4000, help="held-out chunks measured per mode")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-tokenizers"))
