@@ -121,6 +121,70 @@ def _run_tokenizer_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
+    policy = subparsers.add_parser("policy", help="train plan-then-execute VLA policies")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+
+    train = policy_sub.add_parser(
+        "train",
+        help="train a policy variant on a dataset with a frozen action tokenizer",
+        description="Teacher-forced training of the plan-then-execute policy (Eq. 9) on a LeRobot v3 dataset, with "
+        "the tokenizer's held-out episodes kept aside. Rerunning the same command resumes from the last checkpoint "
+        "in --out. --num-processes N runs N data-parallel CPU processes (torchrun + accelerate, gloo); "
+        "'torchrun --standalone --nproc_per_node N -m c2c policy train ...' does the same by hand.",
+    )
+    train.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset directory")
+    train.add_argument("--tokenizer", type=Path, required=True, help="trained action tokenizer directory")
+    train.add_argument("--out", type=Path, required=True, help="output directory (a policy checkpoint)")
+    train.add_argument("--variant", default="plan", help="plan (default) | plan-hp40 | noplan | separate")
+    train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | debug | paligemma-3b")
+    train.add_argument("--backbone-path", default=None, help="local PaliGemma directory (paligemma-3b)")
+    train.add_argument("--cameras", type=_comma_list, default=None,
+                       help="comma list of cameras, primary first (default: all of the dataset's)")
+    train.add_argument("--steps", type=int, default=2000, help="optimisation steps (default 2000)")
+    train.add_argument("--batch-size", type=int, default=16, help="samples per process and micro-step (default 16)")
+    train.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimisation step (default 1)")
+    train.add_argument("--lr", type=float, default=None,
+                       help="peak AdamW learning rate (default: 3e-4 tiny, 2.5e-5 paligemma-3b as in the paper)")
+    train.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
+    train.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: the preset's)")
+    train.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the weights (default 0.999)")
+    train.add_argument("--precision", default="fp32", help="fp32 (default; measured faster on CPU) | bf16 autocast")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
+    train.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations (default 500)")
+    train.add_argument("--decode-frames", type=int, default=64,
+                       help="held-out frames decoded greedily for the exec-chunk L1 (default 64)")
+    train.add_argument("--max-image-gb", type=float, default=8.0,
+                       help="refuse datasets whose images need more memory (default 8 GiB)")
+    train.add_argument("--resize-images", action="store_true",
+                       help="resize images to the preset's size with PIL (default: a size mismatch is an error)")
+    train.add_argument("--num-processes", type=int, default=1, help="data-parallel CPU processes (default 1)")
+    train.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from")
+
+    def run_train(args: argparse.Namespace) -> int:
+        from c2c.policy.train import PolicyTrainConfig, format_metrics, launch_processes, train_policy
+
+        config = PolicyTrainConfig(
+            dataset=str(args.dataset), tokenizer=str(args.tokenizer), out=str(args.out), variant=args.variant,
+            preset=args.preset, backbone_path=args.backbone_path, cameras=args.cameras, steps=args.steps,
+            batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
+            weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
+            max_image_gb=args.max_image_gb, resize_images=args.resize_images,
+        )
+        if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
+            metrics = launch_processes(config, args.num_processes, resume=args.resume)
+        else:
+            metrics = train_policy(config, resume=args.resume)
+        if metrics is not None:  # None: a non-main process of a data-parallel run
+            print(format_metrics(metrics))
+            print(f"saved to {args.out} (EMA weights in ema.safetensors; metrics.json, curves.png, tensorboard/)")
+        return 0
+
+    train.set_defaults(func=run_train)
+
+
 def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="the whole pipeline (demos -> tokenizer -> policies -> evaluation)")
     run.add_argument("--preset", default="quick", help="quick | mt10 | mt50 (default quick)")
@@ -143,6 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     _add_data_commands(subparsers)
     _add_tokenizer_commands(subparsers)
+    _add_policy_commands(subparsers)
     _add_run_command(subparsers)
     return parser
 

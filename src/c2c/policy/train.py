@@ -1,0 +1,540 @@
+"""Training of the plan-then-execute policy: `c2c policy train` (paper Sec. 3.2, Appendix C.1-C.2).
+
+One step: teacher-forced next-token loss over the whole suffix [plan][exec][end] (Eq. 9) against the frozen
+tokenizer's codes, AdamW with linear warm-up and cosine decay, gradient clipping at 1.0, optional gradient
+accumulation, and an exponential moving average (EMA) of the weights, which is what evaluation uses (C.3).
+
+Exact resume, as for the tokenizer: checkpoints are written atomically every ``checkpoint_every`` steps (model, EMA,
+optimiser, step, RNG state, curves so far, config) and a rerun of the same command continues from the last one;
+batches are drawn from a generator seeded by (seed, step), so the data order does not depend on where training
+stopped.
+
+Data parallel: under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains on its own slice of each step's
+batch and accelerate wraps the model in DDP over gloo; ``c2c policy train --num-processes N`` starts the
+processes itself. The single-process path does not touch accelerate.
+
+Output directory: a complete policy checkpoint (``PlanExecutePolicy.from_pretrained(out)`` loads the EMA weights)
+plus ``training_state.pt``, ``train_config.json``, ``metrics.json``, ``curves.png``, ``tensorboard/`` and
+``codes/`` (the cached target codes).
+
+Example::
+
+    config = PolicyTrainConfig(dataset="data/mw10", tokenizer="runs/tok", out="runs/plan", variant="plan",
+                               preset="tiny", steps=2000)
+    metrics = train_policy(config)        # rerun to resume; metrics["heldout"]["exec_l1"]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from c2c.constants import camera_name
+from c2c.errors import C2CError, ConfigError
+from c2c.policy.config import PolicyConfig, get_preset, policy_config
+from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
+from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data
+from c2c.utils.io import atomic_write_json
+
+CHECKPOINT = "training_state.pt"
+PRECISIONS = ("fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class OptimizerDefaults:
+    lr: float  # peak AdamW learning rate
+    warmup_steps: int  # linear warm-up, then cosine decay
+    weight_decay: float  # AdamW weight decay (on matrices only)
+    ema_decay: float  # EMA decay of the weights
+
+
+# The one place for optimiser defaults. paligemma-3b: the paper's C.2 / Table 9 (AdamW 2.5e-5, 1k warm-up, cosine,
+# weight decay 1e-10), for a pretrained backbone. tiny / debug are trained from scratch, which the paper does not
+# do: a random 5 M-parameter transformer needs a ~10x larger step (GPT-2-small-sized models train at 6e-4) and CPU
+# budgets are a few thousand steps, hence a 200-step warm-up; weight decay 0.01 is the usual from-scratch value.
+OPTIMIZER_DEFAULTS: dict[str, OptimizerDefaults] = {
+    "paligemma-3b": OptimizerDefaults(lr=2.5e-5, warmup_steps=1000, weight_decay=1e-10, ema_decay=0.999),
+    "tiny": OptimizerDefaults(lr=3e-4, warmup_steps=200, weight_decay=1e-2, ema_decay=0.999),
+    "debug": OptimizerDefaults(lr=1e-3, warmup_steps=10, weight_decay=1e-2, ema_decay=0.99),
+}
+FINAL_LR_FRACTION = 0.1  # cosine decay ends at 10% of the peak (openpi's pi0-FAST schedule: 2.5e-5 -> 2.5e-6)
+
+
+@dataclass
+class PolicyTrainConfig:
+    """Settings of one policy training run (None: the preset's default from OPTIMIZER_DEFAULTS)."""
+
+    dataset: str  # LeRobot v3 dataset directory
+    tokenizer: str  # trained action tokenizer directory (frozen)
+    out: str  # output directory (policy checkpoint, training state, logs, metrics)
+    variant: str = "plan"  # plan | plan-hp40 | noplan | separate
+    preset: str = "tiny"  # backbone preset: tiny | debug | paligemma-3b
+    backbone_path: str | None = None  # local PaliGemma directory (pretrained presets)
+    cameras: list[str] | None = None  # cameras to use, primary first (default: all of the dataset's, in order)
+    exec_horizon: int = 20  # He; must match the tokenizer's window spec
+    plan_steps: int = 20  # K
+    steps: int = 2000  # optimisation steps
+    batch_size: int = 16  # samples per process per micro-step (effective batch: x grad_accum x processes)
+    grad_accum: int = 1  # micro-steps per optimisation step
+    lr: float | None = None  # peak learning rate
+    warmup_steps: int | None = None  # default: the preset's, at most a fifth of the run
+    weight_decay: float | None = None
+    ema_decay: float | None = None
+    grad_clip: float = 1.0  # gradient norm clip
+    precision: str = "fp32"  # fp32 | bf16 autocast (bf16 measured slower on this CPU: benchmarks/bench_policy.py)
+    holdout_fraction: float | None = None  # default: the tokenizer's, so the same episodes are held out
+    holdout_seed: int | None = None  # default: the tokenizer's
+    seed: int = 0  # weight initialisation and data order
+    checkpoint_every: int = 500
+    eval_every: int = 500  # held-out evaluation every this many steps (and at the end)
+    eval_frames: int = 512  # held-out frames of the teacher-forced evaluation
+    decode_frames: int = 64  # held-out frames decoded greedily for the exec-chunk L1
+    eval_batch_size: int = 16
+    max_image_gb: float = 8.0  # refuse datasets whose images would need more memory
+    resize_images: bool = False  # resize dataset images to the preset's size with PIL (else a size mismatch fails)
+    policy: dict[str, Any] = field(default_factory=dict)  # other PolicyConfig fields (token_order, state_encoding)
+
+    def __post_init__(self) -> None:
+        if self.preset not in OPTIMIZER_DEFAULTS:
+            get_preset(self.preset)  # "did you mean" for typos
+            raise ConfigError(f"--preset {self.preset!r} has no optimiser defaults in OPTIMIZER_DEFAULTS")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "eval_every", "eval_batch_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        defaults = OPTIMIZER_DEFAULTS[self.preset]
+        self.lr = defaults.lr if self.lr is None else self.lr
+        if self.warmup_steps is None:  # a short run still reaches its peak learning rate
+            self.warmup_steps = min(defaults.warmup_steps, max(1, self.steps // 5))
+        self.weight_decay = defaults.weight_decay if self.weight_decay is None else self.weight_decay
+        self.ema_decay = defaults.ema_decay if self.ema_decay is None else self.ema_decay
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+
+    def policy_config(self, dataset_cameras: list[str], tokenizer: Any) -> PolicyConfig:
+        """The policy's config: cameras from the dataset, state and action sizes from the tokenizer."""
+        cameras = tuple(self.cameras or dataset_cameras)
+        return policy_config(self.preset, variant=self.variant, cameras=cameras, exec_horizon=self.exec_horizon,
+                             plan_steps=self.plan_steps, backbone_path=self.backbone_path, seed=self.seed,
+                             state_dim=tokenizer.normalizers.state.dim, action_dim=tokenizer.config.action_dim,
+                             **self.policy)
+
+
+def lr_at(step: int, config: PolicyTrainConfig) -> float:
+    """Linear warm-up to the peak, then cosine decay to FINAL_LR_FRACTION of it (C.2)."""
+    if step < config.warmup_steps:
+        return config.lr * (step + 1) / config.warmup_steps
+    progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+    return config.lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * cosine)
+
+
+class EMA:
+    """Exponential moving average of a model's weights, kept in a frozen copy (evaluation uses it, C.3).
+
+    The decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so that early in training (and in short
+    runs) the average is not dominated by the random initialisation.
+    """
+
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+        self.decay = decay
+
+    def decay_at(self, updates: int) -> float:
+        return min(self.decay, (1 + updates) / (10 + updates))
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, updates: int) -> None:
+        weight = 1.0 - self.decay_at(updates)
+        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), weight)
+        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
+            ema_buffer.copy_(buffer)
+
+
+class Processes:
+    """This process's place among data-parallel processes: nothing to do alone; under torchrun, accelerate
+    wraps the model in DDP (gloo on the CPU) and small collectives average the logged metrics."""
+
+    def __init__(self) -> None:
+        self.accelerator = None
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            from accelerate import Accelerator
+
+            self.accelerator = Accelerator(cpu=True)
+        self.rank = self.accelerator.process_index if self.accelerator else 0
+        self.count = self.accelerator.num_processes if self.accelerator else 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
+        return self.accelerator.prepare_model(module) if self.accelerator else module
+
+    def no_sync(self, module: torch.nn.Module, skip: bool):
+        """Skip the gradient all-reduce on all but the last micro-step of an accumulated step."""
+        return self.accelerator.no_sync(module) if self.accelerator and skip else contextlib.nullcontext()
+
+    def mean(self, values: dict[str, float]) -> dict[str, float]:
+        if not self.accelerator:
+            return values
+        keys = sorted(values)
+        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        torch.distributed.all_reduce(tensor)
+        return dict(zip(keys, (tensor / self.count).tolist()))
+
+    def gather(self, value: Any) -> list[Any]:
+        if not self.accelerator:
+            return [value]
+        gathered: list[Any] = [None] * self.count
+        torch.distributed.all_gather_object(gathered, value)
+        return gathered
+
+    def wait(self) -> None:
+        if self.accelerator:
+            self.accelerator.wait_for_everyone()
+
+
+# --- evaluation --------------------------------------------------------------------------------------------------
+def spread(frames: np.ndarray, count: int) -> np.ndarray:
+    """Up to ``count`` frames evenly spread over ``frames`` (a deterministic evaluation subset)."""
+    if len(frames) <= count:
+        return frames
+    return frames[np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))]
+
+
+@torch.no_grad()
+def evaluate_policy(policy: PlanExecutePolicy, data: PolicyData, frames: np.ndarray, *, decode_frames: int = 64,
+                    batch_size: int = 16) -> dict[str, float]:
+    """Teacher-forced loss and token accuracy per branch on ``frames``, and the L1 of greedily decoded exec chunks
+    against the true ones on up to ``decode_frames`` of them (normalized and dataset units; for scale, the
+    tokenizer's own reconstruction L1 of the same chunks is the floor and a constant q01/q99-midpoint chunk is a
+    trivial baseline)."""
+    was_training = policy.training
+    policy.eval()
+    sums: dict[str, float] = {}
+    for start in range(0, len(frames), batch_size):
+        chunk = frames[start:start + batch_size]
+        _, metrics = policy(data.batch(chunk))
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) * len(chunk)
+    result = {key: value / max(1, len(frames)) for key, value in sums.items()}
+    decoded = spread(frames, decode_frames)
+    if len(decoded):
+        predicted = np.concatenate([policy.predict_action_chunk(data.batch(decoded[i:i + batch_size]))
+                                    for i in range(0, len(decoded), batch_size)])  # (M, He, A)
+        truth = data.exec_chunks[decoded]  # (M, He, A)
+        tokenizer = policy.action_tokenizer
+        floor = tokenizer.decode(data.codes["exec"][decoded].astype(np.int64), "exec")  # (M, He, A)
+        normalize = policy.normalizers.action.normalize
+        result["exec_l1"] = float(np.abs(normalize(predicted) - normalize(truth)).mean())
+        result["exec_l1_raw"] = float(np.abs(predicted - truth).mean())
+        result["exec_l1_tokenizer"] = float(np.abs(normalize(floor) - normalize(truth)).mean())
+        result["exec_l1_midpoint"] = float(np.abs(normalize(truth)).mean())  # predicting the q01/q99 midpoint
+    result["frames"], result["decoded_frames"] = float(len(frames)), float(len(decoded))
+    policy.train(was_training)
+    return result
+
+
+# --- checkpoints -------------------------------------------------------------------------------------------------
+def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
+    return {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "eval_every")}
+
+
+def _save_state(path: Path, step: int, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
+                history: dict[str, list], config: PolicyTrainConfig) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save({"step": step, "model": policy.model.state_dict(), "ema": ema.model.state_dict(),
+                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
+                "config": _comparable(config)}, tmp)
+    tmp.replace(path)
+
+
+def _load_state(path: Path, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
+                config: PolicyTrainConfig) -> tuple[int, dict[str, list]]:
+    state = torch.load(path, weights_only=False)
+    if state["config"] != _comparable(config):
+        changed = sorted(k for k, v in _comparable(config).items() if state["config"].get(k) != v)
+        raise ConfigError(f"{path}: was written with other settings ({', '.join(changed)}); use a new --out to "
+                          "start over")
+    policy.model.load_state_dict(state["model"])
+    ema.model.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    torch.set_rng_state(state["torch_rng"])
+    return int(state["step"]), state["history"]
+
+
+def _optimizer(model: torch.nn.Module, config: PolicyTrainConfig) -> torch.optim.AdamW:
+    """AdamW; weight decay on matrices only (not on biases, norms or the state projection's bias)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+# --- training ----------------------------------------------------------------------------------------------------
+def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_after: int | None = None,
+                 resume: bool = False) -> dict[str, Any] | None:
+    """Train (or resume) a policy; returns the final metrics. ``stop_after`` ends this run after that many steps
+    with a checkpoint (returns None): rerun to continue. ``resume`` insists that a checkpoint exists."""
+    from c2c.data.lerobot import LeRobotDataset
+    from c2c.tokenizer import load_tokenizer
+
+    processes = Processes()
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out / CHECKPOINT
+    if resume and not checkpoint_path.is_file():
+        raise ConfigError(f"--resume: {checkpoint_path} does not exist (nothing to resume)")
+    dataset_cameras = [camera_name(key) for key in LeRobotDataset(config.dataset).camera_keys]
+    if not dataset_cameras and not config.cameras:
+        raise ConfigError(f"{config.dataset}: the dataset has no cameras; a VLA policy needs images")
+    tokenizer = load_tokenizer(config.tokenizer)
+    if getattr(tokenizer, "name", None) != "rvq":
+        raise ConfigError(f"{config.tokenizer}: a {getattr(tokenizer, 'name', '?')!r} tokenizer; the policy trains on "
+                          "the codes of an RVQ tokenizer (c2c tokenizer train)")
+    policy_cfg = config.policy_config(dataset_cameras, tokenizer)
+    if processes.is_main:  # one process computes (or reads) the cached codes; the others then read them
+        data = _load_data(config, policy_cfg, tokenizer)
+    processes.wait()
+    if not processes.is_main:
+        data = _load_data(config, policy_cfg, tokenizer)
+    torch.manual_seed(config.seed)
+    policy = PlanExecutePolicy.build(policy_cfg, tokenizer, instructions=data.instructions)
+    ema = EMA(policy.model, config.ema_decay)
+    optimizer = _optimizer(policy.model, config)
+    start_step, history = 0, {"train": [], "heldout": []}
+    if checkpoint_path.is_file():
+        start_step, history = _load_state(checkpoint_path, policy, ema, optimizer, config)
+        if processes.is_main:
+            print(f"resuming from step {start_step} ({checkpoint_path})")
+    if processes.is_main:
+        atomic_write_json(out / "train_config.json", {**asdict(config), "policy_config": policy_cfg.to_dict(),
+                                                      "processes": processes.count, **data.info})
+    model = processes.wrap(policy)
+    policy.train()
+    writer = _writer(out, start_step) if processes.is_main else None
+    heldout = data.heldout_frames if len(data.heldout_frames) else data.train_frames
+    eval_frames = spread(heldout, config.eval_frames)
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, dynamic_ncols=True,
+               desc=f"policy ({config.variant})", disable=not (show_progress and processes.is_main))
+    first_frames, started, samples = None, time.perf_counter(), 0
+    for step in bar:
+        lr = lr_at(step, config)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        frames = draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
+                             processes.count)[:, processes.rank]  # (grad_accum, B): this process's share
+        first_frames = frames[0].tolist() if first_frames is None else first_frames
+        logs = _train_step(model, policy, optimizer, data, frames, config, processes, autocast)
+        ema.update(policy.model, step)
+        samples += frames.size * processes.count
+        done = step + 1
+        history["train"].append({"step": done, "loss": logs["loss"], "accuracy/exec": logs["accuracy/exec"]})
+        if writer is not None:
+            for key, value in logs.items():
+                writer.add_scalar(f"train/{key}", value, done)
+            writer.add_scalar("train/lr", lr, done)
+            bar.set_postfix(loss=f"{logs['loss']:.3f}", exec_acc=f"{logs['accuracy/exec']:.3f}", lr=f"{lr:.1e}")
+        stopping = stop_after is not None and done - start_step >= stop_after and done != config.steps
+        if done % config.eval_every == 0 and done != config.steps:
+            _evaluate_and_log(processes, ema, policy, data, eval_frames, config, history, writer, done)
+        if done % config.checkpoint_every == 0 or done == config.steps or stopping:
+            if processes.is_main:
+                _save_state(checkpoint_path, done, policy, ema, optimizer, history, config)
+            processes.wait()
+        if stopping:
+            if writer is not None:
+                writer.close()
+            return None
+    seconds = time.perf_counter() - started
+    # What each process trained on first, and a checksum of its weights (DDP must have kept them identical).
+    checksum = float(sum(p.detach().double().sum() for p in policy.model.parameters()))
+    first_frames_all, checksums = zip(*processes.gather((first_frames, checksum)))
+    if len(set(checksums)) > 1:
+        raise C2CError(f"the {processes.count} training processes ended with different weights ({checksums})")
+    if not processes.is_main:
+        processes.wait()
+        return None
+    metrics = _finish(out, config, policy, ema, data, eval_frames, history, writer, processes)
+    metrics.update({"samples_per_s": round(samples / max(seconds, 1e-9), 2),
+                    "train_seconds_this_run": round(seconds, 1), "first_batch_frames": list(first_frames_all)})
+    atomic_write_json(out / "metrics.json", metrics)
+    processes.wait()
+    return metrics
+
+
+def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
+                data: PolicyData, frames: np.ndarray, config: PolicyTrainConfig, processes: Processes,
+                autocast: Any) -> dict[str, float]:
+    """One optimisation step over (grad_accum, B) frames (``model`` is ``policy``, DDP-wrapped when several
+    processes train); returns the metrics averaged over micro-steps and processes."""
+    optimizer.zero_grad(set_to_none=True)
+    sums: dict[str, float] = {}
+    for micro, micro_frames in enumerate(frames):
+        with processes.no_sync(model, skip=micro < len(frames) - 1):
+            with autocast:
+                loss, metrics = model(data.batch(micro_frames))  # Eq. 9 over [plan][exec][end]
+            (loss / config.grad_accum).backward()
+        for key, value in metrics.items():
+            sums[key] = sums.get(key, 0.0) + float(value) / config.grad_accum
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.grad_clip))
+    optimizer.step()
+    return processes.mean({**sums, "grad_norm": grad_norm})
+
+
+def _load_data(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any) -> PolicyData:
+    return load_policy_data(Path(config.dataset), tokenizer, Path(config.tokenizer), policy_cfg, Path(config.out),
+                            holdout_fraction=config.holdout_fraction, holdout_seed=config.holdout_seed,
+                            max_image_gb=config.max_image_gb, resize_images=config.resize_images)
+
+
+def _writer(out: Path, start_step: int):
+    from torch.utils.tensorboard import SummaryWriter
+
+    return SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)  # drop events past a resume
+
+
+def _ema_policy(policy: PlanExecutePolicy, ema: EMA) -> PlanExecutePolicy:
+    return PlanExecutePolicy(policy.config, ema.model, policy.action_tokenizer, policy.instruction_tokenizer)
+
+
+def _evaluate_and_log(processes: Processes, ema: EMA, policy: PlanExecutePolicy, data: PolicyData,
+                      frames: np.ndarray, config: PolicyTrainConfig, history: dict[str, list], writer: Any,
+                      step: int) -> dict[str, float] | None:
+    """Held-out evaluation with the EMA weights, on the main process (the others wait)."""
+    result = None
+    if processes.is_main:
+        result = evaluate_policy(_ema_policy(policy, ema), data, frames, decode_frames=config.decode_frames,
+                                 batch_size=config.eval_batch_size)
+        history["heldout"].append({"step": step, **result})
+        for key, value in result.items():
+            writer.add_scalar(f"heldout/{key}", value, step)
+    processes.wait()
+    return result
+
+
+def _finish(out: Path, config: PolicyTrainConfig, policy: PlanExecutePolicy, ema: EMA, data: PolicyData,
+            eval_frames: np.ndarray, history: dict[str, list], writer: Any, processes: Processes) -> dict[str, Any]:
+    """Final evaluation, the policy checkpoint (model + EMA weights), curves and metrics (main process)."""
+    if not history["heldout"] or history["heldout"][-1]["step"] != config.steps:
+        heldout = evaluate_policy(_ema_policy(policy, ema), data, eval_frames, decode_frames=config.decode_frames,
+                                  batch_size=config.eval_batch_size)
+        history["heldout"].append({"step": config.steps, **heldout})
+        for key, value in heldout.items():
+            writer.add_scalar(f"heldout/{key}", value, config.steps)
+    writer.close()
+    policy.save_pretrained(out)
+    _ema_policy(policy, ema).save_pretrained(out, weights_file=EMA_WEIGHTS_FILE)
+    plot_curves(history, out / "curves.png", title=f"{config.variant} ({config.preset})")
+    recent = history["train"][-min(50, len(history["train"])):]
+    return {
+        "variant": config.variant, "preset": config.preset, "steps": config.steps, "processes": processes.count,
+        "effective_batch_size": config.batch_size * config.grad_accum * processes.count,
+        "parameters": sum(p.numel() for p in policy.model.parameters()),
+        "lr": config.lr, "warmup_steps": config.warmup_steps, "ema_decay": config.ema_decay,
+        "precision": config.precision,
+        "train_recent": {key: float(np.mean([row[key] for row in recent])) for key in ("loss", "accuracy/exec")},
+        "heldout": history["heldout"][-1], "heldout_episodes": data.info["heldout_episodes"],
+        "eval_split": "heldout" if len(data.heldout_frames) else "train (no held-out episodes)",
+        "codes_computed_this_run": data.info["codes_computed"],
+    }
+
+
+def plot_curves(history: dict[str, list], path: Path, title: str = "") -> None:
+    """Loss and exec token accuracy vs step: training (raw and smoothed) and held-out (EMA weights)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    train, held = history["train"], history["heldout"]
+    for axis, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy/exec", "exec token accuracy")):
+        steps = np.array([row["step"] for row in train])
+        values = np.array([row[key] for row in train])
+        axis.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
+        window = max(1, len(values) // 50)
+        if len(values) >= window:
+            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
+            axis.plot(steps[window - 1:], smooth, color="tab:blue", label="train")
+        if held:
+            axis.plot([row["step"] for row in held], [row[key] for row in held], "o-", color="tab:orange",
+                      label="held-out (EMA)")
+        axis.set_xlabel("step")
+        axis.set_ylabel(label)
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    figure.savefig(tmp, dpi=100)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    held = metrics["heldout"]
+    header = (f"policy ({metrics['variant']}, {metrics['preset']}, {metrics['parameters'] / 1e6:.2f} M parameters), "
+              f"{metrics['steps']} steps, {metrics['samples_per_s']} samples/s, evaluated on {metrics['eval_split']}")
+    lines = [header]
+    for branch in ("plan", "exec", "end"):
+        if f"accuracy/{branch}" in held:
+            lines.append(f"  {branch}: token accuracy {held[f'accuracy/{branch}']:.3f}, loss "
+                         f"{held[f'loss/{branch}']:.3f} (teacher forced, EMA weights)")
+    if "exec_l1" in held:
+        lines.append(f"  decoded exec chunks ({int(held['decoded_frames'])} frames, greedy): L1 {held['exec_l1']:.4f} "
+                     f"normalized, {held['exec_l1_raw']:.5f} dataset units (tokenizer floor "
+                     f"{held['exec_l1_tokenizer']:.4f}; predicting the midpoint {held['exec_l1_midpoint']:.4f})")
+    return "\n".join(lines)
+
+
+# --- several processes -------------------------------------------------------------------------------------------
+def launch_processes(config: PolicyTrainConfig, count: int, resume: bool = False) -> dict[str, Any]:
+    """Run ``train_policy`` in ``count`` data-parallel CPU processes (torchrun; DDP over gloo via accelerate)."""
+    out = Path(config.out)
+    out.mkdir(parents=True, exist_ok=True)
+    launch = out / "launch_config.json"
+    atomic_write_json(launch, {"config": asdict(config), "resume": resume})
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
+               "-m", "c2c.policy.train", str(launch)]
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    result = subprocess.run(command, env=env, check=False)
+    if result.returncode != 0:
+        raise C2CError(f"{count} training processes failed (exit status {result.returncode}); see the output above")
+    import json
+
+    return json.loads((out / "metrics.json").read_text())
+
+
+def _main(argv: list[str]) -> int:
+    """One process of a data-parallel run: ``python -m c2c.policy.train LAUNCH_CONFIG.json`` under torchrun."""
+    import json
+
+    raw = json.loads(Path(argv[0]).read_text())
+    known = {f.name for f in fields(PolicyTrainConfig)}
+    config = PolicyTrainConfig(**{k: v for k, v in raw["config"].items() if k in known})
+    try:
+        train_policy(config, resume=raw.get("resume", False))
+    except C2CError as err:
+        print(f"c2c: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

@@ -1,0 +1,246 @@
+"""Policy training data: every frame of a dataset in memory, with its frozen tokenizer codes computed once.
+
+What one frame carries (the batch format of ``PlanExecutePolicy.forward``): the camera images (uint8, kept in
+memory: the datasets trained on a CPU are small, and the size is checked against a limit first), the raw state,
+the instruction, the exec codes of its exec window (A[t : t + He]) and, for plan variants, the plan codes of its
+coarse plan (Eq. 3-4 over A[t : t + Hp], Hp from the variant: 160, or 40 for ``plan-hp40``, always K steps).
+
+The codes come from the frozen action tokenizer. Encoding every frame costs seconds to minutes, so they are
+computed once and cached in the output directory under a key made of the tokenizer's files, the dataset's actions
+and the window spec; a rerun (or a resume) reads the cache.
+
+Held-out episodes follow the tokenizer's rule (``c2c.tokenizer.data.split_episodes`` with the tokenizer's holdout
+fraction and seed), so a policy is never evaluated on episodes its tokenizer was fitted on.
+
+Example::
+
+    data = load_policy_data(dataset_dir, tokenizer_dir, policy_config, out_dir)
+    batch = data.batch(data.train_frames[:16])       # images, observation.state, task, codes.exec (+ codes.plan)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE, TASK, camera_name, image_key
+from c2c.data.windows import WindowSpec, dataset_windows
+from c2c.errors import ConfigError
+from c2c.policy.config import PolicyConfig
+from c2c.policy.processing import CODE_KEYS
+from c2c.tokenizer.data import default_spec, split_episodes
+from c2c.utils.io import atomic_write_bytes, atomic_write_json
+
+CODES_DIR = "codes"  # cache directory inside the training output directory
+ENCODE_BATCH = 2048  # windows per tokenizer call while computing codes
+
+
+@dataclass(frozen=True)
+class TokenizerRecord:
+    """What a saved tokenizer directory says about how it was trained (its ``train_config.json``)."""
+
+    spec: WindowSpec | None  # the window spec it was trained with (None: not recorded)
+    holdout_fraction: float  # its held-out episode fraction
+    seed: int  # its split seed
+    dataset: str | None  # the dataset it was trained on
+
+
+def read_tokenizer_record(tokenizer_dir: Path) -> TokenizerRecord:
+    path = Path(tokenizer_dir) / "train_config.json"
+    if not path.is_file():
+        return TokenizerRecord(None, 0.1, 0, None)
+    raw = json.loads(path.read_text())
+    spec = WindowSpec(**raw["window_spec"]) if "window_spec" in raw else None
+    return TokenizerRecord(spec, float(raw.get("holdout_fraction", 0.1)), int(raw.get("seed", 0)), raw.get("dataset"))
+
+
+def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: TokenizerRecord,
+                               tokenizer_dir: Path) -> None:
+    """The variant needs a tokenizer of the right kind, trained on exec windows of the policy's exec horizon."""
+    variant = getattr(tokenizer, "variant", None)
+    if variant not in config.tokenizer_variants:
+        raise ConfigError(f"policy variant {config.variant!r} needs a {' or '.join(config.tokenizer_variants)} "
+                          f"tokenizer, but {tokenizer_dir} is a {variant!r} tokenizer")
+    spec_horizon = record.spec.exec_horizon if record.spec is not None else tokenizer.config.horizon
+    if spec_horizon != config.exec_horizon or tokenizer.config.horizon != config.exec_horizon:
+        raise ConfigError(f"policy exec horizon He={config.exec_horizon} does not match the exec horizon "
+                          f"He={spec_horizon} that tokenizer {tokenizer_dir} was trained with")
+    if config.has_plan and tokenizer.config.horizon != config.plan_steps:
+        raise ConfigError(f"policy plan steps K={config.plan_steps} do not match the {tokenizer.config.horizon}-step "
+                          f"chunks of tokenizer {tokenizer_dir}")
+
+
+def policy_window_spec(config: PolicyConfig, record: TokenizerRecord, dataset_dir: Path) -> WindowSpec:
+    """The variant's windows: exec horizon He, plan horizon Hp of the variant (0 for noplan), K plan steps; the
+    gripper dims are the tokenizer's (else read from the dataset like the tokenizer does)."""
+    gripper = record.spec.gripper_dims if record.spec is not None else default_spec(
+        dataset_dir, config.exec_horizon, 0, config.plan_steps).gripper_dims
+    return WindowSpec(exec_horizon=config.exec_horizon, plan_horizon=config.plan_horizon,
+                      plan_steps=config.plan_steps, gripper_dims=gripper)
+
+
+# --- codes, computed once ---------------------------------------------------------------------------------------
+def _digest(*parts: bytes) -> str:
+    hasher = hashlib.sha256()
+    for part in parts:
+        hasher.update(hashlib.sha256(part).digest())
+    return hasher.hexdigest()
+
+
+def codes_cache_key(tokenizer_dir: Path, actions: np.ndarray, episodes: np.ndarray, spec: WindowSpec) -> str:
+    """Identifies the tokenizer (its config and weights), the dataset's actions and the window spec."""
+    tokenizer_files = [p.read_bytes() for p in sorted(Path(tokenizer_dir).glob("*.json")) + sorted(
+        Path(tokenizer_dir).glob("*.safetensors")) if p.name not in ("metrics.json", "train_config.json")]
+    spec_bytes = json.dumps(asdict(spec), sort_keys=True).encode()
+    return _digest(*tokenizer_files, np.ascontiguousarray(actions).tobytes(),
+                   np.ascontiguousarray(episodes).tobytes(), spec_bytes)
+
+
+def encode_windows(tokenizer: Any, chunks: np.ndarray, mode: str) -> np.ndarray:
+    """(N, H, A) windows -> (N, Np, R) codes, in batches."""
+    parts = [tokenizer.encode(chunks[i:i + ENCODE_BATCH], mode) for i in range(0, len(chunks), ENCODE_BATCH)]
+    return np.concatenate(parts).astype(np.int16 if tokenizer.codebook_size <= 32767 else np.int32)
+
+
+def load_or_compute_codes(tokenizer: Any, tokenizer_dir: Path, actions: np.ndarray, episodes: np.ndarray,
+                          spec: WindowSpec, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, bool]:
+    """({"exec": (N, Np, R), "plan": ...}, raw exec chunks (N, He, A), whether they were computed now)."""
+    windows = dataset_windows(actions, episodes, spec)
+    key = codes_cache_key(tokenizer_dir, actions, episodes, spec)
+    path = Path(cache_dir) / f"{key[:20]}.npz"
+    if path.is_file():
+        with np.load(path) as stored:
+            return {mode: stored[mode] for mode in stored.files}, windows.exec_chunks, False
+    codes = {"exec": encode_windows(tokenizer, windows.exec_chunks, "exec")}
+    if spec.has_plan:
+        codes["plan"] = encode_windows(tokenizer, windows.plans, "plan")
+    buffer = io.BytesIO()
+    np.savez(buffer, **codes)
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_json(path.with_suffix(".json"), {"tokenizer": str(tokenizer_dir), "window_spec": asdict(spec),
+                                                  "frames": len(actions), "key": key})
+    return codes, windows.exec_chunks, True
+
+
+# --- images ------------------------------------------------------------------------------------------------------
+def image_memory_bytes(num_frames: int, num_cameras: int, image_size: int) -> int:
+    return num_frames * num_cameras * image_size * image_size * 3
+
+
+def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR))
+                     for frame in frames])  # (T, size, size, 3)
+
+
+def check_cameras(dataset: Any, config: PolicyConfig, resize: bool) -> None:
+    for camera in config.cameras:
+        key = image_key(camera)
+        if key not in dataset.camera_keys:
+            raise ConfigError(f"camera {camera!r} is not in the dataset (cameras: "
+                              f"{[camera_name(k) for k in dataset.camera_keys]})")
+        shape = tuple(dataset.features[key]["shape"])
+        if shape != (config.image_size, config.image_size, 3) and not resize:
+            raise ConfigError(f"dataset camera {camera!r} has {shape[0]}x{shape[1]} images but the "
+                              f"{config.backbone!r} preset expects {config.image_size}x{config.image_size} "
+                              "(pass --resize-images to resize them with PIL when loading)")
+
+
+# --- the data ----------------------------------------------------------------------------------------------------
+@dataclass
+class PolicyData:
+    """Every frame of a dataset, ready to be batched."""
+
+    images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8
+    states: np.ndarray  # (N, S) float32, raw
+    tasks: np.ndarray  # (N,) object: instruction of each frame
+    codes: dict[str, np.ndarray]  # "exec" (and "plan") -> (N, Np, R) target codes
+    exec_chunks: np.ndarray  # (N, He, A) raw exec windows (what decoding is compared to)
+    train_frames: np.ndarray  # (Nt,) frame indices of the training episodes
+    heldout_frames: np.ndarray  # (Nh,) frame indices of the held-out episodes
+    info: dict[str, Any]  # episodes of each split, cache key, what was computed
+
+    @property
+    def instructions(self) -> list[str]:
+        return sorted(set(self.tasks.tolist()))
+
+    def batch(self, frames: Sequence[int] | np.ndarray) -> dict[str, Any]:
+        """The training batch of these frames (PlanExecutePolicy.forward's format)."""
+        frames = np.asarray(frames)
+        batch: dict[str, Any] = {image_key(camera): images[frames] for camera, images in self.images.items()}
+        batch[OBS_STATE] = self.states[frames]  # (B, S)
+        batch[TASK] = self.tasks[frames].tolist()
+        for mode, codes in self.codes.items():
+            batch[CODE_KEYS[mode]] = codes[frames].astype(np.int64)  # (B, Np, R)
+        return batch
+
+
+def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path, config: PolicyConfig, out: Path, *,
+                     holdout_fraction: float | None = None, holdout_seed: int | None = None,
+                     max_image_gb: float = 8.0, resize_images: bool = False) -> PolicyData:
+    """Read a dataset for training ``config`` (check sizes, split, codes from the cache or computed once)."""
+    from c2c.data.lerobot import LeRobotDataset
+
+    dataset = LeRobotDataset(dataset_dir)
+    record = read_tokenizer_record(tokenizer_dir)
+    check_tokenizer_for_policy(config, tokenizer, record, tokenizer_dir)
+    check_cameras(dataset, config, resize_images)
+    arrays = dataset.frame_arrays([ACTION, OBS_STATE, EPISODE_INDEX])
+    actions, episodes = arrays[ACTION].astype(np.float32), arrays[EPISODE_INDEX]
+    needed = image_memory_bytes(len(actions), len(config.cameras), config.image_size)
+    if needed > max_image_gb * 2**30:
+        raise ConfigError(f"{dataset_dir}: its {len(actions)} frames x {len(config.cameras)} cameras of "
+                          f"{config.image_size} px need {needed / 2**30:.1f} GiB in memory, over the "
+                          f"{max_image_gb:g} GiB limit (raise --max-image-gb, or use fewer frames or cameras)")
+    spec = policy_window_spec(config, record, Path(dataset_dir))
+    codes, exec_chunks, computed = load_or_compute_codes(tokenizer, tokenizer_dir, actions, episodes, spec,
+                                                         Path(out) / CODES_DIR)
+    images, tasks = _load_frames(dataset, config, len(actions), resize_images)
+    fraction = record.holdout_fraction if holdout_fraction is None else holdout_fraction
+    seed = record.seed if holdout_seed is None else holdout_seed
+    train_eps, held_eps = split_episodes(episodes, fraction, seed)  # the tokenizer's rule and settings
+    frames = np.arange(len(actions))
+    info = {"train_episodes": train_eps.tolist(), "heldout_episodes": held_eps.tolist(),
+            "holdout_fraction": fraction, "holdout_seed": seed, "window_spec": asdict(spec),
+            "codes_computed": computed, "num_frames": len(actions), "image_bytes": needed}
+    return PolicyData(images=images, states=arrays[OBS_STATE].astype(np.float32), tasks=tasks, codes=codes,
+                      exec_chunks=exec_chunks, train_frames=frames[np.isin(episodes, train_eps)],
+                      heldout_frames=frames[np.isin(episodes, held_eps)], info=info)
+
+
+def _load_frames(dataset: Any, config: PolicyConfig, num_frames: int, resize: bool
+                 ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """All frames' images (preallocated, filled episode by episode) and instructions, in frame order."""
+    size = config.image_size
+    images = {camera: np.empty((num_frames, size, size, 3), dtype=np.uint8) for camera in config.cameras}
+    tasks = np.empty(num_frames, dtype=object)
+    start = 0
+    for index in range(dataset.num_episodes):
+        episode = dataset.episode(index, load_images=True)
+        stop = start + episode.length
+        for camera in config.cameras:
+            frames = episode.images[camera]
+            images[camera][start:stop] = _resize(frames, size) if frames.shape[1:3] != (size, size) else frames
+        tasks[start:stop] = episode.task
+        start = stop
+    if start != num_frames:
+        raise ConfigError(f"{dataset.root}: episodes hold {start} frames but the data files hold {num_frames}")
+    return images, tasks
+
+
+def draw_frames(population: np.ndarray, seed: int, step: int, batch_size: int, grad_accum: int = 1,
+                processes: int = 1) -> np.ndarray:
+    """(grad_accum, processes, batch_size) frames of one optimisation step, drawn from a generator seeded by
+    (seed, step): the data order depends neither on where training was resumed nor on the process count's rank
+    layout (process r of micro-step m trains on ``[m, r]``)."""
+    rng = np.random.default_rng([seed, step])
+    picks = rng.integers(len(population), size=grad_accum * processes * batch_size)
+    return population[picks].reshape(grad_accum, processes, batch_size)

@@ -1,0 +1,166 @@
+"""Policy training on a tiny synthetic dataset: outputs, exact resume, codes cached once, checks naming both sides."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import make_smooth_episodes
+from safetensors.torch import load_file
+
+from c2c.errors import ConfigError
+from c2c.policy import train_data
+from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
+from c2c.policy.testing import torch_threads
+from c2c.policy.train import PolicyTrainConfig, lr_at, train_policy
+from c2c.policy.train_data import draw_frames
+from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+TINY_CODEC = {"codebook_size": 16, "model_dim": 16, "depth": 1, "heads": 2, "latent_dim": 8, "mode_dim": 8}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    with torch_threads(1):  # debug-sized matrices: a second OpenMP thread only adds sync cost
+        yield
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    """A 6-episode dataset with two 16-px cameras (the debug preset's size) and a joint tokenizer trained on it."""
+    from c2c.data.lerobot import LeRobotWriter
+
+    root = tmp_path_factory.mktemp("policy_train")
+    dataset = root / "dataset"
+    with LeRobotWriter(dataset, fps=80, action_names=["dx", "dy", "dz", "gripper"],
+                       state_names=["x", "y", "z", "gripper"]) as writer:
+        for episode in make_smooth_episodes(6, image_size=16):
+            episode.images["wrist"] = episode.images["corner2"][:, ::-1].copy()
+            writer.add_episode(episode)
+        writer.finalize({"generator": "synthetic"})
+    tokenizer = root / "tokenizer"
+    train_tokenizer(TokenizerTrainConfig(dataset=str(dataset), out=str(tokenizer), steps=4, batch_size=32,
+                                         kmeans_samples=256, eval_every=1000, codec=TINY_CODEC), show_progress=False)
+    return {"root": root, "dataset": dataset, "tokenizer": tokenizer}
+
+
+def _config(workspace, out, **overrides):
+    settings = dict(dataset=str(workspace["dataset"]), tokenizer=str(workspace["tokenizer"]),
+                    out=str(workspace["root"] / out), preset="debug", steps=2, batch_size=4, checkpoint_every=2,
+                    eval_every=1000, eval_frames=8, decode_frames=4, eval_batch_size=4)
+    settings.update(overrides)
+    return PolicyTrainConfig(**settings)
+
+
+def test_two_steps_write_a_loadable_policy_with_ema_and_metrics(workspace):
+    config = _config(workspace, "plan")
+    metrics = train_policy(config, show_progress=False)
+    out = workspace["root"] / "plan"
+    for name in (WEIGHTS_FILE, EMA_WEIGHTS_FILE, "metrics.json", "curves.png", "train_config.json",
+                 "training_state.pt"):
+        assert (out / name).is_file(), name
+    saved = json.loads((out / "metrics.json").read_text())
+    held = saved["heldout"]
+    assert {"accuracy/plan", "accuracy/exec", "loss/exec", "exec_l1", "exec_l1_raw"} <= set(held)
+    assert 0 <= held["accuracy/exec"] <= 1 and held["exec_l1"] > 0 and metrics["steps"] == 2
+    # The tokenizer's held-out episodes stay held out.
+    tokenizer_split = json.loads((workspace["tokenizer"] / "train_config.json").read_text())["heldout_episodes"]
+    assert saved["heldout_episodes"] == tokenizer_split and tokenizer_split
+    # EMA weights are saved beside the model's, differ from them, and are what from_pretrained loads.
+    ema, model = load_file(str(out / EMA_WEIGHTS_FILE)), load_file(str(out / WEIGHTS_FILE))
+    assert any(not np.array_equal(ema[k].numpy(), model[k].numpy()) for k in ema)
+    policy = PlanExecutePolicy.from_pretrained(out, variant="plan")
+    loaded = {k: v.numpy() for k, v in policy.model.state_dict().items()}
+    np.testing.assert_array_equal(loaded["backbone.lm_head.weight"], ema["backbone.lm_head.weight"].numpy())
+    data = train_data.load_policy_data(workspace["dataset"], policy.action_tokenizer, workspace["tokenizer"],
+                                       policy.config, out)
+    assert not data.info["codes_computed"]  # read from the run's cache
+    assert policy.predict_action_chunk(data.batch(data.heldout_frames[:2])).shape == (2, 20, 4)
+
+
+def test_resume_continues_exactly_and_codes_are_computed_once(workspace, monkeypatch):
+    calls = []
+    original = train_data.encode_windows
+    monkeypatch.setattr(train_data, "encode_windows", lambda *a: calls.append(a[2]) or original(*a))
+    train_policy(_config(workspace, "straight", steps=4), show_progress=False)
+    assert sorted(calls) == ["exec", "plan"]
+    assert train_policy(_config(workspace, "resumed", steps=4), show_progress=False, stop_after=2) is None
+    assert not (workspace["root"] / "resumed" / "metrics.json").exists()
+    calls.clear()
+    metrics = train_policy(_config(workspace, "resumed", steps=4), show_progress=False, resume=True)
+    assert calls == [] and metrics["codes_computed_this_run"] is False  # the cache in --out was used
+    for name in (WEIGHTS_FILE, EMA_WEIGHTS_FILE):
+        straight = load_file(str(workspace["root"] / "straight" / name))
+        resumed = load_file(str(workspace["root"] / "resumed" / name))
+        for key in straight:
+            np.testing.assert_array_equal(straight[key].numpy(), resumed[key].numpy(), err_msg=f"{name} {key}")
+
+
+def test_resume_with_other_settings_or_without_checkpoint_is_refused(workspace):
+    with pytest.raises(ConfigError, match="nothing to resume"):
+        train_policy(_config(workspace, "fresh"), show_progress=False, resume=True)
+    train_policy(_config(workspace, "changed", steps=4), show_progress=False, stop_after=1)
+    with pytest.raises(ConfigError, match=r"other settings \(lr\)"):
+        train_policy(_config(workspace, "changed", steps=4, lr=0.5), show_progress=False)
+
+
+@pytest.mark.parametrize("variant", ["noplan", "plan-hp40"])
+def test_other_variants_train_on_the_joint_tokenizer(workspace, variant):
+    metrics = train_policy(_config(workspace, variant, variant=variant, steps=1), show_progress=False)
+    assert ("accuracy/plan" in metrics["heldout"]) == (variant != "noplan")
+    spec = json.loads((workspace["root"] / variant / "train_config.json").read_text())["window_spec"]
+    assert spec["plan_horizon"] == {"noplan": 0, "plan-hp40": 40}[variant] and spec["plan_steps"] == 20
+
+
+def test_variant_and_tokenizer_must_match(workspace):
+    with pytest.raises(ConfigError, match=r"policy variant 'separate' needs a separate tokenizer, but .* is a 'joint'"):
+        train_policy(_config(workspace, "separate", variant="separate"), show_progress=False)
+    short = workspace["root"] / "tokenizer_he10"
+    train_tokenizer(TokenizerTrainConfig(dataset=str(workspace["dataset"]), out=str(short), steps=1, batch_size=8,
+                                         exec_horizon=10, plan_horizon=80, plan_steps=10, kmeans_samples=64,
+                                         codec=TINY_CODEC), show_progress=False)
+    with pytest.raises(ConfigError, match=r"policy exec horizon He=20 does not match the exec horizon He=10"):
+        train_policy(_config(workspace, "he", tokenizer=str(short)), show_progress=False)
+
+
+def test_image_size_and_memory_limit_are_checked(workspace):
+    with pytest.raises(ConfigError, match=r"16x16 images but the 'tiny' preset expects 96x96"):
+        train_policy(_config(workspace, "tiny", preset="tiny"), show_progress=False)
+    with pytest.raises(ConfigError, match=r"GiB limit"):
+        train_policy(_config(workspace, "memory", max_image_gb=1e-5), show_progress=False)
+
+
+def test_batches_depend_on_seed_and_step_and_ranks_get_different_frames():
+    population = np.arange(1000)
+    frames = draw_frames(population, seed=0, step=7, batch_size=8, grad_accum=2, processes=2)
+    assert frames.shape == (2, 2, 8)
+    np.testing.assert_array_equal(frames, draw_frames(population, seed=0, step=7, batch_size=8, grad_accum=2,
+                                                      processes=2))
+    assert not np.array_equal(frames[0, 0], frames[0, 1])
+    assert not np.array_equal(frames, draw_frames(population, seed=0, step=8, batch_size=8, grad_accum=2,
+                                                  processes=2))
+
+
+def test_learning_rate_warms_up_then_decays():
+    config = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="tiny", steps=1000)
+    assert config.lr == 3e-4 and config.warmup_steps == 200  # the tiny preset's defaults
+    assert lr_at(0, config) < lr_at(199, config) == pytest.approx(3e-4)
+    assert lr_at(999, config) == pytest.approx(3e-5, rel=1e-2)  # cosine down to 10% of the peak
+    paper = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="paligemma-3b", steps=60000)
+    assert (paper.lr, paper.warmup_steps, paper.weight_decay) == (2.5e-5, 1000, 1e-10)  # C.2
+
+
+@pytest.mark.slow  # 20-30 s: torchrun starts two processes that each import transformers
+def test_two_processes_train_on_different_data_and_save(workspace):
+    from c2c.cli import main
+
+    out = workspace["root"] / "ddp"
+    code = main(["policy", "train", "--dataset", str(workspace["dataset"]), "--tokenizer", str(workspace["tokenizer"]),
+                 "--out", str(out), "--preset", "debug", "--steps", "2", "--batch-size", "4", "--decode-frames", "4",
+                 "--num-processes", "2"])
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    first = metrics["first_batch_frames"]
+    assert metrics["processes"] == 2 and len(first) == 2 and first[0] != first[1]
+    assert metrics["effective_batch_size"] == 8
+    policy = PlanExecutePolicy.from_pretrained(out)
+    assert policy.config.cameras == ("corner2", "wrist")
