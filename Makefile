@@ -10,13 +10,13 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup demo test test-slow bench bench-demos bench-tokenizer check-lerobot clean help
+.PHONY: setup demo test test-slow bench bench-demos bench-tokenizer bench-policy check-lerobot clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
 	@echo "make test   - run the test suite (simulator tests included); sets itself up"
 	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
-	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer)"
+	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy)"
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
 
@@ -45,13 +45,16 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m "slow"
 
-bench: bench-demos bench-tokenizer
+bench: bench-demos bench-tokenizer bench-policy
 
 bench-demos: setup
 	$(PY) benchmarks/bench_demo_fps.py
 
 bench-tokenizer: setup
 	$(PY) benchmarks/bench_tokenizers.py --out runs/bench-tokenizers
+
+bench-policy: setup
+	$(PY) benchmarks/bench_policy.py --out runs/bench-policy
 
 check-lerobot:
 	bash scripts/make_lerobot_venv.sh .venv-lerobot

@@ -79,7 +79,7 @@ def _add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--plan-steps", type=int, default=20, help="K (default 20)")
     train.add_argument("--action-layout", default=None,
                        help="which action dims are grippers: metaworld | libero (default: from the action names)")
-    train.add_argument("--steps", type=int, default=3000, help="optimisation steps (default 3000)")
+    train.add_argument("--steps", type=int, default=1500, help="optimisation steps (default 1500)")
     train.add_argument("--batch-size", type=int, default=256, help="chunks per step (default 256)")
     train.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     train.add_argument("--precision", default="fp32", help="fp32 (default) | bf16 autocast")
