@@ -11,16 +11,16 @@ It prints one PASS/FAIL line per check and a summary, and exits 1 if anything fa
 Run it in a throwaway environment that has ``lerobot`` (never a dependency of this project), from the
 repository root::
 
-    PYTHONPATH=src /tmp/lerobot-venv/bin/python scripts/check_lerobot_compat.py [--workdir DIR] [--keep]
+    PYTHONPATH=src .venv-lerobot/bin/python scripts/check_lerobot_compat.py [--workdir DIR] [--keep]
 
 The environment that worked (Python 3.11, Debian 12, CPU only; lerobot 0.4.4 is the last release that
 supports Python 3.11)::
 
-    python3.11 -m venv /tmp/lerobot-venv
-    /tmp/lerobot-venv/bin/pip install torch==2.13.0                  # the CPU build
-    /tmp/lerobot-venv/bin/pip install --no-deps torchvision==0.28.0 lerobot==0.4.4
-    printf 'torch==2.13.0\ntorchvision==0.28.0\n' > /tmp/lerobot-constraints.txt
-    /tmp/lerobot-venv/bin/pip install -c /tmp/lerobot-constraints.txt "datasets>=4,<5" \
+    python3.11 -m venv .venv-lerobot
+    .venv-lerobot/bin/pip install torch==2.13.0                  # the CPU build
+    .venv-lerobot/bin/pip install --no-deps torchvision==0.28.0 lerobot==0.4.4
+    printf 'torch==2.13.0\ntorchvision==0.28.0\n' > lerobot-constraints.txt
+    .venv-lerobot/bin/pip install -c lerobot-constraints.txt "datasets>=4,<5" \
         "huggingface-hub>=0.34.2,<0.36" "av>=15,<16" "jsonlines>=4,<5" "draccus==0.10.0" "einops>=0.8,<0.9" \
         "imageio[ffmpeg]>=2.34,<3" "packaging>=24.2,<26" "deepdiff>=7,<9" "termcolor>=2.4,<4" \
         "accelerate>=1.10,<2" pandas pyarrow pillow
@@ -28,7 +28,7 @@ supports Python 3.11)::
     # falls back to); torchcodec 0.13 loads beside torch 2.13 and needs FFmpeg's shared libraries:
     apt-get install -y --no-install-recommends libavcodec59 libavformat59 libavutil57 libswscale6 \
         libswresample4 libavdevice59 libavfilter8
-    /tmp/lerobot-venv/bin/pip install --no-deps torchcodec==0.13.0
+    .venv-lerobot/bin/pip install --no-deps torchcodec==0.13.0
 
 pip then reports lerobot's pins on torch<2.11 and torchvision<0.26 as unmet; the dataset code works with
 the newer ones. torchvision's compiled ops do not load beside the CPU torch, so this script registers the

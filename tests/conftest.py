@@ -28,6 +28,15 @@ def make_smooth_episodes(count: int, seed: int = 0, image_size: int | None = Non
     return episodes
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Tests use small tensors: a second OpenMP thread only adds sync cost, up to 100x on a busy machine."""
+    from c2c.policy.testing import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
 @pytest.fixture
 def synthetic_dataset(tmp_path) -> Path:
     """A 24-episode LeRobot v3 dataset without images, Meta-World action layout."""

@@ -9,25 +9,13 @@ import torch
 from c2c.errors import ConfigError
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.testing import (
-    INSTRUCTIONS,
-    TOKENIZER_VARIANT,
-    debug_config,
+    debug_policy,
     random_action_tokenizer,
     random_batch,
     random_observation,
-    torch_threads,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
-        yield
-
-
-def _policy(variant="plan", **overrides):
-    config = debug_config(variant, **overrides)
-    return PlanExecutePolicy.build(config, random_action_tokenizer(TOKENIZER_VARIANT[variant]), INSTRUCTIONS).eval()
+_policy = debug_policy
 
 
 @pytest.mark.parametrize("variant", ["plan", "plan-hp40", "noplan", "separate"])

@@ -6,28 +6,16 @@ import torch
 
 from c2c.errors import ConfigError
 from c2c.policy.decoding import extend, generate_suffix, prefill
-from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.testing import (
-    INSTRUCTIONS,
-    TOKENIZER_VARIANT,
-    debug_config,
-    random_action_tokenizer,
+    debug_policy,
     random_observation,
-    torch_threads,
 )
 
 VARIANTS = ["plan", "plan-hp40", "noplan", "separate"]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
-        yield
 
-
-def _policy(variant="plan", **overrides):
-    config = debug_config(variant, **overrides)
-    return PlanExecutePolicy.build(config, random_action_tokenizer(TOKENIZER_VARIANT[variant]), INSTRUCTIONS).eval()
+_policy = debug_policy
 
 
 def _inputs(policy, batch_size, seed=0):

@@ -4,18 +4,18 @@ import pytest
 import torch
 
 from c2c.policy.policy import PlanExecutePolicy
-from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_batch, torch_threads
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
-        yield
+from c2c.policy.testing import (
+    INSTRUCTIONS,
+    debug_config,
+    debug_policy,
+    random_action_tokenizer,
+    random_batch,
+)
 
 
 @pytest.fixture(scope="module")
 def policy():
-    return PlanExecutePolicy.build(debug_config("plan"), random_action_tokenizer("joint"), INSTRUCTIONS).eval()
+    return debug_policy("plan")
 
 
 def _inputs_and_suffix(policy, batch_size=2):

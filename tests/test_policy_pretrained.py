@@ -13,14 +13,7 @@ from c2c.policy.testing import (
     random_batch,
     random_observation,
     save_random_paligemma,
-    torch_threads,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
-        yield
 
 
 @pytest.fixture(scope="module")

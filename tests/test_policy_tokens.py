@@ -7,7 +7,7 @@ import torch
 from c2c.errors import ConfigError
 from c2c.policy.instructions import InstructionTokenizer
 from c2c.policy.policy import suffix_for, vocabulary_for
-from c2c.policy.testing import debug_config, random_action_tokenizer, torch_threads
+from c2c.policy.testing import debug_config, random_action_tokenizer
 from c2c.policy.tokens import (
     SuffixLayout,
     TokenGroup,
@@ -16,12 +16,6 @@ from c2c.policy.tokens import (
     positions_from_valid,
     state_to_bins,
 )
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    with torch_threads(1):  # tiny matrices: a second OpenMP thread only adds sync cost (100x on a busy machine)
-        yield
 
 
 def _layout(variant="plan", order="codebook-major", tokenizer_variant="joint", text_size=10):

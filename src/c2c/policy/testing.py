@@ -62,6 +62,14 @@ def debug_config(variant: str = "plan", **overrides: Any) -> PolicyConfig:
     return policy_config("debug", **values)
 
 
+def debug_policy(variant: str = "plan", **overrides: Any):
+    """A random-weight policy on the debug preset with a matching random tokenizer, in eval mode."""
+    from c2c.policy.policy import PlanExecutePolicy
+
+    tokenizer = random_action_tokenizer(TOKENIZER_VARIANT[variant])
+    return PlanExecutePolicy.build(debug_config(variant, **overrides), tokenizer, INSTRUCTIONS).eval()
+
+
 def random_observation(config: PolicyConfig, batch_size: int | None = None, seed: int = 0) -> dict[str, Any]:
     """One observation (batch_size None) or a batch, with random images and state."""
     rng = np.random.default_rng(seed)
