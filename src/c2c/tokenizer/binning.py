@@ -76,7 +76,29 @@ def _hold_fill(values: np.ndarray) -> np.ndarray:
     return np.where(last_valid >= 0, filled, 0.0)
 
 
-class BinningTokenizer(ActionTokenizer):
+class SingleLevelTokenizer(ActionTokenizer):
+    """What binning and FAST share: one token level, per-mode horizons (He or K) and the normalized input."""
+
+    action_dim: int
+    exec_horizon: int
+    plan_steps: int
+    normalizers: ActionNormalizers
+
+    @property
+    def num_levels(self) -> int:
+        return 1
+
+    def horizon(self, mode: Mode) -> int:
+        return self.exec_horizon if check_mode(mode) == "exec" else self.plan_steps
+
+    def normalized_input(self, actions: np.ndarray, mode: Mode) -> np.ndarray:
+        """Checked (B, H, A) actions in dataset units -> (B, H, A) in [-1, 1] with the mode's statistics."""
+        who = f"{self.name} encode"
+        normalizer = normalizer_for(self.normalizers, mode, who)
+        return normalizer.normalize(check_actions(actions, self.horizon(mode), self.action_dim, mode, who))
+
+
+class BinningTokenizer(SingleLevelTokenizer):
     """Uniform bins over the normalized range [-1, 1]; exec and plan modes share the same ``bins`` ids."""
 
     name: ClassVar[str] = "binning"
@@ -112,21 +134,11 @@ class BinningTokenizer(ActionTokenizer):
     def codebook_size(self) -> int:
         return self.bins
 
-    @property
-    def num_levels(self) -> int:
-        return 1
-
-    def horizon(self, mode: Mode) -> int:
-        return self.exec_horizon if check_mode(mode) == "exec" else self.plan_steps
-
     def tokens_per_chunk(self, mode: Mode = "exec") -> int:
         return self.horizon(mode) * self.action_dim
 
     def encode(self, actions: np.ndarray, mode: Mode = "exec") -> np.ndarray:
-        who = f"{self.name} encode"
-        normalizer = normalizer_for(self.normalizers, mode, who)
-        actions = check_actions(actions, self.horizon(mode), self.action_dim, mode, who)
-        x = normalizer.normalize(actions)  # (B, H, A) in [-1, 1]
+        x = self.normalized_input(actions, mode)  # (B, H, A) in [-1, 1]
         ids = np.floor((x + 1.0) * (self.bins / 2.0)).astype(np.int64)  # value 1.0 lands on `bins`: clip below
         ids = np.clip(ids, 0, self.bins - 1)
         return ids.reshape(ids.shape[0], -1, 1)  # (B, H*A, 1), time-major

@@ -33,8 +33,8 @@ from tokenizers import Tokenizer, models, trainers
 
 from c2c.data.normalize import ActionNormalizers
 from c2c.errors import ConfigError
-from c2c.tokenizer.base import MODES, PAD_CODE, ActionTokenizer, DecodeReport, Mode, check_actions, check_mode
-from c2c.tokenizer.binning import CONFIG_FILE, level_zero_ids, normalizer_for, read_config
+from c2c.tokenizer.base import MODES, PAD_CODE, DecodeReport, Mode, check_actions, check_mode
+from c2c.tokenizer.binning import CONFIG_FILE, SingleLevelTokenizer, level_zero_ids, normalizer_for, read_config
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 BPE_FILE = "bpe.json"
@@ -82,7 +82,7 @@ def alphabet(bound: int) -> list[str]:
     return [chr(CHAR_BASE + bound + value) for value in range(-bound, bound + 1)]
 
 
-class FastTokenizer(ActionTokenizer):
+class FastTokenizer(SingleLevelTokenizer):
     """DCT + BPE action tokenizer. Build it with :meth:`fit` or :meth:`from_pretrained`.
 
     ``tokens_per_chunk(mode)`` is the longest sequence seen at fit time for that mode (the hard bound H x A when
@@ -205,21 +205,11 @@ class FastTokenizer(ActionTokenizer):
     def codebook_size(self) -> int:
         return int(self._token_lengths.shape[0])
 
-    @property
-    def num_levels(self) -> int:
-        return 1
-
-    def horizon(self, mode: Mode) -> int:
-        return self.exec_horizon if check_mode(mode) == "exec" else self.plan_steps
-
     def tokens_per_chunk(self, mode: Mode = "exec") -> int:
         return self.max_tokens.get(check_mode(mode), self.horizon(mode) * self.action_dim)
 
     def encode(self, actions: np.ndarray, mode: Mode = "exec") -> np.ndarray:
-        who = f"{self.name} encode"
-        normalizer = normalizer_for(self.normalizers, mode, who)
-        actions = check_actions(actions, self.horizon(mode), self.action_dim, mode, who)
-        x = normalizer.normalize(actions)  # (B, H, A) in [-1, 1]
+        x = self.normalized_input(actions, mode)  # (B, H, A) in [-1, 1]
         strings = coefficient_strings(quantized_coefficients(x, self.scale, self.bound), self.bound)
         encodings = self.bpe.encode_batch_fast(strings, add_special_tokens=False)
         lengths = np.array([len(encoding.ids) for encoding in encodings], dtype=np.int64)  # (B,)
