@@ -14,7 +14,8 @@ batch and accelerate wraps the model in DDP over gloo; ``c2c policy train --num-
 processes itself. The single-process path does not touch accelerate.
 
 Output directory: a complete policy checkpoint (``PlanExecutePolicy.from_pretrained(out)`` loads the EMA weights)
-plus ``training_state.pt``, ``train_config.json``, ``metrics.json``, ``curves.png``, ``tensorboard/`` and
+plus ``training_state.pt``, ``train_config.json``, ``training_data.json`` (the dataset's generator record, placement
+seeds included), ``metrics.json``, ``curves.png``, ``tensorboard/`` and
 ``codes/`` (the cached target codes).
 
 Example::
@@ -47,6 +48,8 @@ from c2c.policy.config import PolicyConfig, get_preset, policy_config
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data
 from c2c.utils.io import atomic_write_json
+
+TRAINING_DATA_FILE = "training_data.json"  # the training dataset's generator record (c2c extra info)
 
 CHECKPOINT = "training_state.pt"
 PRECISIONS = ("fp32", "bf16")
@@ -324,6 +327,10 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     if processes.is_main:
         atomic_write_json(out / "train_config.json", {**asdict(config), "policy_config": policy_cfg.to_dict(),
                                                       "processes": processes.count, **data.info})
+        # What the demonstrations were made from (simulator, tasks, placement seeds), kept with the checkpoint so
+        # that closed-loop evaluation can refuse seeds the policy saw, even after the dataset is gone.
+        atomic_write_json(out / TRAINING_DATA_FILE, {"dataset": str(config.dataset),
+                                                     "c2c": LeRobotDataset(config.dataset).extra_info})
     model = processes.wrap(policy)
     policy.train()
     writer = _writer(out, start_step) if processes.is_main else None
