@@ -128,3 +128,28 @@ def test_a_few_steps_fit_one_batch():
         loss.backward()
         optimizer.step()
     assert loss.item() < 0.7 * first
+
+
+@pytest.mark.parametrize("variant", ["plan", "separate"])
+def test_valid_id_loss_is_the_cross_entropy_of_the_constrained_distribution(variant):
+    full = debug_policy(variant)
+    valid = debug_policy(variant, loss_vocabulary="valid")
+    valid.model.load_state_dict(full.model.state_dict())
+    inputs, suffix_ids = _inputs_and_suffix(full)
+    out = valid.model(inputs, suffix_ids)
+    assert out.logits is None
+    logits = full.model.next_token_logits(inputs, suffix_ids[:, :-1])  # (B, T, V)
+    low, high = full.suffix.valid_low, full.suffix.valid_high
+    ids = torch.arange(logits.shape[-1])
+    allowed = (ids[None] >= low[:, None]) & (ids[None] < high[:, None])  # (T, V)
+    restricted = logits.masked_fill(~allowed, float("-inf")).log_softmax(-1)
+    expected = -restricted.gather(-1, suffix_ids[..., None])[..., 0]  # (B, T); the end position gives 0
+    torch.testing.assert_close(out.loss, expected.mean())
+    # The same argmax as the full-vocabulary model's constrained prediction: accuracies agree.
+    reference = full.model(inputs, suffix_ids)
+    torch.testing.assert_close(out.metrics["accuracy/exec"], reference.metrics["accuracy/exec"])
+    out.loss.backward()  # gradients reach the LM head rows of valid ids only
+    grad = valid.model.backbone.lm_head.weight.grad
+    used = allowed.any(0)
+    assert grad[used].abs().sum() > 0
+

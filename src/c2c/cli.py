@@ -137,7 +137,7 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--tokenizer", type=Path, required=True, help="trained action tokenizer directory")
     train.add_argument("--out", type=Path, required=True, help="output directory (a policy checkpoint)")
     train.add_argument("--variant", default="plan", help="plan (default) | plan-hp40 | noplan | separate")
-    train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | debug | paligemma-3b")
+    train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | nano | debug | paligemma-3b")
     train.add_argument("--backbone-path", default=None, help="local PaliGemma directory (paligemma-3b)")
     train.add_argument("--cameras", type=_comma_list, default=None,
                        help="comma list of cameras, primary first (default: all of the dataset's)")
@@ -185,6 +185,56 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     train.set_defaults(func=run_train)
 
 
+def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
+    mw = eval_sub.add_parser(
+        "metaworld",
+        help="roll a trained policy out in Meta-World: success rates, report, chart, videos",
+        description="Closed-loop evaluation of a saved policy directory on Meta-World tasks. Placements come from "
+        "--seed in a namespace of their own and are checked against the training demonstrations' seeds "
+        "(training_data.json in the policy directory); an overlap is refused. Writes results.json, report.md, "
+        "success.png and videos/<task>_ep<k>.mp4 into --out.",
+    )
+    mw.add_argument("--policy", type=Path, required=True, help="saved policy directory (c2c policy train --out)")
+    mw.add_argument("--tasks", required=True, help="comma list of task names (e.g. reach-v3,pick-place-v3) or a "
+                    "group: mt10, mt50, easy, medium, hard, very_hard")
+    mw.add_argument("--episodes", type=int, required=True, help="episodes per task")
+    mw.add_argument("--seed", type=int, required=True, help="seed of the evaluation placements")
+    mw.add_argument("--replan-every", type=int, default=None,
+                    help="actions executed per decoded chunk (default: the policy's replan_every)")
+    mw.add_argument("--max-steps", type=int, default=500, help="episode step limit (default 500)")
+    mw.add_argument("--videos", type=int, default=0, help="episodes recorded as video per task (default 0)")
+    mw.add_argument("--workers", type=int, default=None,
+                    help="worker processes (default: min(CPUs, episodes, 2); 1 runs in this process)")
+    mw.add_argument("--out", type=Path, required=True, help="output directory")
+    mw.add_argument("--allow-unknown-training-seeds", action="store_true",
+                    help="debugging only: evaluate a policy whose training_data.json is missing (overlap unchecked)")
+    mw.set_defaults(func=_run_eval_metaworld)
+
+
+def _run_eval_metaworld(args: argparse.Namespace) -> int:
+    from c2c.eval.metaworld_eval import evaluate_metaworld, format_summary
+
+    results = evaluate_metaworld(
+        args.policy, args.tasks, args.episodes, args.seed, args.out, replan_every=args.replan_every,
+        max_steps=args.max_steps, videos=args.videos, workers=args.workers,
+        allow_unknown_training_seeds=args.allow_unknown_training_seeds,
+    )
+    print(format_summary(results))
+    print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
+    return 0
+
+
+# `c2c eval <simulator>`: one entry per simulator, each adding its own subparser.
+EVAL_COMMANDS = {"metaworld": _add_eval_metaworld}
+
+
+def _add_eval_commands(subparsers: argparse._SubParsersAction) -> None:
+    evaluate = subparsers.add_parser("eval", help="closed-loop evaluation of trained policies in simulators")
+    eval_sub = evaluate.add_subparsers(dest="eval_command", required=True)
+    for add_command in EVAL_COMMANDS.values():
+        add_command(eval_sub)
+
+
 def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="the whole pipeline (demos -> tokenizer -> policies -> evaluation)")
     run.add_argument("--preset", default="quick", help="quick | mt10 | mt50 (default quick)")
@@ -208,6 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_commands(subparsers)
     _add_tokenizer_commands(subparsers)
     _add_policy_commands(subparsers)
+    _add_eval_commands(subparsers)
     _add_run_command(subparsers)
     return parser
 

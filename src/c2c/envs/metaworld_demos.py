@@ -328,12 +328,13 @@ class _Recorder:
             yield result
 
     def close(self, *, terminate: bool = False) -> None:
-        for index, process in enumerate(self._processes):
+        started = [(index, p) for index, p in enumerate(self._processes) if p.pid is not None]
+        for index, process in started:
             if terminate:
                 process.terminate()
             else:
                 self._inboxes[index].put(None)
-        for process in self._processes:
+        for _, process in started:
             process.join()
         self._processes = []
         _close_worker_env()

@@ -31,6 +31,12 @@ Backbone presets (:data:`PRESETS`):
     one thread instead of two, training is about 2x slower, but tiny test models are up to 100x faster on a
     busy machine (OpenMP synchronisation; see ``testing.torch_threads``).
 
+``nano``: the budget of ``c2c run --preset quick`` (minutes, not hours). Measured like the table above but with one
+    thread on a busy machine, per sample at batch 32 (fwd + bwd + AdamW): tiny 101 ms; tiny with the valid-id
+    loss 79 ms; + patch 24 (a 4 x 4 grid per camera) and 12 instruction tokens 35 ms; + vision 96 wide and a
+    128 x 3 Gemma (nano) 18 ms; the same with patch 16 25 ms. The LM head was the largest single cost (49 suffix
+    positions x 12.4 k ids): nano trains with the softmax over each position's valid ids (``loss_vocabulary``).
+
 ``debug``: two 32-wide layers on 16-px images, for tests and smoke runs only.
 
 ``paligemma-3b``: the paper's backbone (SigLIP-So400m/14 at 224 px + Gemma-2B: 18 layers, width 2048, 8 heads,
@@ -72,6 +78,7 @@ VARIANTS: dict[str, VariantSpec] = {
 }
 TOKEN_ORDERS = ("codebook-major", "latent-major")
 STATE_ENCODINGS = ("projection", "bins")
+LOSS_VOCABULARIES = ("full", "valid")
 
 
 @dataclass(frozen=True)
@@ -85,6 +92,7 @@ class BackbonePreset:
     max_instruction_tokens: int  # default instruction length (padded / truncated)
     pretrained: bool  # True: weights and text tokenizer are loaded from PolicyConfig.backbone_path
     description: str
+    loss_vocabulary: str = "full"  # default PolicyConfig.loss_vocabulary of this preset
 
 
 PRESETS: dict[str, BackbonePreset] = {
@@ -100,6 +108,18 @@ PRESETS: dict[str, BackbonePreset] = {
             max_instruction_tokens=24,
             pretrained=False,
             description="from scratch on 2 CPU cores (5 M parameters; sizes measured, see the module docstring)",
+        ),
+        BackbonePreset(
+            name="nano",
+            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
+                        patch_size=24),
+            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=64),
+            image_size=96,
+            max_instruction_tokens=12,
+            pretrained=False,
+            description="the quick pipeline's model: 2.7 M parameters, about 5x cheaper to train than tiny",
+            loss_vocabulary="valid",
         ),
         BackbonePreset(
             name="debug",
@@ -157,6 +177,7 @@ class PolicyConfig:
     max_instruction_tokens: int = 24  # instruction tokens in the prefix (padded / truncated)
     state_encoding: str = "projection"  # projection: one learned prefix embedding; bins: S tokens of 256 bins
     state_bins: int = 256  # bins per state dimension when state_encoding == "bins" (pi0-FAST uses 256)
+    loss_vocabulary: str = "full"  # full: Eq. 9's softmax over the vocabulary; valid: over each position's valid ids
     replan_every: int = 20  # select_action: actions executed from a chunk before a new one is predicted
     plan_reuse: int = 1  # consecutive chunks that share one generated plan (1: a fresh plan every chunk)
     temperature: float = 0.0  # decoding temperature; 0 is greedy
@@ -171,6 +192,8 @@ class PolicyConfig:
             raise _unknown("token_order", self.token_order, TOKEN_ORDERS)
         if self.state_encoding not in STATE_ENCODINGS:
             raise _unknown("state_encoding", self.state_encoding, STATE_ENCODINGS)
+        if self.loss_vocabulary not in LOSS_VOCABULARIES:
+            raise _unknown("loss_vocabulary", self.loss_vocabulary, LOSS_VOCABULARIES)
         preset = get_preset(self.backbone)
         if not self.cameras or len(set(self.cameras)) != len(self.cameras) or not all(self.cameras):
             raise ConfigError(f"cameras must be distinct non-empty names, got {list(self.cameras)}")
@@ -233,7 +256,8 @@ def policy_config(preset: str = "tiny", **overrides: Any) -> PolicyConfig:
     """A PolicyConfig with a backbone preset's defaults (image size, instruction length) and any overrides."""
     chosen = get_preset(preset)
     values: dict[str, Any] = {"backbone": chosen.name, "image_size": chosen.image_size,
-                              "max_instruction_tokens": chosen.max_instruction_tokens}
+                              "max_instruction_tokens": chosen.max_instruction_tokens,
+                              "loss_vocabulary": chosen.loss_vocabulary}
     values.update(overrides)
     known = {f.name for f in dataclasses.fields(PolicyConfig)}
     for key in values:

@@ -66,7 +66,7 @@ class Prefix:
 
 class VLAOutput(NamedTuple):
     loss: torch.Tensor  # scalar: mean next-token cross-entropy over the suffix (Eq. 9)
-    logits: torch.Tensor  # (B, T, V): logits[:, j] predicts suffix token j
+    logits: torch.Tensor | None  # (B, T, V): logits[:, j] predicts suffix token j (None: loss_vocabulary valid)
     metrics: dict[str, torch.Tensor]  # loss/<branch>, accuracy/<branch> (detached scalars)
 
 
@@ -169,20 +169,58 @@ class PlanExecuteVLA(nn.Module):
         return self.logits(hidden[:, prefix_length - 1:])  # (B, t + 1, V)
 
     def forward(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
-        """Teacher-forced next-token loss over the suffix only (Eq. 9). ``suffix_ids`` (B, T), end token last."""
+        """Teacher-forced next-token loss over the suffix only (Eq. 9). ``suffix_ids`` (B, T), end token last.
+
+        ``config.loss_vocabulary``: "full" normalises each token's softmax over the whole vocabulary (Eq. 9 as
+        written; pi0-FAST does the same); "valid" normalises it over the ids valid at that position only, which
+        is exactly the distribution constrained decoding samples from, and skips the LM-head rows no position
+        can use (a third of the head work for a 3-level joint tokenizer; ``logits`` is then None).
+        """
+        if self.config.loss_vocabulary == "valid":
+            return self._forward_valid(inputs, suffix_ids)
         logits = self.next_token_logits(inputs, suffix_ids[:, :-1])  # (B, T, V): the end token is never an input
         token_loss = F.cross_entropy(logits.flatten(0, 1).float(), suffix_ids.flatten(), reduction="none")
         token_loss = token_loss.view_as(suffix_ids)  # (B, T)
-        return VLAOutput(token_loss.mean(), logits, self._metrics(logits.detach(), suffix_ids, token_loss.detach()))
+        predicted = self._constrained_argmax(logits.detach())
+        return VLAOutput(token_loss.mean(), logits, self._metrics(predicted, suffix_ids, token_loss.detach()))
 
-    def _metrics(self, logits: torch.Tensor, targets: torch.Tensor, token_loss: torch.Tensor) -> dict:
+    def _forward_valid(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
+        hidden, prefix_length = self.hidden_states(inputs, suffix_ids[:, :-1])
+        hidden = hidden[:, prefix_length - 1:]  # (B, T, D): hidden[:, j] predicts suffix token j
+        token_loss = hidden.new_zeros(suffix_ids.shape, dtype=torch.float32)  # (B, T)
+        predicted = suffix_ids.clone()  # the end position has one valid id: loss 0, always right
+        for (low, high), positions in self._valid_ranges().items():
+            if high - low < 2:
+                continue
+            positions = positions.to(hidden.device)
+            logits = self.logits(hidden[:, positions], low, high).float()  # (B, n, high - low)
+            targets = suffix_ids[:, positions] - low  # (B, n)
+            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+            token_loss[:, positions] = loss.view_as(targets)
+            predicted[:, positions] = logits.detach().argmax(-1) + low
+        return VLAOutput(token_loss.mean(), None, self._metrics(predicted, suffix_ids, token_loss.detach()))
+
+    def _valid_ranges(self) -> dict[tuple[int, int], torch.Tensor]:
+        """Suffix positions grouped by their valid id range [low, high) (one group per residual level)."""
+        if not hasattr(self, "_ranges"):
+            ranges: dict[tuple[int, int], list[int]] = {}
+            for position, (low, high) in enumerate(zip(self.suffix.valid_low.tolist(),
+                                                       self.suffix.valid_high.tolist(), strict=True)):
+                ranges.setdefault((int(low), int(high)), []).append(position)
+            self._ranges = {key: torch.tensor(value) for key, value in ranges.items()}
+        return self._ranges
+
+    def _constrained_argmax(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, T, V) -> (B, T): the most likely id among those valid at each position."""
         low = self.suffix.valid_low.to(logits.device)  # (T,)
         high = self.suffix.valid_high.to(logits.device)  # (T,)
         ids = torch.arange(logits.shape[-1], device=logits.device)  # (V,)
         allowed = (ids[None] >= low[:, None]) & (ids[None] < high[:, None])  # (T, V)
-        predicted = logits.masked_fill(~allowed, float("-inf")).argmax(-1)  # (B, T)
+        return logits.masked_fill(~allowed, float("-inf")).argmax(-1)  # (B, T)
+
+    def _metrics(self, predicted: torch.Tensor, targets: torch.Tensor, token_loss: torch.Tensor) -> dict:
         correct = (predicted == targets).float()  # (B, T)
-        branch_index = self.suffix.branch_index.to(logits.device)  # (T,)
+        branch_index = self.suffix.branch_index.to(targets.device)  # (T,)
         metrics = {"loss": token_loss.mean(), "accuracy": correct.mean()}
         for index, name in enumerate(BRANCHES):
             selected = branch_index == index

@@ -70,6 +70,7 @@ class OptimizerDefaults:
 OPTIMIZER_DEFAULTS: dict[str, OptimizerDefaults] = {
     "paligemma-3b": OptimizerDefaults(lr=2.5e-5, warmup_steps=1000, weight_decay=1e-10, ema_decay=0.999),
     "tiny": OptimizerDefaults(lr=3e-4, warmup_steps=200, weight_decay=1e-2, ema_decay=0.999),
+    "nano": OptimizerDefaults(lr=5e-4, warmup_steps=100, weight_decay=1e-2, ema_decay=0.995),
     "debug": OptimizerDefaults(lr=1e-3, warmup_steps=10, weight_decay=1e-2, ema_decay=0.99),
 }
 FINAL_LR_FRACTION = 0.1  # cosine decay ends at 10% of the peak (openpi's pi0-FAST schedule: 2.5e-5 -> 2.5e-6)

@@ -1,0 +1,700 @@
+"""Closed-loop Meta-World evaluation of a trained policy directory (`c2c eval metaworld`).
+
+Example::
+
+    results = evaluate_metaworld("runs/plan", tasks="mt10", episodes=20, seed=0, videos=2, out=Path("runs/eval"))
+    results["tasks"]["reach-v3"]["success_rate"]      # 0.85
+    results.get("group_average")                       # mean of the difficulty-group means (several groups only)
+    print(format_summary(results))
+
+Placements: episode ``k`` of task ``T`` starts from the placement seed :func:`eval_seed` ``(seed, T, k)``, a hash
+in a namespace of its own (the demonstrations use :func:`c2c.envs.metaworld_demos.placement_seed`). Every one is
+checked against the placement seeds of the training demonstrations, read from the policy directory's
+``training_data.json``; an overlap is refused with a :class:`ConfigError`, and so is a policy directory without
+that record (unless ``allow_unknown_training_seeds``, a debug escape hatch recorded in the results).
+
+Rendering: the policy's cameras at its image size, drawn as the training demonstrations were (``fast_drawing`` in
+the training record).
+
+Episode: ``env.reset(seed)``, ``policy.reset()``, then ``policy.select_action(obs)`` / ``env.step(action)`` until
+the first success (the episode is a success of that many steps) or ``max_steps``.
+
+Workers: with ``workers > 1`` episodes run in spawned processes, each loading the policy once, with one torch
+thread and one env (and so one renderer) at a time; ``workers=1`` runs in this process (the only choice for a
+``policy`` object passed in).
+
+Output directory ``out``:
+
+``results.json``  per task: success rate, successes/episodes, mean steps of the successes, mean wall seconds per
+                  episode, every episode's placement seed, success and steps; the SmolVLA difficulty-group means
+                  and their average when the tasks span several groups; the settings and the command line.
+``report.md``     the same as Markdown tables.
+``success.png``   bar chart per task (and per group).
+``videos/<task>_ep<k>.mp4``  the first ``videos`` episodes of every task: the policy's camera images, upscaled,
+                  beside the decoded coarse plan (cumulative xyz per coarse step). Drawing the plan costs one more
+                  decode per fresh plan in these episodes (under a forked RNG, so sampled actions do not change,
+                  and left out of the episode timings); with greedy decoding (temperature 0) it is the plan the
+                  policy generated, with sampling it is another sample.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import queue
+import shlex
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from c2c.envs.metaworld_tasks import DIFFICULTY_GROUPS, difficulty_group, resolve_tasks
+from c2c.errors import C2CError, ConfigError
+
+FORMAT = "c2c-eval-metaworld"
+FORMAT_VERSION = 1
+SEED_NAMESPACE = "c2c/metaworld-eval"  # demonstrations hash "c2c/metaworld/...": the two never share a stream
+SEED_BITS = 31  # placement seeds are non-negative int32s, as for the demonstrations
+META_WORLD_DIM = 4  # state (hand xyz + gripper) and action (xyz delta + gripper effort)
+MAX_STEPS = 500  # Meta-World's episode limit
+VIDEO_FPS = 40  # half of the 80 Hz control rate: slow enough to follow the gripper
+RESULT_TIMEOUT_S = 5.0  # how often the main process checks that its workers are alive
+
+
+def eval_seed(seed: int, task: str, episode: int) -> int:
+    """The placement seed of evaluation ``episode`` of ``task`` under the run seed ``seed`` (a stable hash)."""
+    digest = hashlib.sha256(f"{SEED_NAMESPACE}/{seed}/{task}/{episode}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (1 << SEED_BITS)
+
+
+@dataclass(frozen=True)
+class _Job:
+    task: str
+    episode: int  # index within the task
+    seed: int  # placement seed
+    video: Path | None  # where to write this episode's video
+
+
+@dataclass(frozen=True)
+class _Settings:
+    """What every process needs to load the policy and make envs (picklable)."""
+
+    policy_dir: str
+    replan_every: int | None  # override of the policy's config.replan_every
+    max_steps: int
+    cameras: tuple[str, ...]
+    image_size: int
+    fast_drawing: bool  # render as the training demonstrations were rendered
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks made before any rollout.
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    """What a policy was trained on, from ``training_data.json`` (``known`` False: the file or seeds are absent)."""
+
+    known: bool
+    tasks: tuple[str, ...]  # Meta-World tasks of the training dataset
+    seeds: dict[int, str]  # placement seed of every training demonstration attempt -> its task
+    path: Path
+    image_size: int | None = None  # of the training dataset's images
+    fast_drawing: bool = True  # how the demonstrations were rendered (see MetaWorldEnv)
+
+
+def read_training_record(policy_dir: Path) -> TrainingRecord:
+    """The training tasks and placement seeds recorded in ``policy_dir/training_data.json``.
+
+    Raises :class:`ConfigError` when the file is not valid JSON; a missing file, or a dataset record without
+    Meta-World expert seeds, gives ``known=False``.
+    """
+    from c2c.policy.train import TRAINING_DATA_FILE
+
+    path = Path(policy_dir) / TRAINING_DATA_FILE
+    if not path.is_file():
+        return TrainingRecord(False, (), {}, path)
+    try:
+        record = json.loads(path.read_text()).get("c2c") or {}
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ConfigError(f"{path}: not a JSON object ({error})") from None
+    expert = record.get("expert")
+    if record.get("generator") != "metaworld" or not isinstance(expert, dict):
+        return TrainingRecord(False, tuple(record.get("tasks") or ()), {}, path)
+    seeds: dict[int, str] = {}
+    try:
+        for task, stats in expert.items():
+            for value in stats["seeds_attempted"]:
+                seeds.setdefault(int(value), task)
+    except (KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{path}: c2c.expert.<task>.seeds_attempted must be lists of integers ({error!r})") from None
+    return TrainingRecord(True, tuple(record.get("tasks") or expert), seeds, path, record.get("image_size"),
+                          bool(record.get("fast_drawing", True)))
+
+
+def check_disjoint_seeds(jobs: list[_Job], training: TrainingRecord) -> None:
+    """Refuse evaluation placements that a training demonstration was drawn from (any task's, to be strict)."""
+    for job in jobs:
+        if job.seed in training.seeds:
+            raise ConfigError(
+                f"task {job.task} episode {job.episode}: evaluation placement seed {job.seed} was used for the "
+                f"training demonstrations (of {training.seeds[job.seed]}, {training.path}); choose another --seed"
+            )
+
+
+def _policy_config(policy_dir: Path, policy: Any) -> Any:
+    """The policy's config: from ``policy`` when given, else from ``policy_dir/config.json`` (files checked)."""
+    from c2c.policy.config import PolicyConfig
+    from c2c.policy.policy import (
+        ACTION_TOKENIZER_DIR, CONFIG_FILE, EMA_WEIGHTS_FILE, INSTRUCTION_TOKENIZER_DIR, WEIGHTS_FILE,
+    )
+
+    if policy is not None:
+        return policy.config
+    if not policy_dir.is_dir():
+        raise ConfigError(f"--policy {policy_dir}: not a directory (train one with `c2c policy train`)")
+    config_path = policy_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise ConfigError(f"--policy {policy_dir}: {CONFIG_FILE} is missing (not a saved policy directory)")
+    if not (policy_dir / EMA_WEIGHTS_FILE).is_file() and not (policy_dir / WEIGHTS_FILE).is_file():
+        raise ConfigError(f"--policy {policy_dir}: neither {EMA_WEIGHTS_FILE} nor {WEIGHTS_FILE} is there")
+    for name in (ACTION_TOKENIZER_DIR, INSTRUCTION_TOKENIZER_DIR):
+        if not (policy_dir / name).is_dir():
+            raise ConfigError(f"--policy {policy_dir}: the {name}/ directory is missing")
+    try:
+        raw = json.loads(config_path.read_text())
+        policy_dict = raw["policy"]
+    except (json.JSONDecodeError, KeyError, TypeError) as error:
+        raise ConfigError(f"{config_path}: not a policy config (no valid 'policy' entry: {error})") from None
+    return PolicyConfig.from_dict(policy_dict)
+
+
+def check_metaworld_policy(config: Any, where: str) -> None:
+    """Refuse a policy config that cannot act in Meta-World: 4-dim state and action, Meta-World camera names."""
+    from c2c.envs.metaworld_env import CAMERAS, check_cameras
+
+    for key in ("state_dim", "action_dim"):
+        value = getattr(config, key)
+        if value != META_WORLD_DIM:
+            raise ConfigError(f"{where}: policy {key} is {value}; Meta-World needs {META_WORLD_DIM}")
+    try:
+        check_cameras(config.cameras)
+    except ConfigError as error:
+        raise ConfigError(f"{where}: policy cameras {list(config.cameras)} are not Meta-World cameras ({error}); "
+                          f"expected names among {', '.join(CAMERAS)}") from None
+    if config.image_size < 8:
+        raise ConfigError(f"{where}: policy image_size is {config.image_size}; Meta-World renders at least 8 px")
+
+
+def _check_request(episodes: int, seed: int, max_steps: int, videos: int, workers: int | None) -> None:
+    checks = [
+        ("episodes", episodes, episodes >= 1, "at least 1"),
+        ("seed", seed, seed >= 0, "non-negative"),
+        ("max_steps", max_steps, 1 <= max_steps <= MAX_STEPS, f"in 1..{MAX_STEPS} (Meta-World's limit)"),
+        ("videos", videos, videos >= 0, "0 or more"),
+        ("workers", workers, workers is None or workers >= 1, "at least 1"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{name} must be {expected}, got {value}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Episodes.
+
+
+def _load_policy(settings: _Settings) -> Any:
+    from c2c.policy.policy import PlanExecutePolicy
+
+    policy = PlanExecutePolicy.from_pretrained(settings.policy_dir).eval()
+    if settings.replan_every is not None:
+        policy.config = policy.config.replace(replan_every=settings.replan_every)
+    return policy
+
+
+class _EpisodeRunner:
+    """Runs episodes of one policy; keeps one env at a time (a process has one renderer)."""
+
+    def __init__(self, policy: Any, settings: _Settings) -> None:
+        self.policy, self.settings = policy, settings
+        self.env: Any = None
+
+    def _env(self, task: str) -> Any:
+        from c2c.envs.metaworld_env import MetaWorldEnv
+
+        if self.env is None or self.env.task != task:
+            self.close()
+            self.env = MetaWorldEnv(task, cameras=self.settings.cameras, image_size=self.settings.image_size,
+                                    max_steps=self.settings.max_steps, fast_drawing=self.settings.fast_drawing)
+        return self.env
+
+    def run(self, job: _Job) -> dict[str, Any]:
+        """One episode; returns its record (``seconds`` leaves out the video's decodes and encoding)."""
+        import torch
+
+        from c2c.constants import image_key
+        from c2c.eval.plotting import EpisodeVideo
+
+        env, policy, max_steps = self._env(job.task), self.policy, self.settings.max_steps
+        has_plan = policy.config.has_plan
+        started = time.perf_counter()  # after making the env: a one-off cost per task and process
+        video_seconds = 0.0
+        video = None
+        if job.video is not None:
+            video = EpisodeVideo(job.video, cameras=len(env.cameras), image_size=env.image_size, fps=VIDEO_FPS,
+                                 plan_panel=has_plan)
+        plan = None
+        try:
+            with torch.inference_mode():
+                obs = env.reset(job.seed)
+                policy.reset()
+                success = False
+                while True:
+                    finished = success or env.steps >= max_steps
+                    if video is not None:
+                        video_started = time.perf_counter()
+                        if has_plan and not finished and self._fresh_plan_at(env.steps):
+                            plan = _display_plan(policy, obs)
+                        caption = (f"{job.task}  ep {job.episode}  seed {job.seed}  step {env.steps}/{max_steps}"
+                                   + ("  SUCCESS" if success else ""))
+                        video.add([obs[image_key(camera)] for camera in env.cameras], plan, caption)
+                        video_seconds += time.perf_counter() - video_started
+                    if finished:
+                        break
+                    obs, success, _ = env.step(policy.select_action(obs))
+            if video is not None:
+                video_started = time.perf_counter()
+                video.close()
+                video_seconds += time.perf_counter() - video_started
+        except BaseException:
+            if video is not None:
+                video.discard()
+            raise
+        return {
+            "task": job.task, "episode": job.episode, "seed": job.seed, "success": success, "steps": env.steps,
+            "seconds": round(time.perf_counter() - started - video_seconds, 4),
+            "video": None if job.video is None else f"videos/{job.video.name}",
+        }
+
+    def _fresh_plan_at(self, step: int) -> bool:
+        """Whether ``select_action`` decodes a chunk with a new plan at ``step`` (not a reused one)."""
+        config = self.policy.config
+        return step % config.replan_every == 0 and (step // config.replan_every) % config.plan_reuse == 0
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+        self.env = None
+
+
+def _display_plan(policy: Any, obs: dict[str, Any]) -> Any:
+    """The decoded coarse plan (K, A) for the video; torch's RNG is restored so sampled actions do not change."""
+    import torch
+
+    with torch.random.fork_rng(devices=[]):
+        _, plan = policy.predict_action_chunk(obs, return_plan=True)
+    return plan
+
+
+def _worker_main(settings: _Settings, inbox: Any, results: Any) -> None:
+    """An evaluation process: load the policy, run jobs from ``inbox`` until ``None``, put records or failures."""
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    torch.set_num_threads(1)
+    try:
+        runner = _EpisodeRunner(_load_policy(settings), settings)
+    except Exception as error:  # noqa: BLE001 - reported by the main process
+        results.put(_failure(error))
+        return
+    try:
+        while (job := inbox.get()) is not None:
+            try:
+                results.put(("ok", runner.run(job)))
+            except Exception as error:  # noqa: BLE001 - reported by the main process
+                results.put(_failure(error))
+    finally:
+        runner.close()
+
+
+def _failure(error: Exception) -> tuple[str, str, bool, str]:
+    """An error as plain strings (any exception pickles this way)."""
+    return ("error", f"{type(error).__name__}: {error}" if not isinstance(error, C2CError) else str(error),
+            isinstance(error, C2CError), traceback.format_exc())
+
+
+class _Workers:
+    """Spawned processes sharing one job queue (spawn: no GL or thread state is inherited)."""
+
+    def __init__(self, count: int, settings: _Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._inbox, self._results = context.Queue(), context.Queue()
+        self._processes = [
+            context.Process(target=_worker_main, args=(settings, self._inbox, self._results), daemon=True)
+            for _ in range(count)
+        ]
+        for process in self._processes:
+            process.start()
+
+    def run(self, jobs: list[_Job]) -> Iterator[dict[str, Any]]:
+        """Episode records in the order they finish."""
+        for job in jobs:
+            self._inbox.put(job)
+        for _ in self._processes:
+            self._inbox.put(None)
+        for _ in jobs:
+            while True:
+                try:
+                    result = self._results.get(timeout=RESULT_TIMEOUT_S)
+                    break
+                except queue.Empty:
+                    if not any(process.is_alive() for process in self._processes):
+                        raise C2CError("every evaluation worker process died (out of memory?)") from None
+            if result[0] == "error":
+                _, message, is_c2c, trace = result
+                if is_c2c:
+                    raise C2CError(message)
+                raise RuntimeError(f"an evaluation worker failed: {message}\n{trace}")
+            yield result[1]
+
+    def close(self, *, terminate: bool = False) -> None:
+        for process in self._processes:
+            if terminate:
+                process.terminate()
+            process.join()
+
+
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+class _Progress:
+    """A tqdm bar over episodes with the running success rate, or nothing."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.bar = None
+        self.successes = self.done = 0
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="metaworld eval", unit="ep", dynamic_ncols=True)
+
+    def advance(self, record: dict[str, Any]) -> None:
+        self.done += 1
+        self.successes += record["success"]
+        if self.bar is not None:
+            rate = self.successes / self.done
+            self.bar.set_postfix_str(f"{record['task']}  success {self.successes}/{self.done} ({rate:.0%})",
+                                     refresh=False)
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate_metaworld(
+    policy_dir: str | Path,
+    tasks: str | list[str],
+    episodes: int,
+    seed: int,
+    out: str | Path,
+    *,
+    replan_every: int | None = None,
+    max_steps: int = MAX_STEPS,
+    videos: int = 0,
+    workers: int | None = None,
+    show_progress: bool = True,
+    policy: Any = None,
+    allow_unknown_training_seeds: bool = False,
+) -> dict[str, Any]:
+    """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
+
+    ``policy_dir``: a saved policy (``PlanExecutePolicy.save_pretrained`` / ``c2c policy train``) with its
+    ``training_data.json``. ``policy``: an already loaded policy to use instead of loading ``policy_dir`` (then
+    ``workers`` must be 1; ``policy_dir`` still supplies the training record). ``replan_every``: actions executed per
+    decoded chunk (default: the policy's). ``videos``: episodes recorded per task (the first ones). ``workers``:
+    processes (default: min(CPUs, episodes, 2)). Everything is checked before the first rollout; see the module
+    docstring for the placements and the outputs. Returns the content of results.json.
+    """
+    started = time.perf_counter()
+    policy_dir, out = Path(policy_dir), Path(out)
+    task_names = resolve_tasks(tasks)
+    _check_request(episodes, seed, max_steps, videos, workers)
+    config = _policy_config(policy_dir, policy)
+    where = f"--policy {policy_dir}" if policy is None else "the given policy"
+    check_metaworld_policy(config, where)
+    if replan_every is not None:
+        config = config.replace(replan_every=replan_every)  # validated against exec_horizon here
+    total = len(task_names) * episodes
+    workers = workers if workers is not None else (1 if policy is not None else min(_usable_cpus(), total, 2))
+    if policy is not None and workers != 1:
+        raise ConfigError(f"workers must be 1 when a policy object is passed in (got {workers}); worker processes "
+                          f"load the policy from its directory")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+
+    training = read_training_record(policy_dir)
+    if not training.known and not allow_unknown_training_seeds:
+        reason = "is missing" if not training.path.is_file() else "records no Meta-World demonstration seeds"
+        raise ConfigError(
+            f"{training.path} {reason}, so the evaluation placements cannot be checked against the training "
+            f"demonstrations' (`c2c policy train` writes it); pass --allow-unknown-training-seeds only for debugging"
+        )
+    videos = min(videos, episodes)
+    video_dir = out / "videos"
+    jobs = [
+        _Job(task, k, eval_seed(seed, task, k), video_dir / f"{task}_ep{k}.mp4" if k < videos else None)
+        for task in task_names for k in range(episodes)
+    ]
+    check_disjoint_seeds(jobs, training)
+    warnings = [
+        f"{task} was not among the training tasks ({', '.join(training.tasks)})"
+        for task in task_names if training.tasks and task not in training.tasks
+    ]
+    if training.image_size is not None and training.image_size != config.image_size:
+        warnings.append(f"the training images were {training.image_size} px and resized to the policy's "
+                        f"{config.image_size} px; evaluation renders at {config.image_size} px directly")
+    if not training.known:
+        warnings.append(f"placements were NOT checked against the training seeds ({training.path} "
+                        f"{'is missing' if not training.path.is_file() else 'has no Meta-World seeds'})")
+
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
+        stale.unlink()
+    settings = _Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
+                         training.fast_drawing)
+    records = _run_jobs(jobs, settings, workers, policy, show_progress)
+
+    results = {
+        "format": FORMAT, "version": FORMAT_VERSION, "policy": str(policy_dir), "variant": config.variant,
+        "weights": _weights_name(policy_dir, policy),
+        "settings": {
+            "tasks": task_names, "episodes": episodes, "seed": seed, "seed_namespace": SEED_NAMESPACE,
+            "replan_every": config.replan_every, "replan_every_override": replan_every, "max_steps": max_steps,
+            "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size,
+            "fast_drawing": training.fast_drawing, "exec_horizon": config.exec_horizon, "plan_reuse": config.plan_reuse,
+            "temperature": config.temperature, "allow_unknown_training_seeds": allow_unknown_training_seeds,
+            "training_tasks": list(training.tasks),
+            "training_seeds_checked": len(training.seeds) if training.known else None,
+        },
+        "command": command_line(policy_dir, task_names, episodes, seed, out, replan_every=replan_every,
+                                max_steps=max_steps, videos=videos, workers=workers,
+                                allow_unknown_training_seeds=allow_unknown_training_seeds),
+        "warnings": warnings,
+        "seconds": round(time.perf_counter() - started, 2),
+        **summarise(records, task_names, training),
+    }
+    write_outputs(results, out)
+    return results
+
+
+def _run_jobs(jobs: list[_Job], settings: _Settings, workers: int, policy: Any,
+              show_progress: bool) -> list[dict[str, Any]]:
+    """Every job's record, in job order."""
+    progress = _Progress(len(jobs), show_progress)
+    records: list[dict[str, Any]] = []
+    try:
+        if workers == 1:
+            records = _run_inline(jobs, settings, policy, progress)
+        else:
+            pool = _Workers(workers, settings)
+            try:
+                for record in pool.run(jobs):
+                    records.append(record)
+                    progress.advance(record)
+            except BaseException:
+                pool.close(terminate=True)
+                raise
+            pool.close()
+    finally:
+        progress.close()
+    order = {(job.task, job.episode): index for index, job in enumerate(jobs)}
+    return sorted(records, key=lambda record: order[(record["task"], record["episode"])])
+
+
+def _run_inline(jobs: list[_Job], settings: _Settings, policy: Any, progress: _Progress) -> list[dict[str, Any]]:
+    """Run in this process; a passed-in policy gets its config and train/eval mode back afterwards."""
+    if policy is None:
+        policy = _load_policy(settings)
+    original, was_training = policy.config, policy.training
+    if settings.replan_every is not None:
+        policy.config = policy.config.replace(replan_every=settings.replan_every)
+    policy.eval()
+    runner = _EpisodeRunner(policy, settings)
+    records = []
+    try:
+        for job in jobs:
+            records.append(runner.run(job))
+            progress.advance(records[-1])
+    finally:
+        runner.close()
+        policy.config = original
+        policy.train(was_training)
+    return records
+
+
+def _weights_name(policy_dir: Path, policy: Any) -> str:
+    from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE
+
+    if policy is not None:
+        return "in-memory policy object"
+    return EMA_WEIGHTS_FILE if (policy_dir / EMA_WEIGHTS_FILE).is_file() else WEIGHTS_FILE
+
+
+def command_line(policy_dir: Path, tasks: list[str], episodes: int, seed: int, out: Path, *,
+                 replan_every: int | None, max_steps: int, videos: int, workers: int,
+                 allow_unknown_training_seeds: bool) -> str:
+    """The `c2c eval metaworld` command that reproduces an evaluation."""
+    words = ["c2c", "eval", "metaworld", "--policy", str(policy_dir), "--tasks", ",".join(tasks),
+             "--episodes", str(episodes), "--seed", str(seed)]
+    if replan_every is not None:
+        words += ["--replan-every", str(replan_every)]
+    words += ["--max-steps", str(max_steps), "--videos", str(videos), "--workers", str(workers), "--out", str(out)]
+    if allow_unknown_training_seeds:
+        words.append("--allow-unknown-training-seeds")
+    return shlex.join(words)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results.
+
+
+def precision_hint(episodes: int) -> str:
+    """How precise a task's rate is: the worst-case 95% half-width of a binomial rate at ``episodes``."""
+    half_width = 100 * 1.96 * math.sqrt(0.25 / episodes)
+    return f"+-{half_width:.0f} points per task (95%, worst case) at {episodes} episode{'s' * (episodes != 1)}"
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def summarise(records: list[dict[str, Any]], tasks: list[str], training: TrainingRecord) -> dict[str, Any]:
+    """Per-task statistics, difficulty-group means (several groups only) and the overall rate."""
+    per_task: dict[str, Any] = {}
+    for task in tasks:
+        rollouts = [{key: record[key] for key in ("episode", "seed", "success", "steps", "seconds", "video")}
+                    for record in records if record["task"] == task]
+        successes = sum(r["success"] for r in rollouts)
+        per_task[task] = {
+            "group": difficulty_group(task),
+            "in_training": (task in training.tasks) if training.tasks else None,
+            "success_rate": round(successes / len(rollouts), 4),
+            "successes": successes,
+            "episodes": len(rollouts),
+            "mean_success_steps": _mean([r["steps"] for r in rollouts if r["success"]]),
+            "mean_episode_seconds": _mean([r["seconds"] for r in rollouts]),
+            "rollouts": rollouts,
+        }
+    successes = sum(stats["successes"] for stats in per_task.values())
+    episodes = sum(stats["episodes"] for stats in per_task.values())
+    results: dict[str, Any] = {
+        "tasks": per_task,
+        "overall": {"success_rate": round(successes / episodes, 4), "successes": successes, "episodes": episodes},
+    }
+    present = [group for group in DIFFICULTY_GROUPS if any(stats["group"] == group for stats in per_task.values())]
+    if len(present) > 1:
+        groups = {}
+        for group in present:
+            members = [task for task, stats in per_task.items() if stats["group"] == group]
+            groups[group] = {"success_rate": _mean([per_task[task]["success_rate"] for task in members]),
+                             "tasks": members}
+        results["groups"] = groups
+        results["group_average"] = _mean([stats["success_rate"] for stats in groups.values()])
+    return results
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The table the command line prints."""
+    tasks = results["tasks"]
+    width = max([len("task")] + [len(task) for task in tasks])
+    header = f"{'task':<{width}}  {'group':<9}  {'success':>16}  {'steps':>6}  {'s/ep':>6}"
+    lines = [header, "-" * len(header)]
+    for task, stats in tasks.items():
+        rate = f"{_percent(stats['success_rate'])} ({stats['successes']}/{stats['episodes']})"
+        lines.append(f"{task:<{width}}  {stats['group']:<9}  {rate:>16}  "
+                     f"{_number(stats['mean_success_steps']):>6}  {_number(stats['mean_episode_seconds'], 2):>6}")
+    lines.append("-" * len(header))
+    overall = results["overall"]
+    rate = f"{_percent(overall['success_rate'])} ({overall['successes']}/{overall['episodes']})"
+    lines.append(f"{'overall':<{width}}  {'':<9}  {rate:>16}")
+    for group, stats in results.get("groups", {}).items():
+        lines.append(f"{'group ' + group:<{width}}  {'':<9}  {_percent(stats['success_rate']):>16}")
+    if "group_average" in results:
+        lines.append(f"{'group average':<{width}}  {'':<9}  {_percent(results['group_average']):>16}")
+    lines.append(f"precision: {precision_hint(results['settings']['episodes'])}")
+    lines.extend(f"warning: {warning}" for warning in results.get("warnings", []))
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """report.md: settings, the per-task table, the group table and the warnings."""
+    settings = results["settings"]
+    lines = [
+        "# Meta-World closed-loop evaluation", "",
+        f"Policy `{results['policy']}` (variant `{results['variant']}`, weights `{results['weights']}`); "
+        f"{settings['episodes']} episodes per task, seed {settings['seed']}, replan every "
+        f"{settings['replan_every']} steps, at most {settings['max_steps']} steps; cameras "
+        f"{', '.join(settings['cameras'])} at {settings['image_size']} px. Wall time {results['seconds']:.1f} s.", "",
+        "```", results["command"], "```", "",
+        "| task | group | success rate | successes | mean steps (successes) | s / episode |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for task, stats in results["tasks"].items():
+        name = task if stats["in_training"] is not False else f"{task} (not trained on)"
+        lines.append(f"| {name} | {stats['group']} | {_percent(stats['success_rate'])} | "
+                     f"{stats['successes']}/{stats['episodes']} | {_number(stats['mean_success_steps'])} | "
+                     f"{_number(stats['mean_episode_seconds'], 2)} |")
+    overall = results["overall"]
+    lines.append(f"| **overall** | | **{_percent(overall['success_rate'])}** | "
+                 f"{overall['successes']}/{overall['episodes']} | | |")
+    lines += ["", f"Precision: {precision_hint(settings['episodes'])}."]
+    if "groups" in results:
+        lines += ["", "Difficulty groups (SmolVLA split; a group's rate is the mean of its tasks' rates):", "",
+                  "| group | tasks | success rate |", "|---|---:|---:|"]
+        for group, stats in results["groups"].items():
+            lines.append(f"| {group} | {len(stats['tasks'])} | {_percent(stats['success_rate'])} |")
+        lines.append(f"| **average** | | **{_percent(results['group_average'])}** |")
+    if results["warnings"]:
+        lines += ["", "Warnings:", ""] + [f"- {warning}" for warning in results["warnings"]]
+    videos = [r["video"] for stats in results["tasks"].values() for r in stats["rollouts"] if r["video"]]
+    if videos:
+        lines += ["", "Videos: " + ", ".join(f"[{Path(v).stem}]({v})" for v in videos)]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> None:
+    """results.json, report.md and success.png into ``out`` (each written atomically)."""
+    from c2c.eval.plotting import success_chart
+    from c2c.utils.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", markdown_report(results))
+    groups = {group: stats["success_rate"] for group, stats in results.get("groups", {}).items()}
+    overall = results["overall"]
+    title = (f"{results['variant']}: {_percent(overall['success_rate'])} over {overall['episodes']} episodes"
+             + (f", group average {_percent(results['group_average'])}" if "group_average" in results else ""))
+    success_chart({task: stats["success_rate"] for task, stats in results["tasks"].items()}, groups,
+                  out / "success.png", title=title)
+
