@@ -240,13 +240,15 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--preset", default="quick", help="quick | mt10 | mt50 (default quick)")
     run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
     run.add_argument("--force", action="store_true", help="redo stages that are already done")
+    run.add_argument("--workers", type=int, default=None,
+                     help="evaluation worker processes (default: min(CPUs, episodes, 2))")
     run.set_defaults(func=_run_pipeline)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     from c2c.eval.pipeline import run_pipeline
 
-    return run_pipeline(preset=args.preset, out=args.out, force=args.force)
+    return run_pipeline(preset=args.preset, out=args.out, force=args.force, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

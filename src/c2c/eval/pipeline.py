@@ -1,19 +1,29 @@
-"""`c2c run`: the end-to-end pipeline, stage by stage, with cached stages skipped on a rerun.
-
-Stages available now:
+"""`c2c run`: the end-to-end pipeline, stage by stage, with finished stages skipped on a rerun.
 
 1. ``demos``: scripted Meta-World demonstrations -> LeRobot v3 dataset, cached by its settings;
-2. ``windows``: executable chunks and coarse plans (Eq. 3-4) over the whole dataset, their normalization
-   statistics and a picture of the coarse plans against the fine action paths.
+2. ``windows``: executable chunks and coarse plans (Eq. 3-4), their statistics and a picture of the plans;
+3. ``tokenizer``: the action tokenizer(s) the variants need (joint; separate for the Table 4 ablation);
+4. ``policy/<variant>``: every variant of the preset trained with the same budget (steps, batch, backbone);
+5. ``eval/<variant>``: closed-loop Meta-World evaluation on placements disjoint from the training ones;
+6. ``report.md``: success per task and difficulty group, tokenizer and training metrics, curves, commands.
 
-Tokenizer training, policy training and closed-loop evaluation are not implemented yet; the report says so.
+A stage writes ``stage.json`` (its settings hash, result and wall time) when it finishes; a rerun with the same
+settings skips it, a change of settings or ``--force`` redoes it. Training stages resume from their last
+checkpoint when interrupted.
+
+Example::
+
+    run_pipeline("quick", Path("runs/quick"))
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -26,7 +36,10 @@ from c2c.data.windows import WindowSpec, dataset_windows, resolve_gripper_dims
 from c2c.eval.presets import PipelinePreset, get_preset
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
-PENDING_STAGES = ("tokenizer training", "policy training (plan vs noplan)", "closed-loop evaluation")
+STAGE_FILE = "stage.json"
+# The tokenizer each policy variant trains on: (tokenizer variant, plan horizon Hp).
+TOKENIZER_FOR_VARIANT = {"plan": ("joint", 160), "noplan": ("joint", 160), "plan-hp40": ("joint", 40),
+                         "separate": ("separate", 160)}
 
 
 def _settings_hash(settings: dict[str, Any]) -> str:
@@ -42,6 +55,30 @@ def _data_settings(preset: PipelinePreset) -> dict[str, Any]:
         "cameras": list(preset.cameras),
         "seed": preset.seed,
     }
+
+
+def run_stage(stage_dir: Path, settings: dict[str, Any], force: bool, work: Callable[[], Any],
+              label: str) -> dict[str, Any]:
+    """Run ``work`` unless ``stage_dir`` holds a finished stage with the same settings; returns its record
+    ``{"settings", "result", "seconds", "skipped"}``. ``force`` (or other settings) clears the directory first."""
+    marker = stage_dir / STAGE_FILE
+    if marker.is_file() and not force:
+        record = json.loads(marker.read_text())
+        if record.get("settings") == settings:
+            print(f"[{label}] done already ({record['seconds']:.0f} s when it ran); reusing {stage_dir}")
+            return {**record, "skipped": True}
+        print(f"[{label}] settings changed since the last run: redoing it")
+        force = True
+    if force and stage_dir.exists():
+        shutil.rmtree(stage_dir)
+    stage_dir.mkdir(parents=True, exist_ok=True)
+    print(f"[{label}] running -> {stage_dir}")
+    started = time.perf_counter()
+    result = work()
+    record = {"settings": settings, "result": result, "seconds": round(time.perf_counter() - started, 1)}
+    atomic_write_json(marker, record)
+    print(f"[{label}] finished in {record['seconds']:.0f} s")
+    return {**record, "skipped": False}
 
 
 def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
@@ -133,75 +170,234 @@ def plot_coarse_plans(dataset, spec: WindowSpec, path: Path, max_episodes: int =
     tmp.replace(path)
 
 
-def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: dict[str, Any], seconds: float) -> Path:
+def stage_tokenizers(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool) -> dict[str, dict]:
+    """Train the tokenizers the preset's variants need; returns ``{tokenizer name: stage record}``."""
+    from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    records = {}
+    for variant, plan_horizon in sorted({TOKENIZER_FOR_VARIANT[v] for v in preset.variants}):
+        name = tokenizer_name(variant, plan_horizon)
+        config = TokenizerTrainConfig(dataset=str(dataset_dir), out=str(out / "tokenizer" / name), variant=variant,
+                                      plan_horizon=plan_horizon, steps=preset.tokenizer_steps,
+                                      codec=dict(preset.tokenizer_codec))
+        settings = {**asdict(config), "dataset": dataset_dir.name}
+
+        def work(config: TokenizerTrainConfig = config) -> dict[str, Any]:
+            return _json_safe(train_tokenizer(config))
+
+        records[name] = run_stage(Path(config.out), settings, force, work, f"tokenizer {name}")
+    return records
+
+
+def tokenizer_name(variant: str, plan_horizon: int) -> str:
+    return variant if plan_horizon == 160 else f"{variant}-hp{plan_horizon}"
+
+
+def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool) -> dict[str, dict]:
+    """Train every variant with the same budget; returns ``{variant: stage record}``."""
+    from c2c.policy.train import PolicyTrainConfig, train_policy
+
+    records = {}
+    for variant in preset.variants:
+        tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
+        steps = preset.policy_steps
+        config = PolicyTrainConfig(dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant),
+                                   variant=variant, preset=preset.backbone, steps=steps,
+                                   batch_size=preset.policy_batch_size, checkpoint_every=max(50, steps // 10),
+                                   eval_every=max(50, steps // 3))
+        settings = {**asdict(config), "dataset": dataset_dir.name, "tokenizer": tokenizer.name}
+
+        def work(config: PolicyTrainConfig = config) -> dict[str, Any]:
+            return _json_safe(train_policy(config))
+
+        records[variant] = run_stage(Path(config.out), settings, force, work, f"policy {variant}")
+    return records
+
+
+def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None) -> dict[str, dict]:
+    """Closed-loop evaluation of every trained variant on the same unseen placements."""
+    from c2c.envs.metaworld_tasks import resolve_tasks
+    from c2c.eval.metaworld_eval import evaluate_metaworld
+
+    tasks = resolve_tasks(list(preset.tasks))
+    records = {}
+    for variant in preset.variants:
+        policy_dir, eval_dir = out / "policy" / variant, out / "eval" / variant
+        settings = {"policy": variant, "policy_stage": _stage_stamp(policy_dir), "tasks": tasks,
+                    "episodes": preset.eval_episodes, "seed": preset.eval_seed, "max_steps": preset.eval_max_steps,
+                    "replan_every": preset.replan_every, "videos": preset.videos}
+
+        def work(policy_dir: Path = policy_dir, eval_dir: Path = eval_dir) -> dict[str, Any]:
+            results = evaluate_metaworld(policy_dir=policy_dir, tasks=tasks, episodes=preset.eval_episodes,
+                                         seed=preset.eval_seed, replan_every=preset.replan_every,
+                                         max_steps=preset.eval_max_steps, videos=preset.videos, workers=workers,
+                                         out=eval_dir)
+            return _json_safe(results)
+
+        records[variant] = run_stage(eval_dir, settings, force, work, f"eval {variant}")
+    return records
+
+
+def _stage_stamp(stage_dir: Path) -> float | None:
+    """When the stage in ``stage_dir`` finished (a later stage that depends on it is redone when it changes)."""
+    marker = stage_dir / STAGE_FILE
+    return marker.stat().st_mtime_ns if marker.is_file() else None
+
+
+def _json_safe(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The report.
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.0f}%"
+
+
+def _success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
+    variants = list(evaluations)
+    results = {variant: record["result"] for variant, record in evaluations.items()}
+    first = results[variants[0]]
+    lines = [
+        "## Closed-loop success",
+        "",
+        f"{preset.eval_episodes} episodes per task on object placements never used for training (seed "
+        f"{preset.eval_seed}; overlap with the demonstrations' seeds is checked and refused), at most "
+        f"{preset.eval_max_steps} steps, a new 20-step chunk every {preset.replan_every} actions, greedy decoding.",
+        "",
+        "| task | group | " + " | ".join(variants) + " |",
+        "| --- | --- | " + " | ".join("---:" for _ in variants) + " |",
+    ]
+    for task, stats in first["tasks"].items():
+        cells = [f"{_pct(results[v]['tasks'][task]['success_rate'])} ({results[v]['tasks'][task]['successes']}/"
+                 f"{results[v]['tasks'][task]['episodes']})" for v in variants]
+        lines.append(f"| {task} | {stats['group']} | " + " | ".join(cells) + " |")
+    lines.append("| **mean over tasks** | | " + " | ".join(f"**{_pct(results[v]['overall']['success_rate'])}**"
+                                                       for v in variants) + " |")
+    for group in first.get("groups", {}):
+        lines.append(f"| group {group} | | " + " | ".join(_pct(results[v]["groups"][group]["success_rate"])
+                                                         for v in variants) + " |")
+    if "group_average" in first:
+        lines.append("| group average | | " + " | ".join(_pct(results[v].get("group_average")) for v in variants)
+                     + " |")
+    lines += ["", "Per-variant details, charts and videos: "
+              + ", ".join(f"[{v}](eval/{v}/report.md)" for v in variants) + ".", ""]
+    lines += [f"![{v}](eval/{v}/success.png)" for v in variants]
+    return lines + [""]
+
+
+def _tokenizer_section(tokenizers: dict[str, dict]) -> list[str]:
+    lines = ["## Action tokenizer", "",
+             "| tokenizer | tokens per chunk | exec L1 | plan L1 | codebook use (levels) | plan/exec overlap mass | "
+             "steps | time |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
+    for name, record in tokenizers.items():
+        m = record["result"]
+        usage = ", ".join(f"{100 * u:.0f}%" for u in m.get("usage", []))
+        overlap = ", ".join(f"{o:.2f}" for o in m.get("overlap_mass", []) or [])
+        plan_l1 = f"{m['plan/l1']:.4f}" if "plan/l1" in m else "-"
+        lines.append(f"| {name} | {m.get('tokens_per_chunk')} | {m['exec/l1']:.4f} | {plan_l1} | {usage} | "
+                     f"{overlap or '-'} | {m.get('steps')} | {record['seconds']:.0f} s |")
+    lines += ["", "L1 on held-out episodes, in normalized units (q01/q99 -> [-1, 1]). The codebooks have 4096 codes "
+              "per level; small datasets use a fraction of them.", ""]
+    return lines
+
+
+def _policy_section(policies: dict[str, dict]) -> list[str]:
+    lines = ["## Policy training", "",
+             "| variant | backbone | parameters | steps x batch | held-out exec token accuracy | held-out exec L1 "
+             "(decoded) | time |",
+             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+    for variant, record in policies.items():
+        m = record["result"]
+        held = m.get("heldout", {})
+        accuracy = held.get("accuracy/exec")
+        l1 = held.get("exec_l1")
+        lines.append(f"| {variant} | {m['preset']} | {m['parameters'] / 1e6:.1f} M | {m['steps']} x "
+                     f"{m['effective_batch_size']} | {_pct(accuracy) if accuracy is not None else '-'} | "
+                     f"{'-' if l1 is None else f'{l1:.4f}'} | {record['seconds']:.0f} s |")
+    lines += ["", "Training curves (EMA weights on held-out episodes):", ""]
+    lines += [f"![{variant}](policy/{variant}/curves.png)" for variant in policies]
+    return lines + [""]
+
+
+def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: dict[str, Any],
+                 tokenizers: dict[str, dict], policies: dict[str, dict], evaluations: dict[str, dict],
+                 seconds: float, command: str) -> Path:
     from c2c.data.lerobot import LeRobotDataset
 
     dataset = LeRobotDataset(dataset_dir)
     expert = dataset.extra_info.get("expert", {})
-    lines = [
-        f"# c2c run --preset {preset.name}",
-        "",
-        f"{preset.description}.",
-        "",
-        "**Stages run:** demonstrations, action windows (Eq. 3-4).  ",
-        f"**Not implemented yet:** {', '.join(PENDING_STAGES)}. This report therefore has no success table.",
-        "",
+    lines = [f"# c2c run --preset {preset.name}", "", f"{preset.description}.", ""]
+    lines += _success_section(preset, evaluations)
+    lines += [
         "## Demonstrations",
         "",
         f"Dataset: `{dataset_dir.relative_to(out)}` (LeRobot v3.0), {dataset.num_episodes} episodes, "
         f"{dataset.num_frames} frames at {dataset.fps} fps, cameras {', '.join(preset.cameras)} at "
         f"{preset.image_size}x{preset.image_size}.",
         "",
-        "| task | expert success | attempts |",
-        "| --- | ---: | ---: |",
+        "| task | expert success | attempts | episodes kept |",
+        "| --- | ---: | ---: | ---: |",
     ]
     for task, record in expert.items():
-        lines.append(f"| {task} | {100 * record['success_rate']:.0f}% | {record['attempts']} |")
+        lines.append(f"| {task} | {100 * record['success_rate']:.0f}% | {record['attempts']} | {record['episodes']} |")
     spec = windows["spec"]
-    norms = windows["normalizers"]
     lines += [
         "",
-        "## Action windows",
-        "",
-        f"He = {spec['exec_horizon']}, Hp = {spec['plan_horizon']}, K = {spec['plan_steps']} "
-        f"(chunk c = {spec['plan_horizon'] // max(spec['plan_steps'], 1)}), gripper dims {spec['gripper_dims']}; "
-        f"{windows['windows']} windows, {100 * windows['plan_padded_fraction']:.1f}% of coarse plan steps "
-        "lie past an episode end (hold-padded).",
-        "",
-        "| dim | action q01 | action q99 | plan q01 | plan q99 |",
-        "| --- | ---: | ---: | ---: | ---: |",
-    ]
-    for dim, (a1, a9, p1, p9) in enumerate(
-        zip(norms["action"]["q01"], norms["action"]["q99"], norms["plan"]["q01"], norms["plan"]["q99"])
-    ):
-        lines.append(f"| {dim} | {a1:.3f} | {a9:.3f} | {p1:.3f} | {p9:.3f} |")
-    lines += [
+        f"Windows: He = {spec['exec_horizon']}, Hp = {spec['plan_horizon']}, K = {spec['plan_steps']} (Eq. 3-4); "
+        f"{windows['windows']} windows, {100 * windows['plan_padded_fraction']:.1f}% of coarse plan steps lie past "
+        "an episode end (hold-padded).",
         "",
         "![coarse plans](windows/coarse_plans.png)",
         "",
-        "## Reproduce",
-        "",
-        "```",
-        f"c2c run --preset {preset.name} --out {out}",
-        "```",
-        "",
-        f"Wall time of this run: {seconds:.0f} s.",
-        "",
     ]
+    lines += _tokenizer_section(tokenizers)
+    lines += _policy_section(policies)
+    stage_times = {f"tokenizer {k}": v for k, v in tokenizers.items()}
+    stage_times.update({f"policy {k}": v for k, v in policies.items()})
+    stage_times.update({f"eval {k}": v for k, v in evaluations.items()})
+    lines += ["## Reproduce", "", "```", command, "```", "", "Each stage by hand:", "", "```"]
+    for name, record in tokenizers.items():
+        config = record["settings"]
+        lines.append(f"c2c tokenizer train --dataset {dataset_dir} --out {config['out']} --variant {config['variant']} "
+                     f"--plan-horizon {config['plan_horizon']} --steps {config['steps']}")
+    for variant, record in policies.items():
+        config = record["settings"]
+        lines.append(f"c2c policy train --dataset {dataset_dir} --tokenizer {out / 'tokenizer' / config['tokenizer']} "
+                     f"--out {config['out']} --variant {variant} --preset {config['preset']} --steps {config['steps']} "
+                     f"--batch-size {config['batch_size']}")
+    for variant, record in evaluations.items():
+        lines.append(record["result"].get("command", ""))
+    lines += ["```", "", "| stage | wall time |", "| --- | ---: |"]
+    for name, record in stage_times.items():
+        lines.append(f"| {name} | {record['seconds']:.0f} s{' (earlier run)' if record.get('skipped') else ''} |")
+    lines += [f"| **this run, all stages** | **{seconds:.0f} s** |", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
     return path
 
 
-def run_pipeline(preset: str, out: Path | None, force: bool = False) -> int:
-    chosen = get_preset(preset)
+def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = False,
+                 workers: int | None = None) -> int:
+    chosen = preset if isinstance(preset, PipelinePreset) else get_preset(preset)
     out = Path(out) if out is not None else Path("runs") / chosen.name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    print(f"c2c run --preset {chosen.name}: {chosen.description}")
-    print(f"note: only the demonstration and action-window stages exist so far; not yet: {', '.join(PENDING_STAGES)}")
+    command = f"c2c run --preset {chosen.name} --out {out}"
+    print(f"{command}: {chosen.description}")
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out)
-    report = write_report(out, chosen, dataset_dir, windows, time.perf_counter() - start)
-    print(f"report: {report}")
+    tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
+    policies = stage_policies(chosen, dataset_dir, out, force)
+    evaluations = stage_evaluations(chosen, out, force, workers)
+    seconds = time.perf_counter() - start
+    report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command)
+    print(f"\n{'variant':<12} success (mean over {len(evaluations and next(iter(evaluations.values()))['result']['tasks'])} tasks)")
+    for variant, record in evaluations.items():
+        print(f"{variant:<12} {_pct(record['result']['overall']['success_rate'])}")
+    print(f"report: {report} ({seconds:.0f} s)")
+    sys.stdout.flush()
     return 0

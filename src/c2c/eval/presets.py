@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from c2c.errors import ConfigError
 
 
 @dataclass(frozen=True)
 class PipelinePreset:
-    """What `c2c run --preset NAME` does."""
+    """What `c2c run --preset NAME` does: the data, the training budgets and the evaluation protocol."""
 
     name: str
     tasks: tuple[str, ...]  # Meta-World tasks (or one group name such as "mt10")
@@ -19,6 +20,17 @@ class PipelinePreset:
     cameras: tuple[str, ...]  # Meta-World cameras recorded
     seed: int  # seed of the demonstration object placements
     description: str
+    variants: tuple[str, ...] = ("plan", "noplan")  # policy variants trained with the same budget
+    tokenizer_steps: int = 1500  # tokenizer optimisation steps (batch 256)
+    tokenizer_codec: dict[str, Any] = field(default_factory=dict)  # CodecConfig overrides (tests use small codebooks)
+    backbone: str = "tiny"  # policy backbone preset
+    policy_steps: int = 4000  # policy optimisation steps per variant
+    policy_batch_size: int = 32
+    eval_episodes: int = 10  # closed-loop episodes per task, on placements unseen in training
+    eval_max_steps: int = 300  # env steps per episode (the scripted experts need 60-160)
+    eval_seed: int = 1000  # seed of the evaluation placements (checked disjoint from the training ones)
+    replan_every: int = 10  # actions executed per predicted 20-step chunk
+    videos: int = 1  # mp4 videos recorded per task and variant
 
 
 PRESETS: dict[str, PipelinePreset] = {
@@ -32,7 +44,13 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="4 Meta-World tasks, small budget; at most 20 minutes on 2 CPU cores",
+            description="4 Meta-World tasks, plan vs noplan with the nano backbone; about 20 minutes on 2 CPU cores",
+            tokenizer_steps=600,
+            backbone="nano",
+            policy_steps=1500,
+            policy_batch_size=32,
+            eval_episodes=10,
+            eval_max_steps=200,
         ),
         PipelinePreset(
             name="mt10",
@@ -41,7 +59,11 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="Meta-World MT10, 50 demonstrations per task",
+            description="Meta-World MT10, 50 demonstrations per task, all four variants (hours on 2 CPU cores)",
+            variants=("plan", "plan-hp40", "noplan", "separate"),
+            backbone="tiny",
+            policy_steps=20000,
+            eval_episodes=10,
         ),
         PipelinePreset(
             name="mt50",
@@ -50,7 +72,11 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="Meta-World MT50, 50 demonstrations per task (SmolVLA's protocol)",
+            description="Meta-World MT50, 50 demonstrations per task, 10 trials per task (SmolVLA's protocol)",
+            variants=("plan", "plan-hp40", "noplan", "separate"),
+            backbone="tiny",
+            policy_steps=60000,
+            eval_episodes=10,
         ),
     )
 }
