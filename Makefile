@@ -10,12 +10,13 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup demo test test-slow bench bench-demos bench-tokenizer bench-policy check-lerobot clean help
+.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy check-lerobot clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
 	@echo "make test   - run the test suite (simulator tests included); sets itself up"
 	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
+	@echo "make setup-libero - add the LIBERO simulator and its assets to $(VENV) (after setup)"
 	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy)"
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
@@ -35,6 +36,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet -e ".[sim,dev]"
 	@touch $(STAMP)
 	@echo "setup done: activate with 'source $(VENV)/bin/activate' or call $(VENV)/bin/c2c"
+
+# LIBERO into the same environment (CPU torch and mujoco 3.3.0 kept); idempotent, see scripts/setup_libero.sh.
+setup-libero: setup
+	@bash scripts/setup_libero.sh $(VENV)
 
 demo: setup
 	$(VENV)/bin/c2c run --preset quick --out runs/quick

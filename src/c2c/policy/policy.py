@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
@@ -311,5 +312,5 @@ def _weights_path(directory: Path, weights: str) -> Path:
 def _load_weights(model: nn.Module, path: Path) -> None:
     try:
         load_model(model, str(path), strict=True)
-    except (RuntimeError, OSError) as err:
+    except (RuntimeError, OSError, SafetensorError) as err:
         raise ConfigError(f"{path}: weights do not match the config ({str(err).splitlines()[0]})") from None
