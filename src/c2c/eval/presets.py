@@ -45,12 +45,12 @@ PRESETS: dict[str, PipelinePreset] = {
             cameras=("corner2", "gripperPOV"),
             seed=0,
             description="4 Meta-World tasks, plan vs noplan with the nano backbone; about 20 minutes on 2 CPU cores",
-            tokenizer_steps=600,
+            tokenizer_steps=400,
             backbone="nano",
-            policy_steps=1500,
+            policy_steps=1000,
             policy_batch_size=32,
             eval_episodes=10,
-            eval_max_steps=200,
+            eval_max_steps=160,  # the scripted experts need at most about 100 steps on these tasks
         ),
         PipelinePreset(
             name="mt10",
