@@ -224,8 +224,14 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_eval_libero(eval_sub: argparse._SubParsersAction) -> None:
+    from c2c.eval.libero_eval import add_libero_eval_parser
+
+    add_libero_eval_parser(eval_sub)
+
+
 # `c2c eval <simulator>`: one entry per simulator, each adding its own subparser.
-EVAL_COMMANDS = {"metaworld": _add_eval_metaworld}
+EVAL_COMMANDS = {"metaworld": _add_eval_metaworld, "libero": _add_eval_libero}
 
 
 def _add_eval_commands(subparsers: argparse._SubParsersAction) -> None:

@@ -1,0 +1,479 @@
+"""Closed-loop LIBERO evaluation of a trained policy (`c2c eval libero`), following openpi's protocol.
+
+Example::
+
+    results = evaluate_libero("runs/plan-libero", "libero_spatial", tasks=[0, 1], trials=50, seed=0,
+                              out="runs/eval-libero")
+    results["tasks"][0]["success_rate"]          # 0.92
+    results["suite_success_rate"]                 # mean of the per-task rates
+    print(format_summary(results))
+
+Protocol (see :mod:`c2c.envs.libero_env`): trial ``k`` of a task starts from the suite's official init state ``k``
+(so ``trials`` <= 50 and trials 0..trials-1 are the same scenes for every policy), takes 10 settling steps with the
+gripper open, then at most the suite's step limit (spatial 220, object 280, goal 300, libero_10 520) of policy
+steps; a trial succeeds when LIBERO's goal check turns true. The policy sees its own cameras (``image`` = agentview,
+``image2`` = wrist) rendered at its image size (or rendered at ``render_size`` and resized), the 8-dim state and the
+task's instruction, and acts through ``select_action`` (a new chunk every ``replan_every`` steps).
+
+Seeds: ``seed`` seeds LIBERO's global numpy RNG before every reset (the init state then fixes the scene) and torch's
+RNG at the start of every trial (from ``(seed, task, trial)``), so greedy and sampled decoding both reproduce.
+
+Checked before any rollout (a :class:`ConfigError` naming the key and the expected value): the suite, the task ids,
+``trials`` in 1..50, ``videos``, ``replan_every`` against the policy's exec horizon, and the policy itself: cameras
+among ``image``/``image2``, state_dim 8, action_dim 7. Only then is LIBERO imported (missing: the error names
+``make setup-libero``).
+
+Output directory ``out``:
+
+``results.json``  per task: instruction, success rate, successes/trials, mean steps of the successes, wall time and
+                  every trial's record; the suite mean (mean of the task rates); the settings, the software versions
+                  and the command that reproduces the run. Rewritten after every task (``"status": "running"``), so
+                  a long run that stops leaves the finished tasks behind; ``"complete"`` at the end.
+``report.md``     the same as Markdown.
+``success.png``   bar chart of the per-task rates.
+``videos/task<ii>_trial<kk>.mp4``  the first ``videos`` trials of every task: the policy's cameras side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from c2c.envs.libero_env import (
+    ACTION_DIM, CAMERAS, CONTROL_HZ, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM, SUITES,
+    TASKS_PER_SUITE, check_suite, check_task_id,
+)
+from c2c.errors import ConfigError
+
+FORMAT = "c2c-eval-libero"
+FORMAT_VERSION = 1
+DEFAULT_TRIALS = 50
+# The paper's LIBERO ablation (average success over the suites, %), quoted in the report for context.
+PAPER_LIBERO_AVERAGE = {"plan Hp=160 (the method)": 97.90, "plan Hp=40": 97.55, "Hp=0": 96.45, "Faster-AR": 95.40}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checks made before any rollout.
+
+
+def parse_tasks(tasks: str | Sequence[int] | None, suite: str = "LIBERO") -> list[int]:
+    """Task ids from None (all 10), a comma list ("0,3") or a sequence of ints; each checked, no repeats."""
+    if tasks is None:
+        return list(range(TASKS_PER_SUITE))
+    if isinstance(tasks, str):
+        items: list[Any] = []
+        for word in (w.strip() for w in tasks.split(",")):
+            if not word:
+                continue
+            try:
+                items.append(int(word))
+            except ValueError:
+                raise ConfigError(f"--tasks: {word!r} is not a task id (expected integers 0..{TASKS_PER_SUITE - 1}, "
+                                  f"comma separated)") from None
+    else:
+        items = list(tasks)
+    if not items:
+        raise ConfigError(f"tasks: no task ids given (expected integers 0..{TASKS_PER_SUITE - 1})")
+    ids = [check_task_id(suite, task) for task in items]
+    if len(set(ids)) != len(ids):
+        raise ConfigError(f"tasks: ids are repeated: {ids}")
+    return ids
+
+
+def check_request(trials: int, seed: int, videos: int, replan_every: int | None, max_steps: int | None,
+                  render_size: int | None) -> None:
+    """Numbers of the request: a :class:`ConfigError` naming the first bad one and what it must be."""
+    checks = [
+        ("trials", trials, isinstance(trials, int) and 1 <= trials <= INIT_STATES_PER_TASK,
+         f"an integer in 1..{INIT_STATES_PER_TASK} (one official init state per trial)"),
+        ("seed", seed, isinstance(seed, int) and seed >= 0, "a non-negative integer"),
+        ("videos", videos, isinstance(videos, int) and videos >= 0, "0 or more"),
+        ("replan_every", replan_every, replan_every is None or replan_every >= 1, "at least 1"),
+        ("max_steps", max_steps, max_steps is None or max_steps >= 1, "at least 1"),
+        ("render_size", render_size, render_size is None or render_size >= 8, "at least 8 pixels"),
+    ]
+    for name, value, ok, expected in checks:
+        if not ok:
+            raise ConfigError(f"{name} must be {expected}, got {value!r}")
+
+
+def check_libero_policy(config: Any, where: str = "policy") -> None:
+    """Refuse a policy config that cannot act in LIBERO: cameras among image/image2, state_dim 8, action_dim 7."""
+    cameras = list(config.cameras)
+    if not cameras or any(camera not in CAMERAS for camera in cameras):
+        raise ConfigError(f"{where}: cameras are {cameras}; LIBERO offers 'image' (agentview) and 'image2' (wrist): "
+                          f"expected ['image', 'image2'] or a subset")
+    if config.state_dim != STATE_DIM:
+        raise ConfigError(f"{where}: state_dim is {config.state_dim}; LIBERO's state has {STATE_DIM} values "
+                          f"(eef pos 3, axis-angle 3, gripper qpos 2)")
+    if config.action_dim != ACTION_DIM:
+        raise ConfigError(f"{where}: action_dim is {config.action_dim}; LIBERO's actions have {ACTION_DIM} values "
+                          f"(delta pos 3, delta axis-angle 3, gripper 1)")
+    if config.image_size < 8:
+        raise ConfigError(f"{where}: image_size is {config.image_size}; LIBERO renders at least 8 px")
+
+
+def load_policy(policy: Any) -> tuple[Any, str | None]:
+    """(policy object in eval mode, its directory or None) from a saved policy directory or a policy object."""
+    if not isinstance(policy, (str, Path)):
+        if not all(hasattr(policy, name) for name in ("config", "select_action", "reset")):
+            raise ConfigError(f"policy must be a saved policy directory or a policy object with config, "
+                              f"select_action and reset; got {type(policy).__name__}")
+        return policy, None
+    from c2c.policy.policy import PlanExecutePolicy
+
+    directory = Path(policy)
+    if not directory.is_dir():
+        raise ConfigError(f"--policy {directory}: not a directory (train one with `c2c policy train`)")
+    return PlanExecutePolicy.from_pretrained(directory).eval(), str(directory)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Trials.
+
+
+def _trial_seed(seed: int, task_id: int, trial: int) -> int:
+    import numpy as np
+
+    return int(np.random.SeedSequence([seed, task_id, trial]).generate_state(1)[0])
+
+
+def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | None = None) -> dict[str, Any]:
+    """One episode from init state ``trial``; returns its record (success, steps, seconds, inference seconds)."""
+    import torch
+
+    from c2c.constants import image_key
+
+    started = time.perf_counter()
+    inference = 0.0
+    video = None
+    if video_path is not None:
+        from c2c.eval.plotting import EpisodeVideo
+
+        video = EpisodeVideo(video_path, cameras=len(env.cameras), image_size=env.image_size, fps=CONTROL_HZ,
+                             plan_panel=False)
+    try:
+        with torch.inference_mode():
+            torch.manual_seed(_trial_seed(seed, env.task_id, trial))
+            obs = env.reset(trial)
+            policy.reset()
+            success = done = False
+            while True:
+                if video is not None:
+                    caption = (f"{env.suite} task {env.task_id} trial {trial} step {env.steps}/{env.max_steps}"
+                               + ("  SUCCESS" if success else ""))
+                    video.add([obs[image_key(camera)] for camera in env.cameras], None, caption)
+                if done:
+                    break
+                tick = time.perf_counter()
+                action = policy.select_action(obs)
+                inference += time.perf_counter() - tick
+                obs, success, done = env.step(action)
+        if video is not None:
+            video.close()
+    except BaseException:
+        if video is not None:
+            video.discard()
+        raise
+    return {
+        "trial": trial, "init_state": trial, "success": bool(success), "steps": env.steps,
+        "seconds": round(time.perf_counter() - started, 3), "inference_seconds": round(inference, 3),
+        "video": None if video_path is None else f"videos/{video_path.name}",
+    }
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Evaluation.
+
+
+def evaluate_libero(
+    policy: str | Path | Any,
+    suite: str,
+    tasks: str | Sequence[int] | None = None,
+    trials: int = DEFAULT_TRIALS,
+    seed: int = 0,
+    replan_every: int | None = None,
+    videos: int = 0,
+    out: str | Path = "runs/eval-libero",
+    *,
+    max_steps: int | None = None,
+    render_size: int | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Run the protocol on ``tasks`` (default: all 10) of ``suite``; write results.json, report.md, success.png.
+
+    ``policy``: a saved policy directory or a loaded policy object (its config is restored afterwards).
+    ``replan_every``: actions executed per decoded chunk (default: the policy's). ``videos``: trials recorded per
+    task (the first ones). ``max_steps``: override of the suite's step limit (smoke tests only; recorded).
+    ``render_size``: render at this size and resize to the policy's (default: render at the policy's size).
+    ``log``: where progress lines go (None: silent). Returns the content of results.json.
+    """
+    started = time.perf_counter()
+    suite = check_suite(suite)
+    task_ids = parse_tasks(tasks, suite)
+    check_request(trials, seed, videos, replan_every, max_steps, render_size)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    policy_obj, policy_dir = load_policy(policy)
+    where = f"--policy {policy_dir}" if policy_dir else "policy"
+    config = policy_obj.config
+    check_libero_policy(config, where)
+    run_config = config.replace(replan_every=replan_every) if replan_every is not None else config  # checked here
+
+    from c2c.envs.libero_env import LiberoEnv, import_libero, suite_tasks
+
+    import_libero()  # a missing LIBERO is reported before anything is written
+    names = {info["task_id"]: info for info in suite_tasks(suite)}
+    videos = min(videos, trials)
+    video_dir = out / "videos"
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in video_dir.glob("task*_trial*.mp4"):  # videos of an earlier evaluation into this directory
+        stale.unlink()
+    say = log or (lambda _message: None)
+    results: dict[str, Any] = {
+        "format": FORMAT, "version": FORMAT_VERSION, "status": "running", "suite": suite,
+        "policy": policy_dir or "in-memory policy object", "variant": getattr(config, "variant", None),
+        "settings": {
+            "suite": suite, "tasks": task_ids, "trials": trials, "init_states": f"0..{trials - 1}", "seed": seed,
+            "replan_every": run_config.replan_every, "replan_every_override": replan_every,
+            "max_steps": max_steps or MAX_STEPS[suite], "max_steps_override": max_steps,
+            "num_wait_steps": NUM_WAIT_STEPS, "videos": videos, "cameras": list(config.cameras),
+            "image_size": config.image_size, "render_size": render_size or config.image_size,
+            "exec_horizon": getattr(config, "exec_horizon", None), "temperature": getattr(config, "temperature", None),
+        },
+        "command": command_line(policy_dir, suite, task_ids, trials, seed, out, replan_every=replan_every,
+                                videos=videos, max_steps=max_steps, render_size=render_size),
+        "versions": _versions(),
+        "tasks": [],
+    }
+    original_config, was_training = policy_obj.config, getattr(policy_obj, "training", False)
+    policy_obj.config = run_config
+    if hasattr(policy_obj, "eval"):
+        policy_obj.eval()
+    try:
+        for task_id in task_ids:
+            task_started = time.perf_counter()
+            info = names[task_id]
+            say(f"[libero] {suite} task {task_id}: {info['instruction']}")
+            env = LiberoEnv(suite, task_id, image_size=config.image_size, render_size=render_size,
+                            cameras=config.cameras, max_steps=max_steps, seed=seed)
+            records = []
+            try:
+                for trial in range(trials):
+                    path = video_dir / f"task{task_id:02d}_trial{trial:02d}.mp4" if trial < videos else None
+                    records.append(run_trial(env, policy_obj, trial, seed, path))
+                    done = sum(r["success"] for r in records)
+                    say(f"[libero]   trial {trial}: {'success' if records[-1]['success'] else 'failure'} after "
+                        f"{records[-1]['steps']} steps ({records[-1]['seconds']:.1f} s); {done}/{len(records)}")
+            finally:
+                env.close()
+            results["tasks"].append(_task_summary(info, records, time.perf_counter() - task_started))
+            _fill_suite_summary(results, time.perf_counter() - started)
+            write_outputs(results, out, final=False)
+    finally:
+        policy_obj.config = original_config
+        if hasattr(policy_obj, "train"):
+            policy_obj.train(was_training)
+    results["status"] = "complete"
+    _fill_suite_summary(results, time.perf_counter() - started)
+    write_outputs(results, out, final=True)
+    return results
+
+
+def _versions() -> dict[str, str | None]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found: dict[str, str | None] = {}
+    for name in ("libero", "robosuite", "mujoco", "torch", "coarse-to-control"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _task_summary(info: dict[str, Any], records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+    successes = sum(record["success"] for record in records)
+    return {
+        "task_id": info["task_id"], "name": info["name"], "instruction": info["instruction"],
+        "success_rate": round(successes / len(records), 4), "successes": successes, "trials": len(records),
+        "mean_steps_success": _mean([r["steps"] for r in records if r["success"]]),
+        "wall_seconds": round(seconds, 2), "mean_trial_seconds": _mean([r["seconds"] for r in records]),
+        "inference_seconds": round(sum(r["inference_seconds"] for r in records), 2),
+        "episodes": records,
+    }
+
+
+def _fill_suite_summary(results: dict[str, Any], seconds: float) -> None:
+    tasks = results["tasks"]
+    results["suite_success_rate"] = _mean([task["success_rate"] for task in tasks])
+    results["successes"] = sum(task["successes"] for task in tasks)
+    results["trials"] = sum(task["trials"] for task in tasks)
+    results["wall_seconds"] = round(seconds, 2)
+
+
+def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: int, seed: int, out: Path, *,
+                 replan_every: int | None, videos: int, max_steps: int | None, render_size: int | None) -> str:
+    """The `c2c eval libero` command that reproduces an evaluation (``<policy-dir>`` for an in-memory policy)."""
+    words = ["c2c", "eval", "libero", "--policy", policy_dir or "<policy-dir>", "--suite", suite]
+    if tasks != list(range(TASKS_PER_SUITE)):
+        words += ["--tasks", ",".join(map(str, tasks))]
+    words += ["--trials", str(trials), "--seed", str(seed)]
+    if replan_every is not None:
+        words += ["--replan-every", str(replan_every)]
+    if videos:
+        words += ["--videos", str(videos)]
+    if max_steps is not None:
+        words += ["--max-steps", str(max_steps)]
+    if render_size is not None:
+        words += ["--render-size", str(render_size)]
+    words += ["--out", str(out)]
+    return shlex.join(words)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Results.
+
+
+def precision_hint(trials: int) -> str:
+    """Worst-case 95% half-width of one task's binomial success rate at ``trials`` trials."""
+    return f"+-{100 * 1.96 * math.sqrt(0.25 / trials):.0f} points per task (95%, worst case) at {trials} trials"
+
+
+def _percent(rate: float | None) -> str:
+    return "-" if rate is None else f"{100 * rate:.1f}%"
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def format_summary(results: dict[str, Any]) -> str:
+    """The table the command line prints."""
+    header = f"{'task':>4}  {'success':>16}  {'steps':>6}  {'wall s':>8}  instruction"
+    lines = [header, "-" * len(header)]
+    for task in results["tasks"]:
+        rate = f"{_percent(task['success_rate'])} ({task['successes']}/{task['trials']})"
+        lines.append(f"{task['task_id']:>4}  {rate:>16}  {_number(task['mean_steps_success']):>6}  "
+                     f"{task['wall_seconds']:>8.1f}  {task['instruction']}")
+    lines.append("-" * len(header))
+    lines.append(f"{results['suite']} mean success rate: {_percent(results.get('suite_success_rate'))} "
+                 f"({results.get('successes', 0)}/{results.get('trials', 0)} trials, "
+                 f"{results.get('wall_seconds', 0):.0f} s)")
+    lines.append(f"precision: {precision_hint(results['settings']['trials'])}")
+    return "\n".join(lines)
+
+
+def markdown_report(results: dict[str, Any]) -> str:
+    """report.md: settings, command, the per-task table and the suite mean."""
+    settings = results["settings"]
+    status = "" if results["status"] == "complete" else " (RUNNING: partial results)"
+    lines = [
+        f"# LIBERO closed-loop evaluation: {results['suite']}{status}", "",
+        f"Policy `{results['policy']}` (variant `{results['variant']}`); {settings['trials']} trials per task "
+        f"(official init states {settings['init_states']}), seed {settings['seed']}, replan every "
+        f"{settings['replan_every']} steps, {settings['num_wait_steps']} settling steps then at most "
+        f"{settings['max_steps']} policy steps; cameras {', '.join(settings['cameras'])} at {settings['image_size']} px "
+        f"(rendered at {settings['render_size']} px). Wall time {results.get('wall_seconds', 0):.1f} s.", "",
+        "Reproduce with:", "", "```", results["command"], "```", "",
+        "| task | instruction | success rate | successes | mean steps (successes) | wall s |",
+        "|---:|---|---:|---:|---:|---:|",
+    ]
+    for task in results["tasks"]:
+        lines.append(f"| {task['task_id']} | {task['instruction']} | {_percent(task['success_rate'])} | "
+                     f"{task['successes']}/{task['trials']} | {_number(task['mean_steps_success'])} | "
+                     f"{task['wall_seconds']:.1f} |")
+    lines.append(f"| **mean** | | **{_percent(results.get('suite_success_rate'))}** | "
+                 f"{results.get('successes', 0)}/{results.get('trials', 0)} | | |")
+    lines += ["", f"Precision: {precision_hint(settings['trials'])}. The suite mean is the mean of the task rates.",
+              "", "For context, the paper's LIBERO ablation (average success over the suites): "
+              + "; ".join(f"{name} {value:.2f}%" for name, value in PAPER_LIBERO_AVERAGE.items()) + "."]
+    if settings.get("max_steps_override") is not None:
+        lines += ["", f"Note: the step limit was overridden to {settings['max_steps']} (not the protocol's "
+                  f"{MAX_STEPS[results['suite']]})."]
+    videos = [e["video"] for task in results["tasks"] for e in task["episodes"] if e["video"]]
+    if videos:
+        lines += ["", "Videos: " + ", ".join(f"[{Path(v).stem}]({v})" for v in videos)]
+    versions = ", ".join(f"{name} {value}" for name, value in results["versions"].items() if value)
+    lines += ["", f"Software: {versions}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(results: dict[str, Any], out: Path, final: bool = True) -> None:
+    """results.json and report.md (every call), success.png (when ``final``), each written atomically."""
+    from c2c.utils.io import atomic_write_json, atomic_write_text
+
+    atomic_write_json(out / "results.json", results)
+    atomic_write_text(out / "report.md", markdown_report(results))
+    if final:
+        from c2c.eval.plotting import success_chart
+
+        rates = {f"{task['task_id']}: {_shorten(task['instruction'])}": task["success_rate"]
+                 for task in results["tasks"]}
+        title = (f"{results['suite']} ({results['variant']}): mean {_percent(results.get('suite_success_rate'))} "
+                 f"over {results.get('trials', 0)} trials")
+        success_chart(rates, {}, out / "success.png", title=title)
+
+
+def _shorten(text: str, width: int = 48) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Command line (wired into `c2c eval` by c2c.cli).
+
+
+def _task_list(text: str) -> list[int]:
+    try:
+        return parse_tasks(text)
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def add_libero_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Add ``libero`` to the ``c2c eval`` subcommands; its handler is :func:`run_libero_eval`."""
+    parser = subparsers.add_parser(
+        "libero",
+        help="roll a trained policy out in LIBERO (openpi protocol): success rates, report, chart, videos",
+        description="Closed-loop evaluation of a saved policy directory on a LIBERO suite: trial k of every task "
+        "starts from the official init state k, waits 10 steps, then runs the policy up to the suite's step limit "
+        "(spatial 220, object 280, goal 300, libero_10 520). Writes results.json, report.md, success.png and "
+        "videos/task<ii>_trial<kk>.mp4 into --out. Needs `make setup-libero`.",
+    )
+    parser.add_argument("--policy", type=Path, required=True, help="saved policy directory (c2c policy train --out)")
+    parser.add_argument("--suite", required=True, help=" | ".join(SUITES))
+    parser.add_argument("--tasks", type=_task_list, default=None,
+                        help=f"comma list of task ids 0..{TASKS_PER_SUITE - 1} (default: all)")
+    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
+                        help=f"trials per task, init states 0..trials-1 (default {DEFAULT_TRIALS}, the protocol's)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of LIBERO's RNG and of sampled decoding (default 0)")
+    parser.add_argument("--replan-every", type=int, default=None,
+                        help="actions executed per decoded chunk (default: the policy's replan_every)")
+    parser.add_argument("--videos", type=int, default=0, help="trials recorded as video per task (default 0)")
+    parser.add_argument("--max-steps", type=int, default=None,
+                        help="override the suite's step limit (smoke tests only; default: the protocol's)")
+    parser.add_argument("--render-size", type=int, default=None,
+                        help="render at this size and resize to the policy's image size (default: render at it)")
+    parser.add_argument("--out", type=Path, required=True, help="output directory")
+    parser.set_defaults(func=run_libero_eval)
+    return parser
+
+
+def run_libero_eval(args: argparse.Namespace) -> int:
+    """Handler of `c2c eval libero`: evaluate, print the summary table, name the outputs."""
+    results = evaluate_libero(args.policy, args.suite, tasks=args.tasks, trials=args.trials, seed=args.seed,
+                              replan_every=args.replan_every, videos=args.videos, out=args.out,
+                              max_steps=args.max_steps, render_size=args.render_size)
+    print(format_summary(results))
+    print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
+    return 0
