@@ -12,7 +12,6 @@ Without --dataset it generates (once, cached under .cache/) an MT10 dataset of s
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
