@@ -248,13 +248,22 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--force", action="store_true", help="redo stages that are already done")
     run.add_argument("--workers", type=int, default=None,
                      help="evaluation worker processes (default: min(CPUs, episodes, 2))")
+    run.add_argument("--backbone", default=None, help="override the preset's policy backbone (tiny | nano | ...)")
+    run.add_argument("--tokenizer-steps", type=int, default=None, help="override the preset's tokenizer steps")
+    run.add_argument("--policy-steps", type=int, default=None, help="override the preset's policy steps per variant")
+    run.add_argument("--eval-episodes", type=int, default=None, help="override the preset's episodes per task")
     run.set_defaults(func=_run_pipeline)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     from c2c.eval.pipeline import run_pipeline
 
-    return run_pipeline(preset=args.preset, out=args.out, force=args.force, workers=args.workers)
+    from c2c.eval.presets import get_preset
+
+    overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
+                 "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes}
+    preset = get_preset(args.preset).replace(**{k: v for k, v in overrides.items() if v is not None})
+    return run_pipeline(preset=preset, out=args.out, force=args.force, workers=args.workers)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,19 @@ class PipelinePreset:
     eval_seed: int = 1000  # seed of the evaluation placements (checked disjoint from the training ones)
     replan_every: int = 10  # actions executed per predicted 20-step chunk
     videos: int = 1  # mp4 videos recorded per task and variant
+
+    def __post_init__(self) -> None:
+        for name in ("episodes_per_task", "tokenizer_steps", "policy_steps", "policy_batch_size", "eval_episodes",
+                     "eval_max_steps", "replan_every"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"preset {self.name!r}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.replan_every > 20:
+            raise ConfigError(f"preset {self.name!r}: replan_every must be <= 20 (the exec chunk), got "
+                              f"{self.replan_every}")
+
+    def replace(self, **changes: Any) -> PipelinePreset:
+        """A copy with some settings changed (``c2c run --policy-steps ...``); the run caches by the new settings."""
+        return dataclasses.replace(self, **changes)
 
 
 PRESETS: dict[str, PipelinePreset] = {
@@ -61,8 +75,8 @@ PRESETS: dict[str, PipelinePreset] = {
             seed=0,
             description="Meta-World MT10, 50 demonstrations per task, all four variants (hours on 2 CPU cores)",
             variants=("plan", "plan-hp40", "noplan", "separate"),
-            backbone="tiny",
-            policy_steps=20000,
+            backbone="nano",
+            policy_steps=8000,
             eval_episodes=10,
         ),
         PipelinePreset(
@@ -75,7 +89,7 @@ PRESETS: dict[str, PipelinePreset] = {
             description="Meta-World MT50, 50 demonstrations per task, 10 trials per task (SmolVLA's protocol)",
             variants=("plan", "plan-hp40", "noplan", "separate"),
             backbone="tiny",
-            policy_steps=60000,
+            policy_steps=30000,
             eval_episodes=10,
         ),
     )
