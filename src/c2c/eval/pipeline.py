@@ -275,16 +275,20 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
 
     from c2c.errors import C2CError
 
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    from c2c.policy.train import THREADS_FILE_ENV
+
     running = {}
     for variant, config in configs.items():
         out = Path(config.out)
         launch = out / "launch_config.json"
         atomic_write_json(launch, {"config": asdict(config), "resume": False})
+        atomic_write_text(out / "threads", "1")
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", THREADS_FILE_ENV: str(out / "threads")}
         log = open(out / "train.log", "w")  # noqa: SIM115 (closed below)
         process = subprocess.Popen([sys.executable, "-m", "c2c.policy.train", str(launch)], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, log)
+    cpus, assigned = os.cpu_count() or 1, {variant: 1 for variant in configs}
     total = sum(config.steps for config in configs.values())
     bar = tqdm(total=total, desc=f"policies ({', '.join(configs)}, side by side)", dynamic_ncols=True)
     try:
@@ -292,8 +296,14 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
             done = {variant: _logged_step(Path(configs[variant].out) / "train.log") for variant in configs}
             bar.n = sum(done.values())
             bar.set_postfix_str(" ".join(f"{v}={n}" for v, n in done.items()), refresh=True)
-            if all(process.poll() is not None for process, _ in running.values()):
+            alive = [variant for variant, (process, _) in running.items() if process.poll() is None]
+            if not alive:
                 break
+            share = max(1, cpus // len(alive))
+            for variant in alive:  # the cores of finished trainings go to those still running
+                if assigned.get(variant) != share:
+                    atomic_write_text(Path(configs[variant].out) / "threads", str(share))
+                    assigned[variant] = share
             time.sleep(poll_seconds)
     except BaseException:
         for process, _ in running.values():

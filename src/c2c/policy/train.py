@@ -350,6 +350,8 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
         first_frames = frames[0].tolist() if first_frames is None else first_frames
         logs = _train_step(model, policy, optimizer, data, frames, config, processes, autocast)
         ema.update(policy.model, step)
+        if step % 20 == 0:
+            _follow_thread_file()
         samples += frames.size * processes.count
         done = step + 1
         history["train"].append({"step": done, "loss": logs["loss"], "accuracy/exec": logs["accuracy/exec"]})
@@ -384,6 +386,23 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     atomic_write_json(out / "metrics.json", metrics)
     processes.wait()
     return metrics
+
+
+THREADS_FILE_ENV = "C2C_THREADS_FILE"  # a file holding the intra-op thread count this process should use
+
+
+def _follow_thread_file() -> None:
+    """Adopt the thread count written into ``$C2C_THREADS_FILE``, if set: a launcher that runs several trainings
+    side by side raises it for the ones still running when another finishes (its core would idle otherwise)."""
+    path = os.environ.get(THREADS_FILE_ENV)
+    if not path:
+        return
+    try:
+        threads = int(Path(path).read_text().strip() or 0)
+    except (OSError, ValueError):
+        return
+    if threads >= 1 and threads != torch.get_num_threads():
+        torch.set_num_threads(threads)
 
 
 def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
