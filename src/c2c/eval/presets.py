@@ -54,14 +54,14 @@ PRESETS: dict[str, PipelinePreset] = {
             name="quick",
             # reach, a press, a pull and pick-place (multi-stage: approach, grasp, transport, place).
             tasks=("reach-v3", "button-press-topdown-v3", "drawer-open-v3", "pick-place-v3"),
-            episodes_per_task=20,
+            episodes_per_task=25,  # as the CNN calibration point in REFERENCE
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
             description="4 Meta-World tasks, plan vs noplan with the nano backbone; about 20 minutes on 2 CPU cores",
-            tokenizer_steps=400,
+            tokenizer_steps=300,
             backbone="nano",
-            policy_steps=1000,
+            policy_steps=900,
             policy_batch_size=32,
             eval_episodes=10,
             eval_max_steps=160,  # the scripted experts need at most about 100 steps on these tasks
