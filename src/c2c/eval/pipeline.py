@@ -186,6 +186,7 @@ def stage_tokenizers(preset: PipelinePreset, dataset_dir: Path, out: Path, force
         settings = {**asdict(config), "dataset": dataset_dir.name}
 
         def work(config: TokenizerTrainConfig = config) -> dict[str, Any]:
+            _use_free_cpus()
             return _json_safe(train_tokenizer(config))
 
         records[name] = run_stage(Path(config.out), settings, force, work, f"tokenizer {name}")
@@ -240,10 +241,23 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     else:
         for variant in todo:
             def work(config: PolicyTrainConfig = configs[variant]) -> dict[str, Any]:
+                _use_free_cpus()
                 return _json_safe(train_policy(config))
 
             records[variant] = run_stage(Path(configs[variant].out), settings[variant], True, work, f"policy {variant}")
     return {variant: records[variant] for variant in preset.variants}
+
+
+def _use_free_cpus() -> None:
+    """Train on the cores other jobs leave free (see c2c.utils.threads: a stalled OpenMP team is 5-12x slower)."""
+    import torch
+
+    from c2c.utils.threads import free_cpus
+
+    threads = free_cpus()
+    if threads != torch.get_num_threads():
+        print(f"[threads] {threads} (of {os.cpu_count()} CPUs; the others are busy)")
+    torch.set_num_threads(threads)
 
 
 def finished_stage(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
@@ -276,6 +290,7 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
     from c2c.errors import C2CError
 
     from c2c.policy.train import THREADS_FILE_ENV
+    from c2c.utils.threads import busy_cpus
 
     running = {}
     for variant, config in configs.items():
@@ -299,7 +314,10 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
             alive = [variant for variant, (process, _) in running.items() if process.poll() is None]
             if not alive:
                 break
-            share = max(1, cpus // len(alive))
+            # Cores not taken by other jobs are shared among the trainings still running (each runs its assigned
+            # threads while it trains, so those are not "other" work).
+            others = max(0, busy_cpus(samples=3, interval=0.05) - sum(assigned[v] for v in alive))
+            share = max(1, (cpus - others) // len(alive))
             for variant in alive:  # the cores of finished trainings go to those still running
                 if assigned.get(variant) != share:
                     atomic_write_text(Path(configs[variant].out) / "threads", str(share))
