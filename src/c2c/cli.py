@@ -42,6 +42,30 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     mw.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
     mw.set_defaults(func=_run_data_metaworld)
 
+    lib = data_sub.add_parser(
+        "libero",
+        help="scripted LIBERO demonstrations (libero_object, libero_spatial) -> LeRobot v3 dataset",
+        description="Roll out a scripted pick-and-place expert (privileged simulator state) from the env's own "
+        "random resets under --seed, keep the episodes LIBERO counts as successes, replay them with the agentview "
+        "and wrist cameras and write a LeRobot v3 dataset. Never uses the official init states (kept for "
+        "evaluation). Interrupted runs resume.",
+    )
+    lib.add_argument("--suite", required=True, help="libero_object | libero_spatial")
+    lib.add_argument("--tasks", default="all", help="comma list of task ids (0..9) or all (default all)")
+    lib.add_argument("--episodes", type=int, required=True, help="successful episodes to keep per task")
+    lib.add_argument("--seed", type=int, default=0, help="seed of the random resets (default 0)")
+    lib.add_argument("--image-size", type=int, default=128, help="square image size in pixels (default 128)")
+    lib.add_argument("--max-attempts-factor", type=int, default=3,
+                     help="give up on a task after episodes x this many attempts (default 3)")
+    lib.add_argument("--placements", default="random",
+                     help="where objects start: random (the env's own seeded reset; the only choice: the official "
+                     "init states are held out for evaluation)")
+    lib.add_argument("--workers", type=int, default=None,
+                     help="render processes (default: the usable CPUs; 1 renders in this process)")
+    lib.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    lib.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    lib.set_defaults(func=_run_data_libero)
+
 
 def _run_data_metaworld(args: argparse.Namespace) -> int:
     from c2c.envs.metaworld_demos import generate_metaworld_demos
@@ -55,6 +79,25 @@ def _run_data_metaworld(args: argparse.Namespace) -> int:
         out=args.out,
         max_steps=args.max_steps,
         max_attempts_factor=args.max_attempts_factor,
+        overwrite=args.overwrite,
+    )
+    print(report.summary())
+    return 0
+
+
+def _run_data_libero(args: argparse.Namespace) -> int:
+    from c2c.envs.libero_demos import generate_libero_demos
+
+    report = generate_libero_demos(
+        suite=args.suite,
+        tasks=args.tasks,
+        episodes_per_task=args.episodes,
+        image_size=args.image_size,
+        seed=args.seed,
+        out=args.out,
+        max_attempts_factor=args.max_attempts_factor,
+        placements=args.placements,
+        workers=args.workers,
         overwrite=args.overwrite,
     )
     print(report.summary())

@@ -371,6 +371,34 @@ class LiberoEnv:
         self._success = False
         return self.observation()
 
+    def reset_random(self, seed: int) -> dict[str, Any]:
+        """Start an episode from the env's own random object placement under ``seed``, then the settling steps.
+
+        LIBERO's global numpy RNG (which its placement samplers draw from) is seeded with ``seed`` before the reset,
+        so the placement depends only on ``seed``; the official init states are not used (they are kept for
+        evaluation). Returns the observation after the settling steps.
+        """
+        if self._env is None:
+            raise RuntimeError("the env is closed")
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
+            raise ConfigError(f"reset_random needs a seed in 0..2**32-1, got {seed!r}")
+        self._env.seed(int(seed))
+        raw = self._env.reset()
+        for _ in range(self.num_wait_steps):
+            raw, _reward, _done, _info = self._env.step(list(WAIT_ACTION))
+        self._raw = raw
+        self._steps = 0
+        self._done = False
+        self._success = False
+        return self.observation()
+
+    @property
+    def libero_env(self) -> Any:
+        """LIBERO's env object (``ControlEnv`` or ``OffScreenRenderEnv``); its ``.env`` holds the simulator."""
+        if self._env is None:
+            raise RuntimeError("the env is closed")
+        return self._env
+
     def step(self, action: Sequence[float] | np.ndarray) -> tuple[dict[str, Any], bool, bool]:
         """Apply ``action`` (7,); returns ``(observation, success, done)``.
 
@@ -378,7 +406,7 @@ class LiberoEnv:
         actions were taken; stepping further raises. Actions are passed on unclipped (robosuite clips to [-1, 1]).
         """
         if self._raw is None:
-            raise RuntimeError("call reset(init_state_index) before step()")
+            raise RuntimeError("call reset(init_state_index) or reset_random(seed) before step()")
         if self._done:
             raise RuntimeError(f"the episode ended after {self._steps} steps; call reset(init_state_index) first")
         values = np.asarray(action, dtype=np.float64).reshape(-1)

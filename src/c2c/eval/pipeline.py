@@ -455,10 +455,15 @@ def _policy_section(policies: dict[str, dict]) -> list[str]:
         l1 = held.get("exec_l1")
         lines.append(f"| {variant} | {m['preset']} | {m['parameters'] / 1e6:.1f} M | {m['steps']} x "
                      f"{m['effective_batch_size']} | {_pct(accuracy) if accuracy is not None else '-'} | "
-                     f"{'-' if l1 is None else f'{l1:.4f}'} | {record['seconds']:.0f} s |")
+                     f"{'-' if l1 is None else f'{l1:.4f}'} | {record['seconds']:.0f} s{_side_by_side(record)} |")
     lines += ["", "Training curves (EMA weights on held-out episodes):", ""]
     lines += [f"![{variant}](policy/{variant}/curves.png)" for variant in policies]
     return lines + [""]
+
+
+def _side_by_side(record: dict[str, Any]) -> str:
+    others = record.get("parallel_with")
+    return f" (side by side with {', '.join(others)})" if others else ""
 
 
 def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: dict[str, Any],
@@ -511,7 +516,8 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
         lines.append(record["result"].get("command", ""))
     lines += ["```", "", "| stage | wall time |", "| --- | ---: |"]
     for name, record in stage_times.items():
-        lines.append(f"| {name} | {record['seconds']:.0f} s{' (earlier run)' if record.get('skipped') else ''} |")
+        note = (" (earlier run)" if record.get("skipped") else "") + _side_by_side(record)
+        lines.append(f"| {name} | {record['seconds']:.0f} s{note} |")
     lines += [f"| **this run, all stages** | **{seconds:.0f} s** |", ""]
     path = out / "report.md"
     atomic_write_text(path, "\n".join(lines))
