@@ -4,6 +4,7 @@ Example::
 
     env = LiberoEnv("libero_spatial", task_id=0, image_size=128)
     obs = env.reset(init_state_index=0)        # official init state 0, then 10 settling steps (gripper open)
+    # (or env.reset_random(seed): the env's own random placement under a seed, for making demonstrations)
     done = False
     while not done:
         obs, success, done = env.step(policy.select_action(obs))   # done: success, or the suite's step limit

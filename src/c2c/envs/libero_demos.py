@@ -1,0 +1,362 @@
+"""Scripted LIBERO demonstrations (libero_object, libero_spatial) written as a LeRobot v3 dataset.
+
+Example::
+
+    report = generate_libero_demos(suite="libero_object", tasks="all", episodes_per_task=5, image_size=128,
+                                   seed=0, out=Path("data/libero_object_demos"))
+    print(report.summary())
+
+How an episode is made:
+
+1. Search, without cameras (about 20 ms a step). Attempt ``a`` of a task resets the env to its own random object
+   placement under :func:`placement_seed` ``(seed, suite, task, a)`` (LIBERO's numpy RNG is seeded, then
+   ``env.reset()``; see :meth:`LiberoEnv.reset_random`), takes the settling steps, and lets
+   :class:`~c2c.envs.libero_experts.PickPlaceExpert` act until LIBERO's own success check passes or the suite's step
+   limit. Failed attempts are dropped; a task stops after ``episodes_per_task`` successes or
+   ``episodes_per_task * max_attempts_factor`` attempts. Every attempted seed is recorded. The official init states
+   are never used: they are what policies are evaluated on (asking for them raises :class:`ConfigError`).
+2. Record. Each kept episode is rendered with both cameras on (agentview -> ``observation.images.image``, wrist
+   -> ``observation.images.image2``, upright), in worker processes: after a reset under the same seed (the same
+   scene), each recorded simulator state is set and its action taken again (see :func:`render_rollout`). Pure
+   replay of the actions is not used: the env with cameras resets to a state that differs from the camera-less
+   one in the last bits (about 1e-14, measured), so it is not bit-for-bit reproducible. Every rendered frame's
+   ``observation.state`` is checked against the search's (within 1e-5) and the last step must pass LIBERO's
+   success check again.
+3. Write. Episodes go into the dataset task by task in attempt order, with :class:`LeRobotWriter`, atomically;
+   ``meta/info.json["c2c"]`` holds the request, ``generator: "libero"``, ``suite`` and ``expert[task_name] =
+   {attempts, successes, success_rate, episodes, frames, seeds_attempted}``.
+
+Cache: as for Meta-World (:class:`c2c.envs.metaworld_demos.WorkDir`): ``<out.parent>/.<out.name>.work/`` keeps
+every attempt's outcome and every recorded episode, so a rerun of the same command resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from c2c.constants import OBS_STATE, image_key
+from c2c.data.episodes import Episode
+from c2c.envs.libero_env import (
+    ACTION_NAMES, CONTROL_HZ, DEFAULT_CAMERAS, STATE_NAMES, TASKS_PER_SUITE, LiberoEnv, check_suite,
+    convert_observation, suite_tasks,
+)
+from c2c.envs.metaworld_demos import (
+    Attempt, GenerationReport, TaskReport, WorkDir, _directory_bytes, _usable_cpus, save_episode_arrays,
+)
+from c2c.errors import C2CError, ConfigError
+
+WORK_FORMAT = 1
+SEED_BITS = 31
+EXPERT_SUITES = ("libero_object", "libero_spatial")  # suites whose every task the scripted expert handles
+PLACEMENTS = ("random",)  # official init states are for evaluation only
+STATE_TOLERANCE = 1e-5  # largest observation.state difference between a set state and the rollout's
+
+
+def placement_seed(seed: int, suite: str, task: str, attempt: int) -> int:
+    """The reset seed of ``attempt`` of ``task`` under the run seed ``seed`` (a stable hash, < 2**31)."""
+    digest = hashlib.sha256(f"c2c/libero/{seed}/{suite}/{task}/{attempt}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") % (1 << SEED_BITS)
+
+
+def parse_task_ids(tasks: str | list[int] | tuple[int, ...]) -> list[int]:
+    """``"all"``, ``"0,3"`` or a list of ints -> sorted unique task ids in 0..9."""
+    if isinstance(tasks, str):
+        if tasks.strip() == "all":
+            return list(range(TASKS_PER_SUITE))
+        try:
+            ids = [int(item) for item in tasks.split(",") if item.strip()]
+        except ValueError:
+            raise ConfigError(f"--tasks must be 'all' or a comma list of task ids (0..9), got {tasks!r}") from None
+    else:
+        ids = [int(item) for item in tasks]
+    if not ids:
+        raise ConfigError("no tasks given")
+    bad = [task for task in ids if not 0 <= task < TASKS_PER_SUITE]
+    if bad:
+        raise ConfigError(f"unknown task ids {bad} (valid: 0..{TASKS_PER_SUITE - 1})")
+    return sorted(set(ids))
+
+
+def check_placements(placements: str) -> str:
+    if placements in ("official", "init_states", "init-states"):
+        raise ConfigError("demonstrations are never generated from LIBERO's official init states: those are held "
+                          "out for evaluation; demonstrations use the env's own random resets (--placements random)")
+    if placements not in PLACEMENTS:
+        raise ConfigError(f"unknown placements {placements!r} (known: {', '.join(PLACEMENTS)})")
+    return placements
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Rollouts.
+
+
+def sim_state(env: LiberoEnv) -> np.ndarray:
+    """The simulator's flattened MuJoCo state (time, qpos, qvel, ...)."""
+    return np.asarray(env.libero_env.env.sim.get_state().flatten(), dtype=np.float64)
+
+
+@dataclass
+class Rollout:
+    """What the camera-less search keeps of one episode."""
+
+    actions: np.ndarray  # (T, 7) float32
+    states: np.ndarray  # (T, 8) float32: observation.state before each action
+    sim_states: np.ndarray  # (T + 1, S) float64: flattened MuJoCo state before each action and after the last
+    outcome: Attempt
+
+
+def run_expert(env: LiberoEnv, seed: int) -> Rollout:
+    """Roll the expert out from the random reset under ``seed`` until LIBERO's success or ``env.max_steps``.
+
+    ``outcome.attempt`` is left at -1 for the caller to set; ``outcome.digest`` hashes every simulator state.
+    """
+    from c2c.envs.libero_experts import PickPlaceExpert
+
+    obs = env.reset_random(seed)
+    expert = PickPlaceExpert(env, seed)
+    sim_states = [sim_state(env)]
+    actions, states = [], []
+    success = done = False
+    while not done:
+        action = expert.act()
+        states.append(obs[OBS_STATE])
+        obs, success, done = env.step(action)
+        actions.append(action)
+        sim_states.append(sim_state(env))
+    sim_array = np.stack(sim_states)
+    outcome = Attempt(-1, seed, bool(success), len(actions), hashlib.sha1(sim_array.tobytes()).hexdigest())
+    return Rollout(np.stack(actions).astype(np.float32), np.stack(states).astype(np.float32), sim_array, outcome)
+
+
+def render_rollout(env: LiberoEnv, seed: int, rollout: Rollout) -> dict[str, np.ndarray]:
+    """Render ``rollout`` (found from the reset under ``seed``) with the cameras of ``env``.
+
+    Frame 0 is the env's own reset under ``seed``; frame t + 1 comes from setting the recorded simulator state t and
+    taking action t. Replaying the actions alone is not bit-for-bit: the env with cameras compiles the same scene
+    to a model whose seeded reset differs from the camera-less one's in the last bits (about 1e-14, measured), and
+    contacts can grow that over an episode; setting each state keeps every frame within one step of the rollout.
+    (Setting state t + 1 directly would not do either: a step's observation is read before MuJoCo's last kinematics
+    update, so it lags the state by one 2 ms substep.) Checks each frame's ``observation.state`` against the
+    rollout's (:data:`STATE_TOLERANCE`) and that the last step passes LIBERO's success check.
+    Returns ``{"actions": (T, 7), "states": (T, 8), "image": (T, H, W, 3), "image2": ...}``: frame t is what the
+    expert saw before taking action t.
+    """
+    length = len(rollout.actions)
+    images = {camera: np.empty((length, env.image_size, env.image_size, 3), np.uint8) for camera in env.cameras}
+    obs = env.reset_random(seed)  # the same scene (robosuite rebuilds the model on reset)
+    simulator = env.libero_env
+    if sim_state(env).shape != rollout.sim_states.shape[1:]:
+        raise C2CError(f"{env.task_name} seed {seed}: the env with cameras has a simulator state of "
+                       f"{sim_state(env).shape[0]} numbers, the rollout {rollout.sim_states.shape[1]}")
+    success = False
+    for t in range(length):
+        gap = float(np.abs(obs[OBS_STATE] - rollout.states[t]).max())
+        if gap > STATE_TOLERANCE:
+            raise C2CError(f"{env.task_name} seed {seed}, frame {t}: the observation.state rendered differs from the "
+                           f"rollout's by {gap:.2e}; please report this")
+        for camera in env.cameras:
+            images[camera][t] = obs[image_key(camera)]
+        simulator.set_state(rollout.sim_states[t])
+        simulator.env.sim.forward()
+        raw, _reward, success, _info = simulator.step(rollout.actions[t].astype(np.float64).tolist())
+        obs = convert_observation(raw, env.instruction, env.cameras, env.image_size)
+    if rollout.outcome.success and not success:
+        raise C2CError(f"{env.task_name} seed {seed}: the last step does not pass LIBERO's success check in the env "
+                       f"with cameras; please report this")
+    return {"actions": rollout.actions, "states": rollout.states, **images}
+
+
+_worker_env: LiberoEnv | None = None
+
+
+def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: str) -> int:
+    """Render one episode into ``path`` (a worker keeps its env between jobs of one task); returns its frames."""
+    global _worker_env
+    env = _worker_env
+    if env is None or (env.suite, env.task_id, env.image_size) != (suite, task_id, image_size):
+        if env is not None:
+            env.close()
+        env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, cameras=DEFAULT_CAMERAS)
+    save_episode_arrays(Path(path), render_rollout(env, rollout.outcome.seed, rollout))
+    return len(rollout.actions)
+
+
+def _close_worker_env() -> None:
+    global _worker_env
+    if _worker_env is not None:
+        _worker_env.close()
+    _worker_env = None
+
+
+class _InlineFuture:
+    def __init__(self, value: int) -> None:
+        self._value = value
+
+    def result(self) -> int:
+        return self._value
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generation.
+
+
+def generate_libero_demos(
+    *,
+    suite: str,
+    tasks: str | list[int],
+    episodes_per_task: int,
+    image_size: int = 128,
+    seed: int = 0,
+    out: Path,
+    placements: str = "random",
+    max_attempts_factor: int = 3,
+    max_steps: int | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+    show_progress: bool = True,
+) -> GenerationReport:
+    """Make ``episodes_per_task`` successful scripted demonstrations per task into a LeRobot dataset at ``out``.
+
+    ``workers``: processes that render (default: the usable CPUs, at most the episodes; 1 renders in this process).
+    See the module docstring for the procedure.
+    """
+    from c2c.data.lerobot import LeRobotDataset, LeRobotWriter, is_complete_dataset
+
+    started = time.perf_counter()
+    check_placements(placements)
+    suite = check_suite(suite)
+    if suite not in EXPERT_SUITES:
+        raise ConfigError(f"the scripted LIBERO expert covers {', '.join(EXPERT_SUITES)}, not {suite!r}")
+    task_ids = parse_task_ids(tasks)
+    for name, value, ok, expected in (
+        ("episodes_per_task", episodes_per_task, episodes_per_task >= 1, "at least 1"),
+        ("image_size", image_size, 8 <= image_size <= 1024, "between 8 and 1024"),
+        ("seed", seed, seed >= 0, "non-negative"),
+        ("max_attempts_factor", max_attempts_factor, max_attempts_factor >= 1, "at least 1"),
+    ):
+        if not ok:
+            raise ConfigError(f"{name} must be {expected}, got {value}")
+    out = Path(out)
+    names = {task["task_id"]: task for task in suite_tasks(suite)}
+    settings = {"cache_format": WORK_FORMAT, "suite": suite, "seed": seed, "image_size": image_size,
+                "max_steps": max_steps, "placements": placements}
+    request = {"generator": "libero", "tasks": task_ids, "episodes_per_task": episodes_per_task,
+               "max_attempts_factor": max_attempts_factor, **settings}
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory")
+    if is_complete_dataset(out) and not overwrite:
+        existing = LeRobotDataset(out).extra_info
+        if all(existing.get(key) == value for key, value in request.items()):
+            return _report_existing(out, existing, started)
+        raise ConfigError(f"{out} already holds a dataset made with other settings; pass --overwrite to replace it "
+                          f"or choose another --out")
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise ConfigError(f"--out {out} exists and is not empty; pass --overwrite or choose another --out")
+
+    work = WorkDir(out, settings, overwrite=overwrite)
+    workers = workers if workers is not None else min(_usable_cpus(), len(task_ids) * episodes_per_task)
+    pool = None
+    if workers > 1:
+        pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    bar = None
+    if show_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(task_ids) * episodes_per_task, desc=f"{suite} demos", unit="ep", dynamic_ncols=True)
+    reports: list[TaskReport] = []
+    kept: list[tuple[int, str, Attempt, Any]] = []  # (task id, task name, attempt, future of its recording)
+    frames_recorded = 0
+    try:
+        for task_id in task_ids:
+            name = names[task_id]["name"]
+            cached = work.load_attempts(name)
+            recorded = {int(path.stem.split("-")[1]) for path in (work.root / name).glob("episode-*.npz")}
+            attempts: list[Attempt] = []
+            env: LiberoEnv | None = None
+            try:
+                for index in range(episodes_per_task * max_attempts_factor):
+                    if sum(attempt.success for attempt in attempts) == episodes_per_task:
+                        break
+                    outcome = cached.get(index)
+                    future: Any = None
+                    if outcome is None or (outcome.success and index not in recorded):
+                        env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps)
+                        rollout = run_expert(env, placement_seed(seed, suite, name, index))
+                        fresh = rollout.outcome
+                        fresh.attempt = index
+                        if outcome is not None and outcome != fresh:
+                            raise C2CError(f"{name} attempt {index}: the rollout differs from the one cached in "
+                                           f"{work.root}")
+                        outcome = fresh
+                        if outcome.success:
+                            job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)))
+                            future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
+                    elif outcome.success:
+                        future = _InlineFuture(0)  # recorded by an earlier run
+                    if index not in cached:
+                        cached[index] = outcome
+                        work.save_attempts(name, cached)
+                    attempts.append(outcome)
+                    if outcome.success:
+                        kept.append((task_id, name, outcome, future))
+                        if bar is not None:
+                            bar.update(1)
+                    if bar is not None:
+                        successes = sum(attempt.success for attempt in attempts)
+                        bar.set_postfix_str(f"task {task_id} expert {successes}/{len(attempts)}", refresh=True)
+            finally:
+                if env is not None:
+                    env.close()
+            successes = [attempt for attempt in attempts if attempt.success]
+            if bar is not None and len(successes) < episodes_per_task:
+                bar.total -= episodes_per_task - len(successes)
+                bar.refresh()
+            reports.append(TaskReport(
+                task=name, attempts=len(attempts), successes=len(successes), episodes=len(successes),
+                frames=sum(attempt.length for attempt in successes),
+                seeds_attempted=[attempt.seed for attempt in attempts]))
+        if not kept:
+            raise C2CError(f"the scripted expert succeeded on none of its attempts ({suite} tasks {task_ids})")
+        with LeRobotWriter(out, fps=CONTROL_HZ, robot_type="panda", state_names=list(STATE_NAMES),
+                           action_names=list(ACTION_NAMES), overwrite=overwrite) as writer:
+            for task_id, name, attempt, future in kept:
+                frames_recorded += future.result()
+                with np.load(work.episode_path(name, attempt.attempt)) as arrays:
+                    writer.add_episode(Episode(
+                        actions=arrays["actions"], states=arrays["states"],
+                        images={camera: arrays[camera] for camera in DEFAULT_CAMERAS},
+                        task=names[task_id]["instruction"],
+                        metadata={"suite": suite, "task_id": task_id, "env": name, "seed": attempt.seed}))
+            writer.finalize(extra_info={
+                **request, "control_hz": CONTROL_HZ, "cameras": {"image": "agentview", "image2": "robot0_eye_in_hand"},
+                "expert": {report.task: report.to_json() for report in reports},
+            })
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        _close_worker_env()
+        if bar is not None:
+            bar.close()
+    return GenerationReport(
+        out=out, work_dir=work.root, tasks=reports, seconds=time.perf_counter() - started,
+        frames_recorded=frames_recorded, dataset_bytes=_directory_bytes(out), work_bytes=work.size_bytes(),
+    )
+
+
+def _report_existing(out: Path, extra_info: dict[str, Any], started: float) -> GenerationReport:
+    work_dir = out.parent / f".{out.name}.work"
+    reports = [TaskReport(task=task, attempts=stats["attempts"], successes=stats["successes"],
+                          episodes=stats["episodes"], frames=stats["frames"],
+                          seeds_attempted=list(stats["seeds_attempted"]))
+               for task, stats in extra_info["expert"].items()]
+    return GenerationReport(out=out, work_dir=work_dir, tasks=reports, seconds=time.perf_counter() - started,
+                            frames_recorded=0, dataset_bytes=_directory_bytes(out),
+                            work_bytes=_directory_bytes(work_dir), already_complete=True)
