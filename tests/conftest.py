@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -49,3 +50,16 @@ def synthetic_dataset(tmp_path) -> Path:
             writer.add_episode(episode)
         writer.finalize({"generator": "synthetic"})
     return root
+
+
+@pytest.fixture(scope="session")
+def libero_installed() -> None:
+    """Skip a LIBERO simulator test when LIBERO is not installed; fail instead under C2C_REQUIRE_LIBERO=1 (CI)."""
+    from c2c.envs import libero_env
+
+    if libero_env.libero_available():
+        return
+    reason = "LIBERO is not installed (run `make setup-libero`)"
+    if os.environ.get("C2C_REQUIRE_LIBERO") == "1":
+        pytest.fail(f"{reason}, and C2C_REQUIRE_LIBERO=1 requires it")
+    pytest.skip(reason)

@@ -223,19 +223,10 @@ def test_cli_parser():
 # The real simulator.
 
 
-def _require_libero() -> None:
-    if libero_env.libero_available():
-        return
-    reason = "LIBERO is not installed (run `make setup-libero`)"
-    if os.environ.get("C2C_REQUIRE_LIBERO") == "1":
-        pytest.fail(f"{reason}, and C2C_REQUIRE_LIBERO=1 requires it")
-    pytest.skip(reason)
-
 
 @pytest.fixture(scope="module")
-def spatial_env():
+def spatial_env(libero_installed):
     """libero_spatial task 0 with both cameras at 64 px, reset to init state 0 (shared: making one takes seconds)."""
-    _require_libero()
     env = LiberoEnv("libero_spatial", 0, image_size=64)
     obs = env.reset(0)
     yield env, obs
@@ -289,8 +280,7 @@ def test_simulator_rollout_with_a_debug_policy(spatial_env):
 
 
 @pytest.mark.libero_sim
-def test_evaluate_writes_results_report_chart_and_video(tmp_path):
-    _require_libero()
+def test_evaluate_writes_results_report_chart_and_video(tmp_path, libero_installed):
     policy = _policy(cameras=("image",))
     out = tmp_path / "eval"
     results = evaluate_libero(policy, "libero_object", tasks=[2], trials=1, seed=3, videos=1, out=out,

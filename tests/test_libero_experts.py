@@ -9,25 +9,15 @@ from __future__ import annotations
 
 import json
 import math
-import os
 
 import numpy as np
 import pytest
 
-import c2c.envs.libero_env as libero_env
 from c2c.cli import main
 from c2c.envs.libero_demos import check_placements, generate_libero_demos, parse_task_ids, placement_seed
 from c2c.envs.libero_experts import finger_axis, matrix_to_axis_angle, parse_goal, quat_to_matrix, rot_z
 from c2c.errors import ConfigError
 
-
-def _require_libero() -> None:
-    if libero_env.libero_available():
-        return
-    reason = "LIBERO is not installed (run `make setup-libero`)"
-    if os.environ.get("C2C_REQUIRE_LIBERO") == "1":
-        pytest.fail(f"{reason}, and C2C_REQUIRE_LIBERO=1 requires it")
-    pytest.skip(reason)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -82,9 +72,8 @@ def test_goal_parsing_and_rotations():
 
 
 @pytest.mark.libero_sim
-def test_expert_solves_a_spatial_task_from_a_random_reset():
+def test_expert_solves_a_spatial_task_from_a_random_reset(libero_installed):
     """libero_spatial task 0 (bowl between plate and ramekin -> plate), state only, from a seeded random reset."""
-    _require_libero()
     from c2c.envs.libero_demos import run_expert, sim_state
     from c2c.envs.libero_env import LiberoEnv
 
@@ -106,9 +95,8 @@ def test_expert_solves_a_spatial_task_from_a_random_reset():
 
 
 @pytest.mark.libero_sim
-def test_generated_dataset_from_a_libero_object_task(tmp_path):
+def test_generated_dataset_from_a_libero_object_task(tmp_path, libero_installed):
     """One libero_object episode: the expert succeeds on its first random reset; its states rendered with cameras."""
-    _require_libero()
     from c2c.data.lerobot import LeRobotDataset
 
     out = tmp_path / "demos"

@@ -363,14 +363,7 @@ class LiberoEnv:
                               f"{self.task_id} (valid: 0..{self.num_init_states - 1})")
         self._env.seed(self.seed)
         self._env.reset()
-        raw = self._env.set_init_state(self._init_states[index])
-        for _ in range(self.num_wait_steps):
-            raw, _reward, _done, _info = self._env.step(list(WAIT_ACTION))
-        self._raw = raw
-        self._steps = 0
-        self._done = False
-        self._success = False
-        return self.observation()
+        return self._settle(self._env.set_init_state(self._init_states[index]))
 
     def reset_random(self, seed: int) -> dict[str, Any]:
         """Start an episode from the env's own random object placement under ``seed``, then the settling steps.
@@ -384,7 +377,10 @@ class LiberoEnv:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
             raise ConfigError(f"reset_random needs a seed in 0..2**32-1, got {seed!r}")
         self._env.seed(int(seed))
-        raw = self._env.reset()
+        return self._settle(self._env.reset())
+
+    def _settle(self, raw: Any) -> dict[str, Any]:
+        """The protocol's wait steps (gripper open, no motion) after a reset; starts the episode's counters."""
         for _ in range(self.num_wait_steps):
             raw, _reward, _done, _info = self._env.step(list(WAIT_ACTION))
         self._raw = raw
