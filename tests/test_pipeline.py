@@ -53,3 +53,53 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
 def test_unknown_preset_is_refused_with_a_suggestion():
     with pytest.raises(ConfigError, match="did you mean 'quick'"):
         get_preset("quik")
+
+
+def test_libero_presets_follow_the_protocol():
+    for suite, limit in (("spatial", None), ("object", None), ("goal", None), ("10", None)):
+        preset = get_preset(f"libero-{suite}")
+        assert preset.simulator == "libero" and preset.suite == f"libero_{suite}"
+        assert preset.eval_episodes == 50 and preset.eval_max_steps is limit  # None: the suite's official limit
+        assert preset.variants == ("plan", "noplan") and preset.cameras == ("image", "image2")
+    with pytest.raises(ConfigError, match="names its suite"):
+        PipelinePreset(**{**get_preset("libero-object").__dict__, "suite": None})
+    with pytest.raises(ConfigError, match="simulator must be one of"):
+        PipelinePreset(**{**MINI.__dict__, "simulator": "isaac"})
+    with pytest.raises(ConfigError, match="did you mean 'libero'"):
+        get_preset("libro")
+
+
+def test_libero_table_averages_the_suites_a_row_has():
+    from c2c.eval.pipeline import PUBLISHED_LIBERO, libero_table
+
+    lines = libero_table({"plan": {"libero_object": 50.0, "libero_spatial": 30.0}, **PUBLISHED_LIBERO})
+    assert lines[0] == "| method | Spatial | Object | Goal | Long (10) | average |"
+    assert lines[2] == "| plan | 30.0 | 50.0 | - | - | 40.0 (2 of 4 suites) |"
+    assert lines[3].endswith("| 98.8 | 100.0 | 97.8 | 95.0 | 97.9 |")  # the paper's Table 1 row
+    assert lines[4].endswith("| 96.4 | 96.8 | 88.6 | 60.2 | 85.5 |")  # pi0-FAST
+
+
+@pytest.mark.libero_sim
+def test_miniature_libero_preset_end_to_end(tmp_path, libero_installed):
+    """Scripted demonstrations -> tokenizer -> plan and noplan -> the LIBERO protocol, on a couple of episodes."""
+    preset = PipelinePreset(
+        name="mini-libero", tasks=("0",), episodes_per_task=2, image_size=16, cameras=("image", "image2"), seed=0,
+        description="a miniature LIBERO preset for tests", simulator="libero", suite="libero_object",
+        tokenizer_steps=4, tokenizer_codec=dict(codebook_size=16, model_dim=16, depth=1, heads=2, latent_dim=8,
+                                                mode_dim=8),
+        backbone="debug", policy_steps=2, policy_batch_size=4, eval_episodes=1, eval_max_steps=5, videos=0,
+        eval_seed=7,
+    )
+    out = tmp_path / "run"
+    assert run_pipeline(preset, out, workers=1) == 0
+    dataset = next((out / "data").glob("libero-*"))
+    info = json.loads((dataset / "meta" / "info.json").read_text())
+    assert info["features"]["action"]["shape"] == [7] and info["features"]["observation.state"]["shape"] == [8]
+    assert info["c2c"]["suite"] == "libero_object"
+    results = json.loads((out / "eval/plan/results.json").read_text())
+    assert results["suite"] == "libero_object" and results["settings"]["trials"] == 1
+    assert results["settings"]["max_steps"] == 5 and [t["task_id"] for t in results["tasks"]] == [0]
+    report = (out / "report.md").read_text()
+    assert "## Closed-loop success (LIBERO protocol)" in report
+    assert "| Coarse-to-Control (paper, Table 1) | 98.8 | 100.0 | 97.8 | 95.0 | 97.9 |" in report
+    assert "| plan (this run, debug, 2 steps) | - |" in report

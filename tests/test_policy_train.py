@@ -164,3 +164,27 @@ def test_two_processes_train_on_different_data_and_save(workspace):
     assert metrics["effective_batch_size"] == 8
     policy = PlanExecutePolicy.from_pretrained(out)
     assert policy.config.cameras == ("corner2", "wrist")
+
+
+def test_random_shift_moves_each_image_within_the_pad_and_fills_with_edges():
+    rng = np.random.default_rng(0)
+    images = np.zeros((64, 12, 12, 3), dtype=np.uint8)
+    images[:, 6, 6] = 255  # one bright pixel in the middle
+    shifted = train_data.random_shift(images, 2, rng)
+    assert shifted.shape == images.shape and shifted.dtype == np.uint8
+    rows, cols = np.nonzero(shifted[..., 0] == 255)[1:]
+    assert len(rows) == 64 and set(np.abs(rows - 6)) | set(np.abs(cols - 6)) <= {0, 1, 2}
+    assert len({(r, c) for r, c in zip(rows, cols)}) > 10  # images move independently
+    assert train_data.random_shift(images, 0, rng) is images
+    edges = np.tile(np.arange(12, dtype=np.uint8)[None, :, None, None] * 10, (8, 1, 12, 3))  # rows 0, 10, ..., 110
+    out = train_data.random_shift(edges, 3, np.random.default_rng(1))
+    assert out.min() >= 0 and out.max() <= 110 and np.all(np.diff(out[..., 0, 0].astype(int), axis=1) >= 0)
+
+
+def test_image_shift_trains_and_is_checked(workspace):
+    with pytest.raises(ConfigError, match="--image-shift"):
+        PolicyTrainConfig(dataset="d", tokenizer="t", out="o", image_shift=-1)
+    config = _config(workspace, "shift", steps=2, image_shift=2)
+    with torch_threads(1):
+        metrics = train_policy(config, show_progress=False)
+    assert metrics["steps"] == 2 and np.isfinite(metrics["train_recent"]["loss"])

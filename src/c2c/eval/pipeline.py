@@ -50,14 +50,17 @@ def _settings_hash(settings: dict[str, Any]) -> str:
 
 
 def _data_settings(preset: PipelinePreset) -> dict[str, Any]:
-    return {
-        "generator": "metaworld",
+    settings = {
+        "generator": preset.simulator,
         "tasks": list(preset.tasks),
         "episodes_per_task": preset.episodes_per_task,
         "image_size": preset.image_size,
         "cameras": list(preset.cameras),
         "seed": preset.seed,
     }
+    if preset.suite is not None:
+        settings["suite"] = preset.suite
+    return settings
 
 
 def run_stage(stage_dir: Path, settings: dict[str, Any], force: bool, work: Callable[[], Any],
@@ -90,12 +93,20 @@ def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
     from c2c.envs.metaworld_demos import generate_metaworld_demos
 
     settings = _data_settings(preset)
-    dataset_dir = out / "data" / f"metaworld-{_settings_hash(settings)}"
+    dataset_dir = out / "data" / f"{preset.simulator}-{_settings_hash(settings)}"
     if (dataset_dir / "meta" / "info.json").is_file() and not force:
         dataset = LeRobotDataset(dataset_dir)
         print(f"[demos] reusing {dataset_dir} ({dataset.num_episodes} episodes, {dataset.num_frames} frames)")
         return dataset_dir
     print(f"[demos] generating scripted demonstrations into {dataset_dir}")
+    if preset.simulator == "libero":
+        from c2c.envs.libero_demos import generate_libero_demos
+
+        report = generate_libero_demos(suite=preset.suite, tasks=",".join(preset.tasks),
+                                       episodes_per_task=preset.episodes_per_task, image_size=preset.image_size,
+                                       seed=preset.seed, out=dataset_dir, overwrite=force)
+        print(report.summary())
+        return dataset_dir
     report = generate_metaworld_demos(
         tasks=",".join(preset.tasks),
         episodes_per_task=preset.episodes_per_task,
@@ -109,13 +120,15 @@ def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
     return dataset_dir
 
 
-def stage_windows(dataset_dir: Path, out: Path, spec: WindowSpec | None = None) -> dict[str, Any]:
-    """Windows and normalization statistics over the whole dataset, plus a plot; returns the summary."""
+def stage_windows(dataset_dir: Path, out: Path, spec: WindowSpec | None = None,
+                  layout: str = "metaworld") -> dict[str, Any]:
+    """Windows and normalization statistics over the whole dataset, plus a plot; returns the summary.
+    ``layout``: the action layout naming the gripper dims (metaworld | libero)."""
     from c2c.data.lerobot import LeRobotDataset
 
     dataset = LeRobotDataset(dataset_dir)
     arrays = dataset.frame_arrays([ACTION, OBS_STATE, EPISODE_INDEX])
-    spec = spec or WindowSpec(gripper_dims=resolve_gripper_dims(None, preset="metaworld"))
+    spec = spec or WindowSpec(gripper_dims=resolve_gripper_dims(None, preset=layout))
     start = time.perf_counter()
     windows = dataset_windows(arrays[ACTION], arrays[EPISODE_INDEX], spec)
     normalizers = ActionNormalizers.fit(arrays[ACTION], arrays[OBS_STATE], windows)
@@ -213,7 +226,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         steps = preset.policy_steps
         configs[variant] = PolicyTrainConfig(
             dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant), variant=variant,
-            preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size,
+            preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
             checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3))
     settings = {variant: {**asdict(config), "dataset": dataset_dir.name, "tokenizer": Path(config.tokenizer).name}
                 for variant, config in configs.items()}
@@ -354,6 +367,8 @@ def _logged_step(log: Path) -> int:
 
 def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None) -> dict[str, dict]:
     """Closed-loop evaluation of every trained variant on the same unseen placements."""
+    if preset.simulator == "libero":
+        return stage_libero_evaluations(preset, out, force)
     from c2c.envs.metaworld_tasks import resolve_tasks
     from c2c.eval.metaworld_eval import evaluate_metaworld
 
@@ -370,6 +385,29 @@ def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: i
                                          seed=preset.eval_seed, replan_every=preset.replan_every,
                                          max_steps=preset.eval_max_steps, videos=preset.videos, workers=workers,
                                          out=eval_dir)
+            return _json_safe(results)
+
+        records[variant] = run_stage(eval_dir, settings, force, work, f"eval {variant}")
+    return records
+
+
+def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool) -> dict[str, dict]:
+    """Every variant on LIBERO's official protocol: init states 0..N-1 of each task, the suite's step limit."""
+    from c2c.eval.libero_eval import evaluate_libero
+
+    tasks = None if tuple(preset.tasks) == ("all",) else ",".join(preset.tasks)
+    records = {}
+    for variant in preset.variants:
+        policy_dir, eval_dir = out / "policy" / variant, out / "eval" / variant
+        settings = {"policy": variant, "policy_stage": _stage_stamp(policy_dir), "suite": preset.suite,
+                    "tasks": list(preset.tasks), "trials": preset.eval_episodes, "seed": preset.eval_seed,
+                    "max_steps": preset.eval_max_steps, "replan_every": preset.replan_every, "videos": preset.videos}
+
+        def work(policy_dir: Path = policy_dir, eval_dir: Path = eval_dir) -> dict[str, Any]:
+            _use_free_cpus()
+            results = evaluate_libero(policy_dir, preset.suite, tasks=tasks, trials=preset.eval_episodes,
+                                      seed=preset.eval_seed, replan_every=preset.replan_every, videos=preset.videos,
+                                      out=eval_dir, max_steps=preset.eval_max_steps)
             return _json_safe(results)
 
         records[variant] = run_stage(eval_dir, settings, force, work, f"eval {variant}")
@@ -394,7 +432,66 @@ def _pct(value: float | None) -> str:
     return "-" if value is None else f"{100 * value:.0f}%"
 
 
+# LIBERO success (%) published in the paper's Table 1 (Spatial, Object, Goal, Long = libero_10).
+PUBLISHED_LIBERO: dict[str, dict[str, float]] = {
+    "Coarse-to-Control (paper, Table 1)": {"libero_spatial": 98.8, "libero_object": 100.0, "libero_goal": 97.8,
+                                           "libero_10": 95.0},
+    "pi0-FAST (paper, Table 1)": {"libero_spatial": 96.4, "libero_object": 96.8, "libero_goal": 88.6,
+                                  "libero_10": 60.2},
+}
+
+
+def libero_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
+    """A Table 1 style Markdown table: one row per method, one column per suite, plus the average of the suites
+    that row has (marked when it does not have all four)."""
+    from c2c.eval.presets import LIBERO_SUITES
+
+    header = [s.removeprefix("libero_").replace("10", "Long (10)").capitalize() for s in LIBERO_SUITES]
+    lines = ["| method | " + " | ".join(header) + " | average |", "| --- |" + " ---: |" * (len(LIBERO_SUITES) + 1)]
+    for method, values in rows.items():
+        present = [values[s] for s in LIBERO_SUITES if values.get(s) is not None]
+        cells = ["-" if values.get(s) is None else f"{values[s]:.1f}" for s in LIBERO_SUITES]
+        average = "-" if not present else f"{sum(present) / len(present):.1f}"
+        if present and len(present) < len(LIBERO_SUITES):
+            average += f" ({len(present)} of {len(LIBERO_SUITES)} suites)"
+        lines.append(f"| {method} | " + " | ".join(cells) + f" | {average} |")
+    return lines
+
+
+def _libero_success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
+    results = {variant: record["result"] for variant, record in evaluations.items()}
+    variants = list(results)
+    first = results[variants[0]]
+    lines = [
+        "## Closed-loop success (LIBERO protocol)",
+        "",
+        f"{preset.suite}: {preset.eval_episodes} trials per task on the official init states 0..{preset.eval_episodes - 1}"
+        f" (the protocol uses 50), 10 wait steps, at most {first['settings']['max_steps']} steps, a new 20-step chunk "
+        f"every {preset.replan_every} actions, greedy decoding. Trained on our scripted demonstrations only.",
+        "",
+        "| task | " + " | ".join(variants) + " |",
+        "| --- | " + " | ".join("---:" for _ in variants) + " |",
+    ]
+    for index, task in enumerate(first["tasks"]):
+        cells = [f"{_pct(results[v]['tasks'][index]['success_rate'])} ({results[v]['tasks'][index]['successes']}/"
+                 f"{results[v]['tasks'][index]['trials']})" for v in variants]
+        lines.append(f"| {task['task_id']}: {task['instruction']} | " + " | ".join(cells) + " |")
+    lines.append("| **suite** | " + " | ".join(f"**{_pct(results[v]['suite_success_rate'])}**" for v in variants)
+                 + " |")
+    rows: dict[str, dict[str, float | None]] = {
+        f"{v} (this run, {preset.backbone}, {preset.policy_steps} steps)": {
+            preset.suite: None if results[v]["suite_success_rate"] is None else 100 * results[v]["suite_success_rate"]}
+        for v in variants}
+    rows.update(PUBLISHED_LIBERO)
+    lines += ["", *libero_table(rows), "",
+              "Per-variant details and videos: " + ", ".join(f"[{v}](eval/{v}/report.md)" for v in variants) + ".",
+              ""]
+    return lines
+
+
 def _success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
+    if preset.simulator == "libero":
+        return _libero_success_section(preset, evaluations)
     variants = list(evaluations)
     results = {variant: record["result"] for variant, record in evaluations.items()}
     first = results[variants[0]]
@@ -533,15 +630,61 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     command = f"c2c run --preset {chosen.name} --out {out}"
     print(f"{command}: {chosen.description}")
     dataset_dir = stage_demos(chosen, out, force)
-    windows = stage_windows(dataset_dir, out)
+    windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
     tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
     policies = stage_policies(chosen, dataset_dir, out, force, parallel)
     evaluations = stage_evaluations(chosen, out, force, workers)
     seconds = time.perf_counter() - start
     report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command)
-    print(f"\n{'variant':<12} success (mean over {len(evaluations and next(iter(evaluations.values()))['result']['tasks'])} tasks)")
+    tasks = len(next(iter(evaluations.values()))["result"]["tasks"]) if evaluations else 0
+    print(f"\n{'variant':<12} success (mean over {tasks} tasks)")
     for variant, record in evaluations.items():
-        print(f"{variant:<12} {_pct(record['result']['overall']['success_rate'])}")
+        print(f"{variant:<12} {_pct(overall_success(record['result']))}")
     print(f"report: {report} ({seconds:.0f} s)")
     sys.stdout.flush()
     return 0
+
+
+def overall_success(result: dict[str, Any]) -> float | None:
+    """Mean success over tasks of a Meta-World or a LIBERO evaluation's results."""
+    if "suite_success_rate" in result:
+        return result["suite_success_rate"]
+    return result["overall"]["success_rate"]
+
+
+def run_presets(name: str, out: Path | None, overrides: dict[str, Any] | None = None, force: bool = False,
+                workers: int | None = None) -> int:
+    """``c2c run --preset NAME``: one preset, or a group of them (``libero``: the four suites one after the other,
+    each in ``<out>/<preset>``, then one Table 1 over them in ``<out>/report.md``)."""
+    from c2c.eval.presets import SUITE_GROUPS
+
+    overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
+    if name not in SUITE_GROUPS:
+        return run_pipeline(get_preset(name).replace(**overrides), out, force=force, workers=workers)
+    out = Path(out) if out is not None else Path("runs") / name
+    members = [get_preset(member).replace(**overrides) for member in SUITE_GROUPS[name]]
+    for preset in members:
+        run_pipeline(preset, out / preset.name, force=force, workers=workers)
+    report = write_group_report(out, name, members)
+    print(f"report: {report}")
+    return 0
+
+
+def write_group_report(out: Path, name: str, presets: list[PipelinePreset]) -> Path:
+    """Table 1 over the member presets' finished evaluations (a suite without results shows '-')."""
+    rows: dict[str, dict[str, float | None]] = {}
+    for preset in presets:
+        for variant in preset.variants:
+            marker = out / preset.name / "eval" / variant / STAGE_FILE
+            if not marker.is_file():
+                continue
+            rate = overall_success(json.loads(marker.read_text())["result"])
+            rows.setdefault(f"{variant} (this run)", {})[preset.suite] = None if rate is None else 100 * rate
+    rows.update(PUBLISHED_LIBERO)
+    lines = [f"# c2c run --preset {name}", "", "Success (%) per LIBERO suite on the official protocol, trained on our "
+             "scripted demonstrations only; budgets and trials per task in each suite's report.", "",
+             *libero_table(rows), "",
+             "Suite reports: " + ", ".join(f"[{p.name}]({p.name}/report.md)" for p in presets) + ".", ""]
+    path = out / "report.md"
+    atomic_write_text(path, "\n".join(lines))
+    return path

@@ -10,12 +10,17 @@ from typing import Any
 from c2c.errors import ConfigError
 
 
+SIMULATORS = ("metaworld", "libero")
+# LIBERO suites in the order of the paper's Table 1 (Spatial, Object, Goal, Long).
+LIBERO_SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10")
+
+
 @dataclass(frozen=True)
 class PipelinePreset:
     """What `c2c run --preset NAME` does: the data, the training budgets and the evaluation protocol."""
 
     name: str
-    tasks: tuple[str, ...]  # Meta-World tasks (or one group name such as "mt10")
+    tasks: tuple[str, ...]  # Meta-World tasks (or one group name such as "mt10"); LIBERO task ids or "all"
     episodes_per_task: int  # successful scripted demonstrations kept per task
     image_size: int  # square camera images, pixels
     cameras: tuple[str, ...]  # Meta-World cameras recorded
@@ -28,16 +33,31 @@ class PipelinePreset:
     policy_steps: int = 4000  # policy optimisation steps per variant
     policy_batch_size: int = 32
     eval_episodes: int = 10  # closed-loop episodes per task, on placements unseen in training
-    eval_max_steps: int = 300  # env steps per episode (the scripted experts need 60-160)
+    eval_max_steps: int | None = 300  # env steps per episode (Meta-World experts need 60-160); LIBERO: None = the
+    # suite's official limit (220 / 280 / 300 / 520)
     eval_seed: int = 1000  # seed of the evaluation placements (checked disjoint from the training ones)
     replan_every: int = 10  # actions executed per predicted 20-step chunk
     videos: int = 1  # mp4 videos recorded per task and variant
+    simulator: str = "metaworld"  # metaworld | libero
+    suite: str | None = None  # LIBERO suite (libero_spatial | libero_object | libero_goal | libero_10)
+    image_shift: int = 0  # random-shift augmentation of training images, pixels (0: off)
 
     def __post_init__(self) -> None:
+        if self.simulator not in SIMULATORS:
+            raise ConfigError(f"preset {self.name!r}: simulator must be one of {', '.join(SIMULATORS)}, got "
+                              f"{self.simulator!r}")
+        if (self.simulator == "libero") != (self.suite is not None):
+            raise ConfigError(f"preset {self.name!r}: a LIBERO preset names its suite, a Meta-World one does not")
+        if self.simulator == "metaworld" and self.eval_max_steps is None:
+            raise ConfigError(f"preset {self.name!r}: Meta-World evaluation needs eval_max_steps")
         for name in ("episodes_per_task", "tokenizer_steps", "policy_steps", "policy_batch_size", "eval_episodes",
-                     "eval_max_steps", "replan_every"):
+                     "replan_every"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"preset {self.name!r}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.eval_max_steps is not None and int(self.eval_max_steps) < 1:
+            raise ConfigError(f"preset {self.name!r}: eval_max_steps must be >= 1, got {self.eval_max_steps}")
+        if not 0 <= int(self.image_shift) <= 32:
+            raise ConfigError(f"preset {self.name!r}: image_shift must lie in [0, 32], got {self.image_shift}")
         if self.replan_every > 20:
             raise ConfigError(f"preset {self.name!r}: replan_every must be <= 20 (the exec chunk), got "
                               f"{self.replan_every}")
@@ -96,9 +116,41 @@ PRESETS: dict[str, PipelinePreset] = {
 }
 
 
+def _libero_preset(suite: str) -> PipelinePreset:
+    """One LIBERO suite end to end: our scripted demonstrations (random placements, never the official init states)
+    -> joint tokenizer (7-dim actions: 42 tokens per branch) -> plan and noplan -> the official protocol (init
+    states 0..N-1 of each task, 10 wait steps, the suite's step limit)."""
+    short = suite.removeprefix("libero_")
+    return PipelinePreset(
+        name=f"libero-{short}",
+        tasks=("all",),
+        episodes_per_task=50,  # as LIBERO's own datasets
+        image_size=96,
+        cameras=("image", "image2"),  # agentview and wrist, upright
+        seed=0,
+        description=f"LIBERO {short}: our scripted demonstrations, plan vs noplan with the nano backbone, the official "
+        "evaluation protocol (hours on 2 CPU cores)",
+        simulator="libero",
+        suite=suite,
+        tokenizer_steps=1500,
+        backbone="nano",
+        policy_steps=6000,
+        eval_episodes=50,  # trials per task (init states 0..49), the protocol's number
+        eval_max_steps=None,
+        eval_seed=7,  # LIBERO's global seed during evaluation (openpi's LIBERO example uses 7)
+        replan_every=10,
+    )
+
+
+PRESETS.update({preset.name: preset for preset in map(_libero_preset, LIBERO_SUITES)})
+# ``c2c run --preset libero`` runs the four suite presets above one after the other and writes one Table 1.
+SUITE_GROUPS: dict[str, tuple[str, ...]] = {"libero": tuple(f"libero-{s.removeprefix('libero_')}" for s in LIBERO_SUITES)}
+
+
 def get_preset(name: str) -> PipelinePreset:
     if name in PRESETS:
         return PRESETS[name]
-    close = difflib.get_close_matches(name, PRESETS, n=1)
+    known = [*PRESETS, *SUITE_GROUPS]
+    close = difflib.get_close_matches(name, known, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    raise ConfigError(f"unknown preset {name!r} (known: {', '.join(PRESETS)}){hint}")
+    raise ConfigError(f"unknown preset {name!r} (known: {', '.join(known)}){hint}")

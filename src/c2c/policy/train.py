@@ -42,11 +42,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from c2c.constants import camera_name
+from c2c.constants import camera_name, image_key
 from c2c.errors import C2CError, ConfigError
 from c2c.policy.config import PolicyConfig, get_preset, policy_config
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
-from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data
+from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data, random_shift
 from c2c.utils.io import atomic_write_json
 
 TRAINING_DATA_FILE = "training_data.json"  # the training dataset's generator record (c2c extra info)
@@ -108,6 +108,7 @@ class PolicyTrainConfig:
     eval_batch_size: int = 16
     max_image_gb: float = 8.0  # refuse datasets whose images would need more memory
     resize_images: bool = False  # resize dataset images to the preset's size with PIL (else a size mismatch fails)
+    image_shift: int = 0  # random-shift augmentation: shift training images by up to this many pixels (0: off)
     policy: dict[str, Any] = field(default_factory=dict)  # other PolicyConfig fields (token_order, state_encoding)
 
     def __post_init__(self) -> None:
@@ -116,6 +117,8 @@ class PolicyTrainConfig:
             raise ConfigError(f"--preset {self.preset!r} has no optimiser defaults in OPTIMIZER_DEFAULTS")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        if not 0 <= int(self.image_shift) <= 32:
+            raise ConfigError(f"--image-shift must lie in [0, 32] pixels, got {self.image_shift}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "eval_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
@@ -348,7 +351,7 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
         frames = draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
                              processes.count)[:, processes.rank]  # (grad_accum, B): this process's share
         first_frames = frames[0].tolist() if first_frames is None else first_frames
-        logs = _train_step(model, policy, optimizer, data, frames, config, processes, autocast)
+        logs = _train_step(model, policy, optimizer, data, frames, config, processes, autocast, step)
         ema.update(policy.model, step)
         if step % 20 == 0:
             _follow_thread_file()
@@ -407,15 +410,20 @@ def _follow_thread_file() -> None:
 
 def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
                 data: PolicyData, frames: np.ndarray, config: PolicyTrainConfig, processes: Processes,
-                autocast: Any) -> dict[str, float]:
+                autocast: Any, step: int = 0) -> dict[str, float]:
     """One optimisation step over (grad_accum, B) frames (``model`` is ``policy``, DDP-wrapped when several
     processes train); returns the metrics averaged over micro-steps and processes."""
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
     for micro, micro_frames in enumerate(frames):
+        batch = data.batch(micro_frames)
+        if config.image_shift:  # augmentation drawn from (seed, step, rank, micro-step): resumes reproduce it
+            rng = np.random.default_rng([config.seed, step, processes.rank, micro])
+            for camera in data.images:
+                batch[image_key(camera)] = random_shift(batch[image_key(camera)], config.image_shift, rng)
         with processes.no_sync(model, skip=micro < len(frames) - 1):
             with autocast:
-                loss, metrics = model(data.batch(micro_frames))  # Eq. 9 over [plan][exec][end]
+                loss, metrics = model(batch)  # Eq. 9 over [plan][exec][end]
             (loss / config.grad_accum).backward()
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) / config.grad_accum

@@ -244,3 +244,17 @@ def draw_frames(population: np.ndarray, seed: int, step: int, batch_size: int, g
     rng = np.random.default_rng([seed, step])
     picks = rng.integers(len(population), size=grad_accum * processes * batch_size)
     return population[picks].reshape(grad_accum, processes, batch_size)
+
+
+def random_shift(images: np.ndarray, pad: int, rng: np.random.Generator) -> np.ndarray:
+    """Shift each (B, H, W, 3) image by up to ``pad`` pixels in x and y, filling the border with edge pixels (the
+    random-shift augmentation of DrQ / Diffusion Policy; an option of training, not part of the paper's recipe)."""
+    if pad <= 0:
+        return images
+    count, height, width = images.shape[:3]
+    padded = np.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="edge")
+    offsets = rng.integers(0, 2 * pad + 1, size=(count, 2))
+    out = np.empty_like(images)
+    for i, (dy, dx) in enumerate(offsets):
+        out[i] = padded[i, dy:dy + height, dx:dx + width]
+    return out
