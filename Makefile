@@ -10,16 +10,18 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy check-lerobot clean help
+.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve check-lerobot check-openpi clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
 	@echo "make test   - run the test suite (simulator tests included); sets itself up"
 	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
 	@echo "make setup-libero - add the LIBERO simulator and its assets to $(VENV) (after setup)"
-	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy)"
+	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy, bench-serve)"
+	@echo "make bench-serve - c2c serve under load: 8 clients x 200 requests vs one client, bad inputs injected"
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
+	@echo "make check-openpi - openpi-client's WebsocketClientPolicy against c2c serve (throwaway venv)"
 
 setup: $(STAMP)
 
@@ -45,12 +47,12 @@ demo: setup
 	$(VENV)/bin/c2c run --preset quick --out runs/quick
 
 test: setup
-	$(PY) -m pytest -m "not slow and not lerobot"
+	$(PY) -m pytest -m "not slow and not lerobot and not openpi"
 
 test-slow: setup
 	$(PY) -m pytest -m "slow"
 
-bench: bench-demos bench-tokenizer bench-policy
+bench: bench-demos bench-tokenizer bench-policy bench-serve
 
 bench-demos: setup
 	$(PY) benchmarks/bench_demo_fps.py
@@ -61,9 +63,19 @@ bench-tokenizer: setup
 bench-policy: setup
 	$(PY) benchmarks/bench_policy.py --out runs/bench-policy
 
+bench-serve: setup
+	$(PY) benchmarks/bench_serve.py --out runs/bench-serve
+
 check-lerobot:
 	bash scripts/make_lerobot_venv.sh .venv-lerobot
 	C2C_LEROBOT_PYTHON=$(abspath .venv-lerobot)/bin/python $(PY) -m pytest -m lerobot
 
+# openpi-client pins numpy<2 and imports typing_extensions without declaring it: a throwaway venv of its own.
+OPENPI_VENV ?= .cache/openpi-venv
+check-openpi: setup
+	@test -x $(OPENPI_VENV)/bin/python || $(PYTHON) -m venv $(OPENPI_VENV)
+	$(OPENPI_VENV)/bin/python -m pip install --quiet "numpy<2" openpi-client typing_extensions
+	C2C_OPENPI_PYTHON=$(abspath $(OPENPI_VENV))/bin/python $(PY) -m pytest -m openpi tests/test_serve_openpi.py
+
 clean:
-	rm -rf $(VENV) .venv-lerobot .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .venv-lerobot $(OPENPI_VENV) .pytest_cache build src/*.egg-info

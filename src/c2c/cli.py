@@ -202,6 +202,8 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="refuse datasets whose images need more memory (default 8 GiB)")
     train.add_argument("--resize-images", action="store_true",
                        help="resize images to the preset's size with PIL (default: a size mismatch is an error)")
+    train.add_argument("--image-shift", type=int, default=0,
+                       help="random-shift augmentation of training images, in pixels (default 0: off)")
     train.add_argument("--num-processes", type=int, default=1, help="data-parallel CPU processes (default 1)")
     train.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from")
 
@@ -214,7 +216,7 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
             weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
-            max_image_gb=args.max_image_gb, resize_images=args.resize_images,
+            max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
         )
         if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
             metrics = launch_processes(config, args.num_processes, resume=args.resume)
@@ -237,7 +239,12 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
         "(training_data.json in the policy directory); an overlap is refused. Writes results.json, report.md, "
         "success.png and videos/<task>_ep<k>.mp4 into --out.",
     )
-    mw.add_argument("--policy", type=Path, required=True, help="saved policy directory (c2c policy train --out)")
+    mw.add_argument("--policy", type=Path, default=None,
+                    help="saved policy directory (c2c policy train --out); required unless --server is given")
+    mw.add_argument("--server", default=None,
+                    help="ws://HOST:PORT of a `c2c serve` server to act through instead of loading the policy; the "
+                    "training record comes from --policy when given, else from the server")
+    mw.add_argument("--api-key", default=None, help="API key of --server")
     mw.add_argument("--tasks", required=True, help="comma list of task names (e.g. reach-v3,pick-place-v3) or a "
                     "group: mt10, mt50, easy, medium, hard, very_hard")
     mw.add_argument("--episodes", type=int, required=True, help="episodes per task")
@@ -257,10 +264,14 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
 def _run_eval_metaworld(args: argparse.Namespace) -> int:
     from c2c.eval.metaworld_eval import evaluate_metaworld, format_summary
 
+    if args.policy is None and args.server is None:
+        from c2c.errors import ConfigError
+
+        raise ConfigError("eval metaworld: give --policy DIR, or --server ws://HOST:PORT of a `c2c serve` server")
     results = evaluate_metaworld(
         args.policy, args.tasks, args.episodes, args.seed, args.out, replan_every=args.replan_every,
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
-        allow_unknown_training_seeds=args.allow_unknown_training_seeds,
+        allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=args.api_key,
     )
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
@@ -286,7 +297,9 @@ def _add_eval_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run = subparsers.add_parser("run", help="the whole pipeline (demos -> tokenizer -> policies -> evaluation)")
-    run.add_argument("--preset", default="quick", help="quick | mt10 | mt50 (default quick)")
+    run.add_argument("--preset", default="quick",
+                     help="quick | mt10 | mt50 | libero-spatial | libero-object | libero-goal | libero-10 | libero "
+                     "(the four LIBERO suites; default quick)")
     run.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
     run.add_argument("--force", action="store_true", help="redo stages that are already done")
     run.add_argument("--workers", type=int, default=None,
@@ -294,19 +307,60 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--backbone", default=None, help="override the preset's policy backbone (tiny | nano | ...)")
     run.add_argument("--tokenizer-steps", type=int, default=None, help="override the preset's tokenizer steps")
     run.add_argument("--policy-steps", type=int, default=None, help="override the preset's policy steps per variant")
-    run.add_argument("--eval-episodes", type=int, default=None, help="override the preset's episodes per task")
+    run.add_argument("--eval-episodes", type=int, default=None,
+                     help="override the preset's evaluation episodes per task (LIBERO: trials per task)")
+    run.add_argument("--episodes-per-task", type=int, default=None,
+                     help="override the preset's demonstrations per task")
     run.set_defaults(func=_run_pipeline)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
-    from c2c.eval.pipeline import run_pipeline
-
-    from c2c.eval.presets import get_preset
+    from c2c.eval.pipeline import run_presets
 
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
-                 "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes}
-    preset = get_preset(args.preset).replace(**{k: v for k, v in overrides.items() if v is not None})
-    return run_pipeline(preset=preset, out=args.out, force=args.force, workers=args.workers)
+                 "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
+                 "episodes_per_task": args.episodes_per_task}
+    return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers)
+
+
+def _add_serve_command(subparsers: argparse._SubParsersAction) -> None:
+    serve = subparsers.add_parser(
+        "serve",
+        help="serve a policy to robots over openpi's websocket protocol",
+        description="Load a saved policy once and answer openpi-client observations (msgpack over websockets) "
+        "with action chunks; concurrent requests are decoded as one batch. GET /healthz answers 200. Bad requests "
+        "fail only their own connection (a text frame naming the problem, then close). Ctrl-C stops.",
+    )
+    serve.add_argument("--policy", type=Path, required=True, help="saved policy directory (c2c policy train --out)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine "
+                       "only; 0.0.0.0 for every interface)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
+    serve.add_argument("--api-key", default=None,
+                       help="require this key (header 'Authorization: Api-Key KEY' or 'Api-Key: KEY'); default: none")
+    serve.add_argument("--key-map", default=None,
+                       help="request keys -> ours: libero | metaworld | auto | a JSON file (default auto: "
+                       "observation/image -> the first camera, observation/wrist_image -> the second)")
+    serve.add_argument("--resize", action="store_true",
+                       help="resize images of another size to the policy's (default: refuse them, naming the size)")
+    serve.add_argument("--max-message-bytes", type=int, default=16 * 2**20,
+                       help="largest request accepted (default 16 MiB); larger ones are closed with code 1009")
+    serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most (default 8)")
+    serve.add_argument("--threads", type=int, default=None,
+                       help="torch threads (default: the CPUs not busy with other work)")
+    serve.set_defaults(func=_run_serve)
+
+
+def _run_serve(args: argparse.Namespace) -> int:
+    import logging
+
+    from c2c.serve.server import run_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("websockets").setLevel(logging.WARNING)
+    run_server(args.policy, host=args.host, port=args.port, api_key=args.api_key, key_map=args.key_map,
+               resize=args.resize, max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
+               threads=args.threads)
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_policy_commands(subparsers)
     _add_eval_commands(subparsers)
     _add_run_command(subparsers)
+    _add_serve_command(subparsers)
     return parser
 
 

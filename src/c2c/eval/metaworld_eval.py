@@ -147,6 +147,24 @@ def check_disjoint_seeds(jobs: list[_Job], training: TrainingRecord) -> None:
             )
 
 
+def served_training_record(policy: Any, server: str) -> TrainingRecord:
+    """The training record a ``c2c serve`` server sends in its metadata (``known=False`` when it has none)."""
+    record = policy.training_record() or {}
+    path = Path(record.get("path") or "training_data.json")
+    tasks = tuple(record.get("tasks") or ())
+    if not record.get("known"):
+        return TrainingRecord(False, tasks, {}, path)
+    seeds: dict[int, str] = {}
+    try:
+        for task, values in record["seeds"].items():
+            for value in values:
+                seeds.setdefault(int(value), task)
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        raise ConfigError(f"{server}: the served training record's seeds are not lists of integers per task "
+                          f"({error!r})") from None
+    return TrainingRecord(True, tasks, seeds, path, record.get("image_size"), bool(record.get("fast_drawing", True)))
+
+
 def _policy_config(policy_dir: Path, policy: Any) -> Any:
     """The policy's config: from ``policy`` when given, else from ``policy_dir/config.json`` (files checked)."""
     from c2c.policy.config import PolicyConfig
@@ -406,7 +424,7 @@ class _Progress:
 
 
 def evaluate_metaworld(
-    policy_dir: str | Path,
+    policy_dir: str | Path | None,
     tasks: str | list[str],
     episodes: int,
     seed: int,
@@ -419,6 +437,8 @@ def evaluate_metaworld(
     show_progress: bool = True,
     policy: Any = None,
     allow_unknown_training_seeds: bool = False,
+    server: str | None = None,
+    api_key: str | None = None,
 ) -> dict[str, Any]:
     """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
 
@@ -428,13 +448,37 @@ def evaluate_metaworld(
     decoded chunk (default: the policy's). ``videos``: episodes recorded per task (the first ones). ``workers``:
     processes (default: min(CPUs, episodes, 2)). Everything is checked before the first rollout; see the module
     docstring for the placements and the outputs. Returns the content of results.json.
+
+    ``server``: ``ws://HOST:PORT`` of a ``c2c serve`` server to act through (:class:`c2c.serve.client.RemotePolicy`,
+    ``api_key`` its key) instead of loading the policy: episodes run in this process (``workers`` 1), every chunk
+    is decoded by the server with a fresh plan, and ``policy_dir`` becomes optional: the training record is read
+    from ``policy_dir`` when given, else from the server's metadata (its ``training_data.json``).
     """
+    if server is not None and policy is None:
+        from c2c.serve.client import RemotePolicy
+
+        if workers not in (None, 1):
+            raise ConfigError(f"workers must be 1 with a policy server (episodes run in this process), got {workers}")
+        resolve_tasks(tasks)
+        _check_request(episodes, seed, max_steps, videos, workers)
+        with RemotePolicy(server, api_key) as served:
+            return evaluate_metaworld(
+                policy_dir, tasks, episodes, seed, out, replan_every=replan_every, max_steps=max_steps, videos=videos,
+                workers=1, show_progress=show_progress, policy=served,
+                allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
+            )
+    if server is not None and not hasattr(policy, "training_record"):
+        raise ConfigError("give a policy server or a policy object, not both")
+    if policy_dir is None and server is None:
+        raise ConfigError("a policy directory is required unless a policy server is given")
     started = time.perf_counter()
-    policy_dir, out = Path(policy_dir), Path(out)
+    policy_dir, out = (None if policy_dir is None else Path(policy_dir)), Path(out)
     task_names = resolve_tasks(tasks)
     _check_request(episodes, seed, max_steps, videos, workers)
     config = _policy_config(policy_dir, policy)
     where = f"--policy {policy_dir}" if policy is None else "the given policy"
+    if server is not None:
+        where = f"the policy served at {server}"
     check_metaworld_policy(config, where)
     if replan_every is not None:
         config = config.replace(replan_every=replan_every)  # validated against exec_horizon here
@@ -446,7 +490,7 @@ def evaluate_metaworld(
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
 
-    training = read_training_record(policy_dir)
+    training = read_training_record(policy_dir) if policy_dir is not None else served_training_record(policy, server)
     if not training.known and not allow_unknown_training_seeds:
         reason = "is missing" if not training.path.is_file() else "records no Meta-World demonstration seeds"
         raise ConfigError(
@@ -492,11 +536,16 @@ def evaluate_metaworld(
         },
         "command": command_line(policy_dir, task_names, episodes, seed, out, replan_every=replan_every,
                                 max_steps=max_steps, videos=videos, workers=workers,
-                                allow_unknown_training_seeds=allow_unknown_training_seeds),
+                                allow_unknown_training_seeds=allow_unknown_training_seeds, server=server),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
         **summarise(records, task_names, training),
     }
+    if server is not None:
+        results["policy"] = server if policy_dir is None else str(policy_dir)
+        results["weights"] = f"served by {server}"
+        results["server"] = {"url": server, "policy_dir": policy.metadata.get("policy_dir"),
+                             "training_record_from": "server" if policy_dir is None else str(training.path)}
     write_outputs(results, out)
     return results
 
@@ -554,12 +603,16 @@ def _weights_name(policy_dir: Path, policy: Any) -> str:
     return EMA_WEIGHTS_FILE if (policy_dir / EMA_WEIGHTS_FILE).is_file() else WEIGHTS_FILE
 
 
-def command_line(policy_dir: Path, tasks: list[str], episodes: int, seed: int, out: Path, *,
+def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed: int, out: Path, *,
                  replan_every: int | None, max_steps: int, videos: int, workers: int,
-                 allow_unknown_training_seeds: bool) -> str:
-    """The `c2c eval metaworld` command that reproduces an evaluation."""
-    words = ["c2c", "eval", "metaworld", "--policy", str(policy_dir), "--tasks", ",".join(tasks),
-             "--episodes", str(episodes), "--seed", str(seed)]
+                 allow_unknown_training_seeds: bool, server: str | None = None) -> str:
+    """The `c2c eval metaworld` command that reproduces an evaluation (an API key is never written)."""
+    words = ["c2c", "eval", "metaworld"]
+    if policy_dir is not None:
+        words += ["--policy", str(policy_dir)]
+    if server is not None:
+        words += ["--server", server]
+    words += ["--tasks", ",".join(tasks), "--episodes", str(episodes), "--seed", str(seed)]
     if replan_every is not None:
         words += ["--replan-every", str(replan_every)]
     words += ["--max-steps", str(max_steps), "--videos", str(videos), "--workers", str(workers), "--out", str(out)]

@@ -1,0 +1,444 @@
+"""``c2c serve``: one policy behind openpi's websocket protocol, shared by every connection.
+
+Protocol (what ``openpi-client``'s ``WebsocketClientPolicy`` speaks): on connect the server sends the msgpack
+metadata map (:meth:`PolicyServer.metadata`); then every binary message from the client is one msgpack
+observation and is answered with ``{"actions": float32 (He, A), "plan": float32 (K, A), "server_timing":
+{"infer_ms", "queue_ms", "batch_size"}}``. ``plan`` is there for plan variants unless the request carries
+``"return_plan": false``. Arrays use openpi's ``msgpack_numpy`` format (:mod:`c2c.serve.codec`). ``GET /healthz``
+answers 200 without a key.
+
+Errors: a message that is not msgpack, an array with a refused dtype, a bad shape or a wrong byte count, a missing
+key, an image of the wrong size (unless ``resize``), a text frame: the connection gets one text frame
+``bad request: <what and what was expected>`` and is closed with code 1008; a failure inside the policy gets the
+traceback as text and code 1011. A message over ``max_message_bytes`` is closed by websockets with code 1009. A
+wrong or missing API key (header ``Authorization: Api-Key <key>``, as openpi-client sends it, or ``Api-Key:
+<key>``) is refused at the handshake with HTTP 401. Other connections are never affected.
+
+Batching: requests are checked on the event loop, then queued; one worker thread runs the policy. When it is free
+it takes every queued request (up to ``max_batch``) and decodes them as one batch; if that batch fails, its
+requests are decoded one by one so that only the failing one gets the error.
+
+Example::
+
+    server = PolicyServer(PlanExecutePolicy.from_pretrained("runs/plan"), port=0)
+    with BackgroundServer(server) as running:         # tests and benchmarks; the CLI uses run_server()
+        client = PolicyClient(running.url)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import signal
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any, Self
+
+import numpy as np
+
+from c2c.constants import OBS_STATE, TASK, image_key
+from c2c.errors import C2CError, ConfigError
+from c2c.serve.codec import ProtocolError, packb, unpackb
+from c2c.serve.keymap import RETURN_PLAN, KeyMap, load_key_map
+from c2c.serve.observation import RequestSpec
+
+PROTOCOL = "openpi-websocket"
+PROTOCOL_VERSION = 1
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
+DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
+DEFAULT_MAX_BATCH = 8
+HEALTH_PATH = "/healthz"
+CLOSE_BAD_REQUEST = 1008  # policy violation
+CLOSE_INTERNAL_ERROR = 1011
+
+log = logging.getLogger("c2c.serve")
+
+
+@dataclass
+class _Pending:
+    observation: dict[str, Any]
+    return_plan: bool
+    future: asyncio.Future
+    queued: float = field(default_factory=time.perf_counter)
+
+
+class _Batcher:
+    """One worker thread owns the policy; requests queued together are decoded as one batch."""
+
+    def __init__(self, policy: Any, max_batch: int) -> None:
+        self.policy, self.max_batch = policy, max_batch
+        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-serve-policy")
+        self.requests = self.batches = 0
+
+    async def submit(self, observation: dict[str, Any], return_plan: bool) -> dict[str, Any]:
+        future = asyncio.get_running_loop().create_future()
+        await self.queue.put(_Pending(observation, return_plan, future))
+        return await future
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self.queue.get()]
+            while len(batch) < self.max_batch and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            batch = [item for item in batch if not item.future.done()]  # callers that went away
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                outcomes = await loop.run_in_executor(self.executor, self._decode, batch)
+            except BaseException as error:
+                for item in batch:
+                    if not item.future.done():
+                        item.future.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
+                raise
+            infer_ms = 1000 * (time.perf_counter() - started)
+            self.requests += len(batch)
+            self.batches += 1
+            for item, outcome in zip(batch, outcomes, strict=True):
+                if item.future.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    item.future.set_exception(outcome)
+                    continue
+                timing = {"infer_ms": round(infer_ms, 3), "queue_ms": round(1000 * (started - item.queued), 3),
+                          "batch_size": len(batch)}
+                item.future.set_result({**outcome, "server_timing": timing})
+
+    def _decode(self, batch: list[_Pending]) -> list[dict[str, Any] | Exception]:
+        """In the worker thread: the whole batch at once; one by one if that fails."""
+        try:
+            return self._predict(batch)
+        except Exception as error:  # noqa: BLE001 - retried alone, each request gets its own outcome
+            if len(batch) == 1:
+                return [error]
+        outcomes: list[dict[str, Any] | Exception] = []
+        for item in batch:
+            try:
+                outcomes.extend(self._predict([item]))
+            except Exception as error:  # noqa: BLE001 - reported to that request only
+                outcomes.append(error)
+        return outcomes
+
+    def _predict(self, batch: list[_Pending]) -> list[dict[str, Any]]:
+        import torch
+
+        first = batch[0].observation
+        stacked: dict[str, Any] = {key: np.stack([item.observation[key] for item in batch])
+                                   for key in first if key != TASK}
+        stacked[TASK] = [item.observation[TASK] for item in batch]
+        want_plan = any(item.return_plan for item in batch)
+        with torch.inference_mode():
+            if want_plan:
+                actions, plans = self.policy.predict_action_chunk(stacked, return_plan=True)
+            else:
+                actions, plans = self.policy.predict_action_chunk(stacked), None
+        actions = np.asarray(actions, dtype=np.float32)  # (B, He, A)
+        replies = []
+        for row, item in enumerate(batch):
+            reply: dict[str, Any] = {"actions": np.ascontiguousarray(actions[row])}
+            if item.return_plan and plans is not None:
+                reply["plan"] = np.ascontiguousarray(np.asarray(plans[row], dtype=np.float32))
+            replies.append(reply)
+        return replies
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def _presented_key(headers: Any) -> str | None:
+    """The API key of a handshake: ``Api-Key: <key>`` or ``Authorization: Api-Key <key>`` (or ``Bearer``)."""
+    direct = headers.get("Api-Key")
+    if direct is not None:
+        return direct.strip()
+    authorization = headers.get("Authorization")
+    if authorization is not None:
+        scheme, _, value = authorization.strip().partition(" ")
+        if scheme.lower() in ("api-key", "bearer"):
+            return value.strip()
+    return None
+
+
+def training_summary(policy_dir: Path | None) -> dict[str, Any] | None:
+    """The Meta-World training record of ``policy_dir`` for the metadata (so remote evaluations can check
+    placement seeds), or None without a policy directory."""
+    if policy_dir is None:
+        return None
+    from c2c.eval.metaworld_eval import read_training_record
+
+    try:
+        record = read_training_record(policy_dir)
+    except ConfigError as error:
+        log.warning("training record not served: %s", error)
+        return {"known": False, "path": str(Path(policy_dir) / "training_data.json"), "error": str(error)}
+    seeds: dict[str, list[int]] = {}
+    for seed, task in record.seeds.items():
+        seeds.setdefault(task, []).append(seed)
+    return {"known": record.known, "path": str(record.path), "tasks": list(record.tasks), "seeds": seeds,
+            "image_size": record.image_size, "fast_drawing": record.fast_drawing}
+
+
+class PolicyServer:
+    """One policy, served to any number of websocket connections (see the module docstring)."""
+
+    def __init__(self, policy: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
+                 key_map: KeyMap | str | None = None, resize: bool = False,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+                 policy_dir: str | Path | None = None, training: dict[str, Any] | None = None) -> None:
+        config = policy.config
+        for name, value, low in (("port", port, 0), ("max_message_bytes", max_message_bytes, 1024),
+                                 ("max_batch", max_batch, 1)):
+            if not isinstance(value, int) or value < low or (name == "port" and value > 65535):
+                raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}"
+                                  f"{' and <= 65535' if name == 'port' else ''}, got {value!r}")
+        if api_key is not None and not api_key:
+            raise ConfigError("--api-key must not be empty")
+        if not isinstance(key_map, KeyMap):
+            key_map = load_key_map(key_map, config.cameras)
+        key_map.check_cameras(config.cameras)
+        self.policy, self.config = policy, config
+        self.host, self.port, self.api_key = host, port, api_key
+        self.max_message_bytes, self.max_batch = max_message_bytes, max_batch
+        self.policy_dir = None if policy_dir is None else Path(policy_dir)
+        self.spec = RequestSpec(tuple(config.cameras), config.image_size, config.state_dim, key_map, resize)
+        self.training = training if training is not None else training_summary(self.policy_dir)
+        self._metadata = packb(self.metadata())
+        self._server: Any = None
+        self._batcher: _Batcher | None = None
+        self._batcher_task: asyncio.Task | None = None
+        self.connections = 0
+
+    def metadata(self) -> dict[str, Any]:
+        """What a client learns on connect: the expected request, the reply's shapes, the key map."""
+        from c2c import __version__
+
+        config, key_map = self.config, self.spec.key_map
+        size = config.image_size
+        request_keys = {}
+        for camera in config.cameras:
+            wire = next((w for w, ours in key_map.keys.items() if ours == image_key(camera)), image_key(camera))
+            request_keys[wire] = f"uint8 ({size}, {size}, 3) image of camera {camera!r} ({image_key(camera)})"
+        state_wire = next((w for w, ours in key_map.keys.items() if ours == OBS_STATE), OBS_STATE)
+        task_wire = next((w for w, ours in key_map.keys.items() if ours == TASK), TASK)
+        request_keys[state_wire] = f"float32 ({config.state_dim},) robot state ({OBS_STATE})"
+        request_keys[task_wire] = f"instruction string ({TASK})"
+        request_keys[RETURN_PLAN] = "optional bool (default true): false leaves the plan out of the reply"
+        return {
+            "server": "c2c", "version": __version__, "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION,
+            "variant": config.variant, "has_plan": config.has_plan, "returns_plan": config.has_plan,
+            "cameras": list(config.cameras), "image_keys": [image_key(camera) for camera in config.cameras],
+            "image_size": size, "image_shape": [size, size, 3], "resize": self.spec.resize,
+            "state_dim": config.state_dim, "action_dim": config.action_dim,
+            "action_horizon": config.exec_horizon, "plan_steps": config.plan_steps if config.has_plan else None,
+            "plan_horizon": config.plan_horizon, "replan_every": config.replan_every,
+            "request_keys": request_keys, "key_map": key_map.to_dict(),
+            "max_message_bytes": self.max_message_bytes, "max_batch": self.max_batch,
+            "policy_dir": None if self.policy_dir is None else str(self.policy_dir),
+            "policy_config": config.to_dict(), "training": self.training,
+        }
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ws://{host}:{self.port}"
+
+    # --- lifecycle ----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Bind (``port`` 0 picks a free one, read back into ``self.port``) and start the worker."""
+        from websockets.asyncio.server import serve
+
+        self._batcher = _Batcher(self.policy, self.max_batch)
+        self._batcher_task = asyncio.create_task(self._batcher.run(), name="c2c-serve-batcher")
+        try:
+            self._server = await serve(self._handle, self.host, self.port, compression=None,
+                                       max_size=self.max_message_bytes, process_request=self._process_request)
+        except OSError as error:
+            await self._stop_batcher()
+            raise ConfigError(f"cannot listen on {self.host}:{self.port}: {error.strerror or error}") from None
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def close(self) -> None:
+        """Close every connection (code 1001), stop accepting and stop the worker."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        await self._stop_batcher()
+
+    async def _stop_batcher(self) -> None:
+        if self._batcher_task is not None:
+            self._batcher_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._batcher_task
+            self._batcher_task = None
+        if self._batcher is not None:
+            batcher, self._batcher = self._batcher, None
+            await asyncio.to_thread(batcher.close)
+            if batcher.batches:
+                log.info("served %d requests in %d batches (%.2f per batch)", batcher.requests, batcher.batches,
+                         batcher.requests / batcher.batches)
+
+    # --- connections --------------------------------------------------------------------------------------------
+    def _process_request(self, connection: Any, request: Any) -> Any:
+        if request.path.split("?", 1)[0] == HEALTH_PATH:
+            return connection.respond(HTTPStatus.OK, "OK\n")
+        if self.api_key is not None:
+            given = _presented_key(request.headers)
+            if given is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
+                log.warning("refused %s: %s API key", _peer(connection), "missing" if given is None else "wrong")
+                return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key (send the header "
+                                          "'Authorization: Api-Key <key>' or 'Api-Key: <key>')\n")
+        return None
+
+    async def _handle(self, connection: Any) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        peer = _peer(connection)
+        self.connections += 1
+        log.info("connection from %s", peer)
+        served = 0
+        try:
+            await connection.send(self._metadata)
+            async for message in connection:
+                if isinstance(message, str):
+                    raise ProtocolError("expected binary msgpack frames, got a text frame")
+                observation, return_plan = self.spec.parse(unpackb(message))
+                assert self._batcher is not None
+                reply = await self._batcher.submit(observation, return_plan and self.config.has_plan)
+                await connection.send(packb(reply))
+                served += 1
+        except ConnectionClosed:
+            pass
+        except (ProtocolError, C2CError) as error:
+            log.warning("bad request from %s: %s", peer, error)
+            await _fail(connection, f"bad request: {error}", CLOSE_BAD_REQUEST, "bad request (see the text frame)")
+        except Exception:  # this connection fails (traceback logged and sent), the server goes on
+            log.exception("policy failure for %s", peer)
+            await _fail(connection, f"policy failure:\n{traceback.format_exc()}", CLOSE_INTERNAL_ERROR,
+                        "internal error (traceback in the text frame)")
+        finally:
+            log.info("connection from %s closed after %d requests", peer, served)
+
+
+def _peer(connection: Any) -> str:
+    address = getattr(connection, "remote_address", None)
+    return f"{address[0]}:{address[1]}" if isinstance(address, tuple) and len(address) >= 2 else str(address)
+
+
+async def _fail(connection: Any, text: str, code: int, reason: str) -> None:
+    from websockets.exceptions import ConnectionClosed
+
+    try:
+        await connection.send(text)
+        await connection.close(code=code, reason=reason)
+    except ConnectionClosed:
+        pass
+
+
+class BackgroundServer:
+    """Runs a :class:`PolicyServer` on an event loop in a daemon thread (tests, benchmarks, notebooks)."""
+
+    def __init__(self, server: PolicyServer, start_timeout_s: float = 30.0) -> None:
+        self.server, self.start_timeout_s = server, start_timeout_s
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._main, name="c2c-serve-loop", daemon=True)
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def _main(self) -> None:
+        asyncio.run(self._serve())
+
+    async def _serve(self) -> None:
+        self._loop, self._stop = asyncio.get_running_loop(), asyncio.Event()
+        try:
+            await self.server.start()
+        except BaseException as error:  # noqa: BLE001 - raised again in the starting thread
+            self._error = error
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            await self._stop.wait()
+        finally:
+            await self.server.close()
+
+    def start(self) -> Self:
+        self._thread.start()
+        if not self._ready.wait(self.start_timeout_s):
+            raise C2CError(f"the policy server did not start within {self.start_timeout_s} s")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def stop(self) -> None:
+        if self._loop is not None and self._stop is not None and self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+
+def load_policy(policy_dir: str | Path) -> Any:
+    """The policy of a saved directory, in eval mode."""
+    from c2c.policy.policy import PlanExecutePolicy
+
+    return PlanExecutePolicy.from_pretrained(policy_dir).eval()
+
+
+def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
+               api_key: str | None = None, key_map: str | None = None, resize: bool = False,
+               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
+               threads: int | None = None, stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+    """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly."""
+    import torch
+
+    from c2c.utils.threads import free_cpus
+
+    policy_dir = Path(policy_dir)
+    if not policy_dir.is_dir():
+        raise ConfigError(f"--policy {policy_dir}: not a directory (train one with `c2c policy train`)")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {threads}")
+    torch.set_num_threads(threads if threads is not None else free_cpus())
+    policy = load_policy(policy_dir)
+    server = PolicyServer(policy, host=host, port=port, api_key=api_key, key_map=key_map, resize=resize,
+                          max_message_bytes=max_message_bytes, max_batch=max_batch, policy_dir=policy_dir)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for number in stop_signals:
+            loop.add_signal_handler(number, stop.set)
+        await server.start()
+        config = server.config
+        print(f"c2c serve: {policy_dir} ({config.variant}, cameras {', '.join(config.cameras)} at "
+              f"{config.image_size} px, key map {server.spec.key_map.name}) on {server.url} "
+              f"(health: http://{server.url.removeprefix('ws://')}{HEALTH_PATH}); Ctrl-C stops", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await server.close()
+            for number in stop_signals:
+                loop.remove_signal_handler(number)
+        print(f"c2c serve: stopped after {server.connections} connections", flush=True)
+
+    asyncio.run(main())
