@@ -14,10 +14,12 @@ import numpy as np
 import pytest
 
 from c2c.cli import main
-from c2c.envs.libero_demos import check_placements, generate_libero_demos, parse_task_ids, placement_seed
+from c2c.envs.libero_demos import (
+    check_expert_tasks, check_placements, generate_libero_demos, parse_task_ids, placement_seed,
+)
 from c2c.envs.libero_experts import finger_axis, matrix_to_axis_angle, parse_goal, quat_to_matrix, rot_z
+from c2c.envs.libero_skills import axis_rotation, horizontal_rotation
 from c2c.errors import ConfigError
-
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -48,8 +50,13 @@ def test_request_checks_and_seeds():
     assert len(seeds) == 100 and all(0 <= seed < 2**31 for seed in seeds)
     assert placement_seed(0, "libero_object", "t", 0) == placement_seed(0, "libero_object", "t", 0)
     assert placement_seed(1, "libero_object", "t", 0) != placement_seed(0, "libero_object", "t", 0)
-    with pytest.raises(ConfigError, match="covers libero_object, libero_spatial"):
-        generate_libero_demos(suite="libero_10", tasks="0", episodes_per_task=1, out="unused", show_progress=False)
+    with pytest.raises(ConfigError, match="unknown LIBERO suite"):
+        generate_libero_demos(suite="libero_90", tasks="0", episodes_per_task=1, out="unused", show_progress=False)
+    microwave = "KITCHEN_SCENE6_put_the_yellow_and_white_mug_in_the_microwave_and_close_it"
+    with pytest.raises(ConfigError, match=f"task 9 '{microwave}'"):
+        check_expert_tasks("libero_10", {0: "other", 9: microwave}, [0, 9])
+    check_expert_tasks("libero_10", {0: "other", 9: microwave}, [0])
+    check_expert_tasks("libero_goal", {0: "open_the_middle_drawer_of_the_cabinet"}, [0])
 
 
 def test_goal_parsing_and_rotations():
@@ -65,6 +72,13 @@ def test_goal_parsing_and_rotations():
     axis = np.array([1.0, -2.0, 2.0]) / 3.0
     quat = np.concatenate([axis * math.sin(1.1), [math.cos(1.1)]])
     np.testing.assert_allclose(matrix_to_axis_angle(quat_to_matrix(quat)), axis * 2.2, atol=1e-9)
+    # A horizontal gripper pointing along +y, fingers closing along z: a proper rotation.
+    rotation = horizontal_rotation(np.array([0.0, 2.0, 0.0]))
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(rotation[:, 2], [0, 1, 0])
+    np.testing.assert_allclose(rotation[:, 1], [0, 0, 1])
+    assert np.linalg.det(rotation) == pytest.approx(1.0)
+    np.testing.assert_allclose(axis_rotation(np.array([0.0, 0.0, 1.0]), 0.4), rot_z(0.4), atol=1e-12)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -126,3 +140,40 @@ def test_generated_dataset_from_a_libero_object_task(tmp_path, libero_installed)
     again = generate_libero_demos(suite="libero_object", tasks="2", episodes_per_task=1, max_attempts_factor=1,
                                   image_size=32, seed=0, out=out, workers=1, show_progress=False)
     assert again.already_complete
+
+
+@pytest.mark.libero_sim
+def test_skill_expert_opens_a_drawer_from_a_random_reset(libero_installed):
+    """libero_goal task 0 (open the middle drawer): handle grasped with a horizontal gripper and pulled open."""
+    from c2c.envs.libero_demos import run_expert
+    from c2c.envs.libero_env import LiberoEnv
+    from c2c.envs.libero_experts import make_expert, supported_goal
+    from c2c.envs.libero_skills import SkillExpert, Step, plan_skills
+
+    with LiberoEnv("libero_goal", 0, cameras=()) as env:
+        seed = placement_seed(0, "libero_goal", env.task_name, 0)
+        env.reset_random(seed)
+        assert supported_goal(env)
+        assert plan_skills(env.libero_env.env) == [Step("open", "wooden_cabinet_1_middle_region")]
+        assert isinstance(make_expert(env, seed), SkillExpert)
+        assert not env.check_success()
+        rollout = run_expert(env, seed)
+        assert rollout.outcome.success and env.check_success(), f"failed after {rollout.outcome.length} steps"
+        assert rollout.outcome.length < env.max_steps and np.abs(rollout.actions).max() <= 1.0
+
+
+@pytest.mark.libero_sim
+def test_skill_expert_runs_two_placements_of_a_libero_10_task(libero_installed):
+    """libero_10 task 0 (alphabet soup and tomato sauce into the basket): two placements in a row."""
+    from c2c.envs.libero_demos import run_expert
+    from c2c.envs.libero_env import LiberoEnv
+    from c2c.envs.libero_skills import plan_skills
+
+    with LiberoEnv("libero_10", 0, cameras=()) as env:
+        seed = placement_seed(0, "libero_10", env.task_name, 0)
+        env.reset_random(seed)
+        steps = plan_skills(env.libero_env.env)
+        assert [(step.kind, step.obj, step.slot, step.slots) for step in steps] == [
+            ("place", "alphabet_soup_1", 0, 2), ("place", "tomato_sauce_1", 1, 2)]
+        rollout = run_expert(env, seed)
+        assert rollout.outcome.success and env.check_success(), f"failed after {rollout.outcome.length} steps"

@@ -1,4 +1,4 @@
-"""Scripted LIBERO demonstrations (libero_object, libero_spatial) written as a LeRobot v3 dataset.
+"""Scripted LIBERO demonstrations (libero_object, libero_spatial, libero_goal, libero_10) as a LeRobot v3 dataset.
 
 Example::
 
@@ -11,8 +11,9 @@ How an episode is made:
 1. Search, without cameras (about 20 ms a step). Attempt ``a`` of a task resets the env to its own random object
    placement under :func:`placement_seed` ``(seed, suite, task, a)`` (LIBERO's numpy RNG is seeded, then
    ``env.reset()``; see :meth:`LiberoEnv.reset_random`), takes the settling steps, and lets
-   :class:`~c2c.envs.libero_experts.PickPlaceExpert` act until LIBERO's own success check passes or the suite's step
-   limit. Failed attempts are dropped; a task stops after ``episodes_per_task`` successes or
+   the expert of :func:`~c2c.envs.libero_experts.make_expert` act until LIBERO's own success check passes or the
+   suite's step limit (tasks no expert does raise :class:`ConfigError` naming them, see :data:`UNSUPPORTED_TASKS`).
+   Failed attempts are dropped; a task stops after ``episodes_per_task`` successes or
    ``episodes_per_task * max_attempts_factor`` attempts. Every attempted seed is recorded. The official init states
    are never used: they are what policies are evaluated on (asking for them raises :class:`ConfigError`).
 2. Record. Each kept episode is rendered with both cameras on (agentview -> ``observation.images.image``, wrist
@@ -55,7 +56,24 @@ from c2c.errors import C2CError, ConfigError
 
 WORK_FORMAT = 1
 SEED_BITS = 31
-EXPERT_SUITES = ("libero_object", "libero_spatial")  # suites whose every task the scripted expert handles
+EXPERT_SUITES = ("libero_object", "libero_spatial", "libero_goal", "libero_10")  # suites the scripted experts cover
+# Tasks of those suites no scripted expert does (see c2c.envs.libero_skills), with the reason.
+UNSUPPORTED_TASKS: dict[str, dict[str, str]] = {
+    "libero_goal": {
+        "open_the_top_drawer_and_put_the_bowl_inside":
+            "the drawer opens, but fetching the bowl from under it pushes it back and the bowl is not placed (0/10)",
+    },
+    "libero_10": {
+        "KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it":
+            "the stove turns on, but the moka pot is not grasped (its handle and spout defeat the box grasp; 0/3)",
+        "KITCHEN_SCENE4_put_the_black_bowl_in_the_bottom_drawer_of_the_cabinet_and_close_it":
+            "the bowl goes in, but pushing the drawer shut stalls half way (0/3)",
+        "KITCHEN_SCENE8_put_both_moka_pots_on_the_stove":
+            "the moka pots are not grasped (0/3)",
+        "KITCHEN_SCENE6_put_the_yellow_and_white_mug_in_the_microwave_and_close_it":
+            "the mug must go sideways into the microwave and its hinged door be swung shut; no skill does either",
+    },
+}
 PLACEMENTS = ("random",)  # official init states are for evaluation only
 STATE_TOLERANCE = 1e-5  # largest observation.state difference between a set state and the rollout's
 
@@ -83,6 +101,15 @@ def parse_task_ids(tasks: str | list[int] | tuple[int, ...]) -> list[int]:
     if bad:
         raise ConfigError(f"unknown task ids {bad} (valid: 0..{TASKS_PER_SUITE - 1})")
     return sorted(set(ids))
+
+
+def check_expert_tasks(suite: str, names: dict[int, str], task_ids: list[int]) -> None:
+    """Raise :class:`ConfigError` naming each requested task of ``suite`` that no scripted expert does."""
+    unsupported = UNSUPPORTED_TASKS.get(suite, {})
+    bad = [f"task {task_id} {names[task_id]!r} ({unsupported[names[task_id]]})" for task_id in task_ids
+           if names[task_id] in unsupported]
+    if bad:
+        raise ConfigError(f"the scripted LIBERO experts cannot do {suite} {'; '.join(bad)}; leave it out of --tasks")
 
 
 def check_placements(placements: str) -> str:
@@ -118,10 +145,10 @@ def run_expert(env: LiberoEnv, seed: int) -> Rollout:
 
     ``outcome.attempt`` is left at -1 for the caller to set; ``outcome.digest`` hashes every simulator state.
     """
-    from c2c.envs.libero_experts import PickPlaceExpert
+    from c2c.envs.libero_experts import make_expert
 
     obs = env.reset_random(seed)
-    expert = PickPlaceExpert(env, seed)
+    expert = make_expert(env, seed)
     sim_states = [sim_state(env)]
     actions, states = [], []
     success = done = False
@@ -236,6 +263,7 @@ def generate_libero_demos(
     if suite not in EXPERT_SUITES:
         raise ConfigError(f"the scripted LIBERO expert covers {', '.join(EXPERT_SUITES)}, not {suite!r}")
     task_ids = parse_task_ids(tasks)
+    check_expert_tasks(suite, {task["task_id"]: task["name"] for task in suite_tasks(suite)}, task_ids)
     for name, value, ok, expected in (
         ("episodes_per_task", episodes_per_task, episodes_per_task >= 1, "at least 1"),
         ("image_size", image_size, 8 <= image_size <= 1024, "between 8 and 1024"),

@@ -11,7 +11,9 @@ Example::
 
 The expert handles goals made of one ``In`` or ``On`` predicate (``env.env.parsed_problem['goal_state']``), which
 covers libero_object (``In(item, basket_1_contain_region)``) and libero_spatial (``On(akita_black_bowl_1,
-plate_1)``). Other goals raise :class:`ConfigError` (:func:`supported_goal` says so beforehand).
+plate_1)``), and the single placements of libero_goal. Other goals raise :class:`ConfigError` here;
+:func:`make_expert` picks this expert or a sequence of skills (:mod:`c2c.envs.libero_skills`: drawers, the stove
+knob, pushing, several placements) from the goal, and :func:`supported_goal` says beforehand whether either does it.
 
 How it acts (a small state machine; every waypoint is followed with a proportional controller of gain
 :data:`GAIN` on the position error, clipped to 1, i.e. at most 0.05 m a step):
@@ -201,12 +203,24 @@ def parse_goal(goal_state: list[list[str]]) -> Goal:
 
 
 def supported_goal(libero_env: Any) -> bool:
-    """Whether :class:`PickPlaceExpert` handles the task of ``libero_env`` (a :class:`LiberoEnv`)."""
+    """Whether a scripted expert (:func:`make_expert`) handles the task of ``libero_env`` (a :class:`LiberoEnv`)."""
+    from c2c.envs.libero_skills import plan_skills
+
     try:
-        parse_goal(libero_env.libero_env.env.parsed_problem["goal_state"])
+        plan_skills(libero_env.libero_env.env)
     except ConfigError:
         return False
     return True
+
+
+def make_expert(env: Any, seed: int = 0, *, noise: bool = True) -> Any:
+    """The expert for the task of ``env``: :class:`PickPlaceExpert` for one placement, else a skill sequence.
+
+    See :func:`c2c.envs.libero_skills.make_expert`; raises :class:`ConfigError` naming a task no expert does.
+    """
+    from c2c.envs.libero_skills import make_expert as make
+
+    return make(env, seed, noise=noise)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,16 +238,19 @@ class PickPlaceExpert:
     """Scripted pick-and-place on the current episode of a :class:`~c2c.envs.libero_env.LiberoEnv`.
 
     Make one per episode, after the reset; ``act()`` reads the env's latest raw observation and simulator state.
-    ``seed`` draws the waypoint and timing noise (``noise=False`` turns it off).
+    ``seed`` draws the waypoint and timing noise (``noise=False`` turns it off). ``goal``: the predicate to
+    achieve (default: the task's single ``In``/``On`` goal); ``rng``: a generator to draw the noise from instead
+    of ``seed`` (shared by the skills of :class:`~c2c.envs.libero_skills.SkillExpert`).
     """
 
-    def __init__(self, env: Any, seed: int = 0, *, noise: bool = True) -> None:
+    def __init__(self, env: Any, seed: int = 0, *, noise: bool = True, goal: Goal | None = None,
+                 rng: np.random.Generator | None = None) -> None:
         self.env = env
         self.task_env = env.libero_env.env  # LIBERO's problem env (objects_dict, sim, ...)
-        self.goal = parse_goal(self.task_env.parsed_problem["goal_state"])
+        self.goal = goal if goal is not None else parse_goal(self.task_env.parsed_problem["goal_state"])
         if self.goal.obj not in self.task_env.objects_dict:
             raise ConfigError(f"goal object {self.goal.obj!r} is not a movable object of this task")
-        self.rng = np.random.default_rng(seed)
+        self.rng = rng if rng is not None else np.random.default_rng(seed)
         self.noise = noise
         self.phase = "plan"
         self.phase_steps = 0
