@@ -50,7 +50,7 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
         "and wrist cameras and write a LeRobot v3 dataset. Never uses the official init states (kept for "
         "evaluation). Interrupted runs resume.",
     )
-    lib.add_argument("--suite", required=True, help="libero_object | libero_spatial")
+    lib.add_argument("--suite", required=True, help="libero_object | libero_spatial | libero_goal | libero_10 (tasks the experts cannot do are refused by name)")
     lib.add_argument("--tasks", default="all", help="comma list of task ids (0..9) or all (default all)")
     lib.add_argument("--episodes", type=int, required=True, help="successful episodes to keep per task")
     lib.add_argument("--seed", type=int, default=0, help="seed of the random resets (default 0)")
@@ -375,6 +375,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_eval_commands(subparsers)
     _add_run_command(subparsers)
     _add_serve_command(subparsers)
+    from c2c.analysis.commands import add_analysis_commands
+    add_analysis_commands(subparsers)
     return parser
 
 

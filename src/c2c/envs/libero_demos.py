@@ -112,6 +112,18 @@ def check_expert_tasks(suite: str, names: dict[int, str], task_ids: list[int]) -
         raise ConfigError(f"the scripted LIBERO experts cannot do {suite} {'; '.join(bad)}; leave it out of --tasks")
 
 
+def expert_task_ids(suite: str) -> tuple[list[int], dict[int, str]]:
+    """The task ids of ``suite`` a scripted expert does, and ``{task id: reason}`` for the others."""
+    unsupported = UNSUPPORTED_TASKS.get(suite, {})
+    supported, skipped = [], {}
+    for task in suite_tasks(suite):
+        if task["name"] in unsupported:
+            skipped[task["task_id"]] = unsupported[task["name"]]
+        else:
+            supported.append(task["task_id"])
+    return supported, skipped
+
+
 def check_placements(placements: str) -> str:
     if placements in ("official", "init_states", "init-states"):
         raise ConfigError("demonstrations are never generated from LIBERO's official init states: those are held "

@@ -100,9 +100,15 @@ def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
         return dataset_dir
     print(f"[demos] generating scripted demonstrations into {dataset_dir}")
     if preset.simulator == "libero":
-        from c2c.envs.libero_demos import generate_libero_demos
+        from c2c.envs.libero_demos import expert_task_ids, generate_libero_demos
 
-        report = generate_libero_demos(suite=preset.suite, tasks=",".join(preset.tasks),
+        tasks = ",".join(preset.tasks)
+        if tuple(preset.tasks) == ("all",):  # every task a scripted expert does; all ten are evaluated
+            supported, skipped = expert_task_ids(preset.suite)
+            for task_id, reason in skipped.items():
+                print(f"[demos] {preset.suite} task {task_id}: no demonstrations ({reason}); it is still evaluated")
+            tasks = ",".join(map(str, supported))
+        report = generate_libero_demos(suite=preset.suite, tasks=tasks,
                                        episodes_per_task=preset.episodes_per_task, image_size=preset.image_size,
                                        seed=preset.seed, out=dataset_dir, overwrite=force)
         print(report.summary())
@@ -584,6 +590,11 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
     ]
     for task, record in expert.items():
         lines.append(f"| {task} | {100 * record['success_rate']:.0f}% | {record['attempts']} | {record['episodes']} |")
+    if preset.simulator == "libero" and tuple(preset.tasks) == ("all",):
+        from c2c.envs.libero_demos import expert_task_ids
+
+        for task_id, reason in expert_task_ids(preset.suite)[1].items():
+            lines.append(f"| task {task_id}: no scripted expert ({reason}); evaluated all the same | - | - | 0 |")
     spec = windows["spec"]
     lines += [
         "",

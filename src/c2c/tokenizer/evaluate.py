@@ -8,13 +8,15 @@ from typing import Any
 
 from c2c.data.windows import WindowSpec
 from c2c.errors import ConfigError
-from c2c.tokenizer.data import load_chunks
+from c2c.tokenizer.data import ChunkSplit, load_chunks
 from c2c.tokenizer.rvq_tokenizer import RVQTokenizer
 from c2c.tokenizer.train import evaluate
 from c2c.utils.io import atomic_write_json
 
 
-def evaluate_saved_tokenizer(directory: Path, dataset: Path | None = None) -> dict[str, Any]:
+def load_saved_split(directory: Path, dataset: Path | None = None
+                     ) -> tuple[RVQTokenizer, ChunkSplit, ChunkSplit, Path]:
+    """A saved tokenizer with the (train, held-out) chunks of a dataset, split by its own rule and windows."""
     directory = Path(directory)
     train_config_path = directory / "train_config.json"
     if not train_config_path.is_file():
@@ -23,7 +25,12 @@ def evaluate_saved_tokenizer(directory: Path, dataset: Path | None = None) -> di
     tokenizer = RVQTokenizer.from_pretrained(directory)
     spec = WindowSpec(**{**train_config["window_spec"], "gripper_dims": tuple(train_config["window_spec"]["gripper_dims"])})
     dataset = Path(dataset or train_config["dataset"])
-    _, held, _, _ = load_chunks(dataset, spec, train_config["holdout_fraction"], train_config["seed"])
+    train, held, _, _ = load_chunks(dataset, spec, train_config["holdout_fraction"], train_config["seed"])
+    return tokenizer, train, held, dataset
+
+
+def evaluate_saved_tokenizer(directory: Path, dataset: Path | None = None) -> dict[str, Any]:
+    tokenizer, _, held, dataset = load_saved_split(directory, dataset)
     metrics = {**evaluate(tokenizer, held), "variant": tokenizer.variant, "dataset": str(dataset),
                "tokens_per_chunk": tokenizer.tokens_per_chunk()}
     atomic_write_json(directory / "eval.json", metrics)
