@@ -61,8 +61,8 @@ def main() -> None:
               f"{np.mean(seconds):.1f} s/episode", flush=True)
 
     print(f"\n{args.suite}, {args.attempts} random resets per task (run seed {args.seed}), no cameras")
-    print(f"| task | name | success | mean steps (successful) | mean steps (all) | s / episode |")
-    print(f"|---|---|---|---|---|---|")
+    print("| task | name | success | mean steps (successful) | mean steps (all) | s / episode |")
+    print("|---|---|---|---|---|---|")
     for task_id, name, successes, outcomes, seconds in rows:
         if successes is None:
             print(f"| {task_id} | {name} | unsupported | | | |")

@@ -63,3 +63,29 @@ def libero_installed() -> None:
     if os.environ.get("C2C_REQUIRE_LIBERO") == "1":
         pytest.fail(f"{reason}, and C2C_REQUIRE_LIBERO=1 requires it")
     pytest.skip(reason)
+
+
+TINY_CODEC = {"codebook_size": 16, "model_dim": 16, "depth": 1, "heads": 2, "latent_dim": 8, "mode_dim": 8}
+
+
+def write_two_camera_dataset_and_tokenizer(root):
+    """A 6-episode synthetic dataset with two 16-px cameras (the debug preset's size) and a joint tokenizer with
+    tiny codebooks trained on it (4 steps); returns (dataset dir, tokenizer dir)."""
+    from c2c.data.lerobot import LeRobotWriter
+    from c2c.policy.testing import torch_threads
+    from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    dataset = root / "dataset"
+    with LeRobotWriter(dataset, fps=80, action_names=["dx", "dy", "dz", "gripper"],
+                       state_names=["x", "y", "z", "gripper"]) as writer:
+        for episode in make_smooth_episodes(6, image_size=16):
+            episode.images["wrist"] = episode.images["corner2"][:, ::-1].copy()
+            writer.add_episode(episode)
+        writer.finalize({"generator": "synthetic"})
+    tokenizer = root / "tokenizer"
+    with torch_threads(1):
+        train_tokenizer(TokenizerTrainConfig(dataset=str(dataset), out=str(tokenizer), steps=4, batch_size=32,
+                                             kmeans_samples=256, eval_every=1000, codec=TINY_CODEC),
+                        show_progress=False)
+    return dataset, tokenizer
+

@@ -4,16 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_smooth_episodes
+from conftest import make_smooth_episodes, write_two_camera_dataset_and_tokenizer
 
 from c2c.analysis.plan import plan_paths
 from c2c.cli import main
 from c2c.data.windows import WindowSpec
 from c2c.errors import ConfigError
 from c2c.tokenizer.metrics import overlap_mass
-
-TINY_CODEC = {"codebook_size": 16, "model_dim": 16, "depth": 1, "heads": 2, "latent_dim": 8, "mode_dim": 8}
-
 
 def test_overlap_mass_is_zero_for_disjoint_and_one_for_equal_distributions():
     p = np.array([[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, 0.25, 0.25]])
@@ -39,24 +36,12 @@ def test_plan_paths_integrate_the_plan_and_the_hold_padded_future():
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """A synthetic dataset with two 16-px cameras, a joint tokenizer and plan / noplan debug policies (2 steps)."""
-    from c2c.data.lerobot import LeRobotWriter
     from c2c.policy.testing import torch_threads
     from c2c.policy.train import PolicyTrainConfig, train_policy
-    from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     root = tmp_path_factory.mktemp("analysis")
-    dataset = root / "dataset"
-    with LeRobotWriter(dataset, fps=80, action_names=["dx", "dy", "dz", "gripper"],
-                       state_names=["x", "y", "z", "gripper"]) as writer:
-        for episode in make_smooth_episodes(6, image_size=16):
-            episode.images["wrist"] = episode.images["corner2"][:, ::-1].copy()
-            writer.add_episode(episode)
-        writer.finalize({"generator": "synthetic"})
-    tokenizer = root / "tokenizer"
+    dataset, tokenizer = write_two_camera_dataset_and_tokenizer(root)
     with torch_threads(1):
-        train_tokenizer(TokenizerTrainConfig(dataset=str(dataset), out=str(tokenizer), steps=4, batch_size=32,
-                                             kmeans_samples=256, eval_every=1000, codec=TINY_CODEC),
-                        show_progress=False)
         for variant in ("plan", "noplan"):
             train_policy(PolicyTrainConfig(dataset=str(dataset), tokenizer=str(tokenizer), out=str(root / variant),
                                            variant=variant, preset="debug", steps=2, batch_size=4, checkpoint_every=2,

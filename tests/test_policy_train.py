@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import make_smooth_episodes
+from conftest import TINY_CODEC, write_two_camera_dataset_and_tokenizer
 from safetensors.torch import load_file
 
 from c2c.errors import ConfigError
@@ -15,7 +15,6 @@ from c2c.policy.train import PolicyTrainConfig, lr_at, train_policy
 from c2c.policy.train_data import draw_frames
 from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
-TINY_CODEC = {"codebook_size": 16, "model_dim": 16, "depth": 1, "heads": 2, "latent_dim": 8, "mode_dim": 8}
 
 
 @pytest.fixture(autouse=True)
@@ -27,19 +26,8 @@ def _one_thread():
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):
     """A 6-episode dataset with two 16-px cameras (the debug preset's size) and a joint tokenizer trained on it."""
-    from c2c.data.lerobot import LeRobotWriter
-
     root = tmp_path_factory.mktemp("policy_train")
-    dataset = root / "dataset"
-    with LeRobotWriter(dataset, fps=80, action_names=["dx", "dy", "dz", "gripper"],
-                       state_names=["x", "y", "z", "gripper"]) as writer:
-        for episode in make_smooth_episodes(6, image_size=16):
-            episode.images["wrist"] = episode.images["corner2"][:, ::-1].copy()
-            writer.add_episode(episode)
-        writer.finalize({"generator": "synthetic"})
-    tokenizer = root / "tokenizer"
-    train_tokenizer(TokenizerTrainConfig(dataset=str(dataset), out=str(tokenizer), steps=4, batch_size=32,
-                                         kmeans_samples=256, eval_every=1000, codec=TINY_CODEC), show_progress=False)
+    dataset, tokenizer = write_two_camera_dataset_and_tokenizer(root)
     return {"root": root, "dataset": dataset, "tokenizer": tokenizer}
 
 
