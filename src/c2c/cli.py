@@ -180,7 +180,8 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--tokenizer", type=Path, required=True, help="trained action tokenizer directory")
     train.add_argument("--out", type=Path, required=True, help="output directory (a policy checkpoint)")
     train.add_argument("--variant", default="plan", help="plan (default) | plan-hp40 | noplan | separate")
-    train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | nano | debug | paligemma-3b")
+    train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | nano | debug | paligemma-3b | tiny-multistream | "
+                       "paligemma-3b-multistream (App. C.3: VLM, proprio and action streams)")
     train.add_argument("--backbone-path", default=None, help="local PaliGemma directory (paligemma-3b)")
     train.add_argument("--cameras", type=_comma_list, default=None,
                        help="comma list of cameras, primary first (default: all of the dataset's)")

@@ -39,6 +39,25 @@ Backbone presets (:data:`PRESETS`):
 
 ``debug``: two 32-wide layers on 16-px images, for tests and smoke runs only.
 
+Multi-stream presets (App. C.3; ``multistream.py``): separate VLM, proprioception and action streams, each with its
+own weights in every layer, attending jointly in one head space. ``text`` sizes the VLM stream and the head space,
+``streams`` the proprio and action streams.
+
+``tiny-multistream``: nano's vision tower, a 128-wide VLM stream and 64-wide proprio / action streams (half the
+    VLM width, as in C.3), 4 layers, 2 heads x 64, 1 KV head. Measured against nano in the same runs
+    (``benchmarks/bench_multistream.py``, 1 thread, busy machine, batch 32, fwd + bwd + AdamW; decode: plan,
+    greedy, batch 1): 3 layers 2.37 M parameters, 0.54-0.69x nano's ms/sample; **4 layers 2.77 M, 0.65-0.75x**
+    (19.8 vs 26.3 ms/sample; decode 231 vs 268 ms/chunk); 4 layers with 96-wide streams 3.75 M, 0.81x. The 4-layer
+    row has nano's parameter count at a little less than nano's cost (the 49 suffix tokens run through 64-wide
+    action weights).
+
+``debug-multistream``: the debug sizes with 16-wide proprio and action streams (tests, smoke runs).
+
+``paligemma-3b-multistream``: C.3's model: PaliGemma-3B's weights as the VLM stream (2048 wide, 18 layers, 8 heads,
+    1 KV head, head dim 256; from ``backbone_path``) and fresh 1024-wide proprio and action streams (MLP 4096, as
+    pi0's Gemma-300M action expert; C.3 gives no MLP size). C.3 initialises all streams from pi0-FAST, whose
+    checkpoint is not a transformers PaliGemma directory; here only the VLM stream is pretrained.
+
 ``paligemma-3b``: the paper's backbone (SigLIP-So400m/14 at 224 px + Gemma-2B: 18 layers, width 2048, 8 heads,
     1 KV head, head dim 256), loaded with its real weights and text tokenizer from ``backbone_path``; nothing is
     downloaded.
@@ -93,6 +112,13 @@ class BackbonePreset:
     pretrained: bool  # True: weights and text tokenizer are loaded from PolicyConfig.backbone_path
     description: str
     loss_vocabulary: str = "full"  # default PolicyConfig.loss_vocabulary of this preset
+    # Multi-stream decoder (App. C.3): hidden_size / intermediate_size of the proprio and action streams; ``text``
+    # then describes the VLM stream and the shared attention head space. None: one Gemma decoder for all tokens.
+    streams: dict[str, dict[str, int]] | None = None
+
+    @property
+    def multistream(self) -> bool:
+        return self.streams is not None
 
 
 PRESETS: dict[str, BackbonePreset] = {
@@ -142,6 +168,48 @@ PRESETS: dict[str, BackbonePreset] = {
             max_instruction_tokens=48,
             pretrained=True,
             description="the paper's PaliGemma-3B (SigLIP-So400m/14 + Gemma-2B), real weights from backbone_path",
+        ),
+        BackbonePreset(
+            name="tiny-multistream",
+            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
+                        patch_size=24),
+            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=64),
+            image_size=96,
+            max_instruction_tokens=12,
+            pretrained=False,
+            description="nano's vision tower with VLM (128 wide) / proprio and action (64 wide) streams (App. C.3)",
+            loss_vocabulary="valid",
+            streams=dict(proprio=dict(hidden_size=64, intermediate_size=256),
+                         action=dict(hidden_size=64, intermediate_size=256)),
+        ),
+        BackbonePreset(
+            name="debug-multistream",
+            vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                        patch_size=8),
+            text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=16),
+            image_size=16,
+            max_instruction_tokens=8,
+            pretrained=False,
+            description="the debug preset with 16-wide proprio and action streams, for tests and smoke runs",
+            streams=dict(proprio=dict(hidden_size=16, intermediate_size=32),
+                         action=dict(hidden_size=16, intermediate_size=32)),
+        ),
+        BackbonePreset(
+            name="paligemma-3b-multistream",
+            vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
+                        patch_size=14),
+            text=dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
+                      num_key_value_heads=1, head_dim=256),
+            image_size=224,
+            max_instruction_tokens=48,
+            pretrained=True,
+            description="App. C.3's model: PaliGemma-3B as the VLM stream (weights from backbone_path) + 1024-wide "
+                        "proprio and action streams",
+            # pi0's Gemma-300M action expert: width 1024, MLP 4096 (C.3 gives the width, not the MLP size).
+            streams=dict(proprio=dict(hidden_size=1024, intermediate_size=4096),
+                         action=dict(hidden_size=1024, intermediate_size=4096)),
         ),
     )
 }

@@ -18,7 +18,7 @@ Example::
 
 Checkpoint directory::
 
-    config.json                 policy config, backbone (PaliGemma) config, vocabulary layout
+    config.json                 policy config, backbone (PaliGemma or multi-stream) config, vocabulary layout
     model.safetensors           weights of PlanExecuteVLA (ema.safetensors beside it wins when present)
     action_tokenizer/           the frozen action tokenizer with its normalisation statistics
     instruction_tokenizer/      tokenizer.json + prompt settings
@@ -46,6 +46,12 @@ from c2c.policy.config import PolicyConfig
 from c2c.policy.decoding import generate_suffix
 from c2c.policy.instructions import InstructionTokenizer
 from c2c.policy.model import PlanExecuteVLA
+from c2c.policy.multistream import (
+    MultiStreamVLA,
+    is_multistream_config,
+    multistream_from_config,
+    multistream_from_paligemma,
+)
 from c2c.policy.processing import ObservationProcessor, batch_codes
 from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
 from c2c.tokenizer import load_tokenizer
@@ -105,6 +111,11 @@ def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayou
     return SuffixLayout(branches, vocabulary.end_id, config.token_order)
 
 
+def vla_class(config: PolicyConfig) -> type[PlanExecuteVLA]:
+    """The network of a backbone preset: one Gemma decoder, or the multi-stream decoder of App. C.3."""
+    return MultiStreamVLA if config.preset.multistream else PlanExecuteVLA
+
+
 class PlanExecutePolicy(nn.Module):
     """Plan-then-execute VLA policy: ``forward`` for training, ``select_action`` / ``predict_action_chunk`` to act.
 
@@ -151,9 +162,13 @@ class PlanExecutePolicy(nn.Module):
                                   "train its instruction tokenizer")
             instruction_tokenizer = InstructionTokenizer.train(instructions)
             vocabulary = vocabulary_for(config, action_tokenizer, instruction_tokenizer.vocab_size)
-            backbone = build_backbone(config, vocabulary.total, instruction_tokenizer.pad_id)
+            # A multi-stream VLM stream embeds instruction ids only; action ids have the action stream's table.
+            rows = vocabulary.text_size if config.preset.multistream else vocabulary.total
+            backbone = build_backbone(config, rows, instruction_tokenizer.pad_id)
         check_backbone_fits(config, backbone)
-        model = PlanExecuteVLA(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
+        if config.preset.multistream:  # App. C.3: the PaliGemma becomes the VLM stream
+            backbone = multistream_from_paligemma(backbone, config.preset.streams, vocabulary, seed=config.seed)
+        model = vla_class(config)(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
         if model.state_projection is not None:  # the one module outside the backbone: seeded like it
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed + 1)
@@ -265,14 +280,17 @@ class PlanExecutePolicy(nn.Module):
         action_tokenizer = load_tokenizer(directory / ACTION_TOKENIZER_DIR)
         check_action_tokenizer(config, action_tokenizer, where=str(directory / ACTION_TOKENIZER_DIR))
         instruction_tokenizer = InstructionTokenizer.load(directory / INSTRUCTION_TOKENIZER_DIR)
-        backbone = backbone_from_config(raw["backbone"])
+        if is_multistream_config(raw["backbone"]) != config.preset.multistream:
+            raise ConfigError(f"{directory}: the saved backbone config does not match backbone {config.backbone!r}")
+        backbone = (multistream_from_config(raw["backbone"]) if config.preset.multistream
+                    else backbone_from_config(raw["backbone"]))
         vocabulary = VocabularyLayout(**raw["vocabulary"])
         text_size = (backbone.config.text_config.vocab_size if config.preset.pretrained
                      else instruction_tokenizer.vocab_size)
         if vocabulary_for(config, action_tokenizer, text_size) != vocabulary:
             raise ConfigError(f"{directory}: the vocabulary layout does not match its tokenizers (vocabulary: "
                               f"{vocabulary.to_dict()})")
-        model = PlanExecuteVLA(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
+        model = vla_class(config)(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
         _load_weights(model, _weights_path(directory, weights))
         return cls(config, model, action_tokenizer, instruction_tokenizer).to(device)
 
