@@ -326,3 +326,15 @@ def test_eval_metaworld_through_a_server(metaworld_policy_dir, tmp_path, capsys)
     assert main(["eval", "metaworld", "--tasks", "reach", "--episodes", "1", "--seed", "0", "--out",
                  str(tmp_path / "none")]) == 2
     assert "give --policy DIR, or --server" in capsys.readouterr().err
+
+
+def test_api_key_comes_from_the_environment_when_not_given(monkeypatch):
+    from c2c.cli import API_KEY_ENV, api_key, build_parser
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    assert api_key(build_parser().parse_args(["serve", "--policy", "p"])) is None
+    monkeypatch.setenv(API_KEY_ENV, "from-env")
+    assert api_key(build_parser().parse_args(["serve", "--policy", "p"])) == "from-env"
+    assert api_key(build_parser().parse_args(["serve", "--policy", "p", "--api-key", "given"])) == "given"
+    assert api_key(build_parser().parse_args(["eval", "metaworld", "--server", "ws://h:1", "--tasks", "reach-v3",
+                                              "--episodes", "1", "--seed", "0", "--out", "o"])) == "from-env"

@@ -14,6 +14,14 @@ from pathlib import Path
 from c2c.errors import C2CError
 
 
+API_KEY_ENV = "C2C_SERVE_API_KEY"  # where `c2c serve` and `c2c eval --server` read the key when not given
+
+
+def api_key(args: argparse.Namespace) -> str | None:
+    """--api-key, else $C2C_SERVE_API_KEY, else None (no key)."""
+    return args.api_key if args.api_key is not None else (os.environ.get(API_KEY_ENV) or None)
+
+
 def _comma_list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
@@ -245,7 +253,7 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--server", default=None,
                     help="ws://HOST:PORT of a `c2c serve` server to act through instead of loading the policy; the "
                     "training record comes from --policy when given, else from the server")
-    mw.add_argument("--api-key", default=None, help="API key of --server")
+    mw.add_argument("--api-key", default=None, help=f"API key of --server (default: ${API_KEY_ENV} when set)")
     mw.add_argument("--tasks", required=True, help="comma list of task names (e.g. reach-v3,pick-place-v3) or a "
                     "group: mt10, mt50, easy, medium, hard, very_hard")
     mw.add_argument("--episodes", type=int, required=True, help="episodes per task")
@@ -272,7 +280,7 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
     results = evaluate_metaworld(
         args.policy, args.tasks, args.episodes, args.seed, args.out, replan_every=args.replan_every,
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
-        allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=args.api_key,
+        allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=api_key(args),
     )
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
@@ -337,7 +345,8 @@ def _add_serve_command(subparsers: argparse._SubParsersAction) -> None:
                        "only; 0.0.0.0 for every interface)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000; 0 picks a free one)")
     serve.add_argument("--api-key", default=None,
-                       help="require this key (header 'Authorization: Api-Key KEY' or 'Api-Key: KEY'); default: none")
+                       help="require this key (header 'Authorization: Api-Key KEY' or 'Api-Key: KEY'); default: "
+                       f"${API_KEY_ENV} when set (keeps the key out of the process list), else none")
     serve.add_argument("--key-map", default=None,
                        help="request keys -> ours: libero | metaworld | auto | a JSON file (default auto: "
                        "observation/image -> the first camera, observation/wrist_image -> the second)")
@@ -358,7 +367,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
-    run_server(args.policy, host=args.host, port=args.port, api_key=args.api_key, key_map=args.key_map,
+    run_server(args.policy, host=args.host, port=args.port, api_key=api_key(args), key_map=args.key_map,
                resize=args.resize, max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
                threads=args.threads)
     return 0
