@@ -49,3 +49,18 @@ def test_resume_with_other_settings_is_refused(synthetic_dataset, tmp_path):
 def test_joint_needs_plan_steps_equal_to_exec_horizon(synthetic_dataset, tmp_path):
     with pytest.raises(ConfigError, match="K=10 must equal the exec horizon He=20"):
         _config(synthetic_dataset, tmp_path, plan_steps=10, plan_horizon=80)
+
+
+def test_eval_command_reports_mse_and_per_dim_error_and_writes_json(synthetic_dataset, tmp_path, capsys):
+    from c2c.cli import main
+
+    train_tokenizer(_config(synthetic_dataset, tmp_path / "joint"), show_progress=False)
+    out = tmp_path / "eval" / "metrics.json"
+    assert main(["tokenizer", "eval", "--tokenizer", str(tmp_path / "joint"), "--json", str(out)]) == 0
+    assert "L1 per action dim (normalized)" in capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    assert metrics == json.loads((tmp_path / "joint" / "eval.json").read_text())
+    for mode in ("exec", "plan"):
+        per_dim = metrics[f"{mode}/l1_per_dim"]
+        assert len(per_dim) == 4 and np.isclose(np.mean(per_dim), metrics[f"{mode}/l1"], rtol=1e-4)
+        assert metrics[f"{mode}/mse"] > 0

@@ -143,6 +143,8 @@ def _add_tokenizer_commands(subparsers: argparse._SubParsersAction) -> None:
     evaluate = tok_sub.add_parser("eval", help="reconstruction, codebook usage and overlap on a dataset's held-out episodes")
     evaluate.add_argument("--tokenizer", type=Path, required=True, help="trained tokenizer directory")
     evaluate.add_argument("--dataset", type=Path, default=None, help="dataset (default: the one it was trained on)")
+    evaluate.add_argument("--json", type=Path, default=None,
+                          help="also write the metrics here (they always go to <tokenizer>/eval.json)")
     evaluate.set_defaults(func=_run_tokenizer_eval)
 
 
@@ -167,7 +169,7 @@ def _run_tokenizer_eval(args: argparse.Namespace) -> int:
     from c2c.tokenizer.evaluate import evaluate_saved_tokenizer
     from c2c.tokenizer.train import format_metrics
 
-    metrics = evaluate_saved_tokenizer(args.tokenizer, args.dataset)
+    metrics = evaluate_saved_tokenizer(args.tokenizer, args.dataset, args.json)
     print(format_metrics(metrics))
     return 0
 

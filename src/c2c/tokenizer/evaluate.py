@@ -29,9 +29,13 @@ def load_saved_split(directory: Path, dataset: Path | None = None
     return tokenizer, train, held, dataset
 
 
-def evaluate_saved_tokenizer(directory: Path, dataset: Path | None = None) -> dict[str, Any]:
+def evaluate_saved_tokenizer(directory: Path, dataset: Path | None = None, json_out: Path | None = None
+                             ) -> dict[str, Any]:
+    """Metrics on the held-out episodes, written to ``<directory>/eval.json`` (and ``json_out`` when given)."""
     tokenizer, _, held, dataset = load_saved_split(directory, dataset)
     metrics = {**evaluate(tokenizer, held), "variant": tokenizer.variant, "dataset": str(dataset),
                "tokens_per_chunk": tokenizer.tokens_per_chunk()}
-    atomic_write_json(directory / "eval.json", metrics)
+    atomic_write_json(Path(directory) / "eval.json", metrics)
+    if json_out is not None:
+        atomic_write_json(Path(json_out), metrics)
     return metrics

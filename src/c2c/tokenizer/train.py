@@ -121,7 +121,8 @@ def _kmeans_init(tokenizer: RVQTokenizer, data: _Batches, samples: int, seed: in
 
 @torch.no_grad()
 def evaluate(tokenizer: RVQTokenizer, split: ChunkSplit, max_chunks: int = 20000) -> dict[str, Any]:
-    """Held-out L1 per mode (normalized and dataset units), codebook usage, perplexity and overlap mass."""
+    """Held-out L1 per mode (normalized and dataset units), MSE and L1 per action dim (normalized), codebook usage,
+    perplexity and overlap mass."""
     metrics: dict[str, Any] = {}
     codes_by_mode = {}
     for mode in tokenizer.modes:
@@ -132,8 +133,11 @@ def evaluate(tokenizer: RVQTokenizer, split: ChunkSplit, max_chunks: int = 20000
         recon = tokenizer.decode(codes, mode)
         seconds = time.perf_counter() - start
         norm = tokenizer.normalizer(mode)
-        metrics[f"{mode}/l1"] = float(np.abs(norm.normalize(recon) - norm.normalize(raw)).mean())
+        error = norm.normalize(recon) - norm.normalize(raw)  # (N, H, A)
+        metrics[f"{mode}/l1"] = float(np.abs(error).mean())
         metrics[f"{mode}/l1_raw"] = float(np.abs(recon - raw).mean())
+        metrics[f"{mode}/mse"] = float(np.square(error).mean())
+        metrics[f"{mode}/l1_per_dim"] = np.abs(error).mean(axis=(0, 1)).tolist()  # normalized, one per action dim
         metrics[f"{mode}/usage"] = usage_fraction(codes, tokenizer.codebook_size)
         metrics[f"{mode}/perplexity"] = perplexity(codes, tokenizer.codebook_size)
         metrics[f"{mode}/chunks_per_s"] = len(raw) / max(seconds, 1e-9)
@@ -247,6 +251,9 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             usage = ", ".join(f"{100 * u:.0f}%" for u in metrics[f"{mode}/usage"])
             lines.append(f"  {mode}: held-out L1 {metrics[f'{mode}/l1']:.4f} (normalized), "
                          f"{metrics[f'{mode}/l1_raw']:.5f} (dataset units); codebook usage per level {usage}")
+            if f"{mode}/l1_per_dim" in metrics:
+                per_dim = ", ".join(f"{value:.4f}" for value in metrics[f"{mode}/l1_per_dim"])
+                lines.append(f"    MSE {metrics[f'{mode}/mse']:.5f}; L1 per action dim (normalized) {per_dim}")
     if "overlap_mass" in metrics:
         lines.append("  plan/exec overlap mass per level: " + ", ".join(f"{m:.3f}" for m in metrics["overlap_mass"]))
     return "\n".join(lines)
