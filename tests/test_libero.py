@@ -296,3 +296,30 @@ def test_evaluate_writes_results_report_chart_and_video(tmp_path, libero_install
     assert (out / "success.png").stat().st_size > 0
     assert (out / "videos" / "task02_trial00.mp4").stat().st_size > 0
     assert policy.config.replan_every == 20  # the policy object is handed back unchanged
+
+
+def test_trial_jobs_split_tasks_round_robin_or_trials_into_parts():
+    from c2c.eval.libero_eval import TrialJob, trial_jobs
+
+    assert trial_jobs([0, 1, 2], 2, 1) == [TrialJob(0, (0, 1), 0), TrialJob(1, (0, 1), 0), TrialJob(2, (0, 1), 0)]
+    assert [job.worker for job in trial_jobs([0, 1, 2], 2, 2)] == [0, 1, 0]
+    assert trial_jobs([4], 5, 2) == [TrialJob(4, (0, 1, 2), 0), TrialJob(4, (3, 4), 1)]
+    assert trial_jobs([4], 1, 2) == [TrialJob(4, (0,), 0)]  # never more workers than trials
+    jobs = trial_jobs([0, 1], 3, 3)  # fewer tasks than workers: every task's trials are shared out
+    assert [(job.task_id, job.trials, job.worker) for job in jobs] == [
+        (0, (0,), 0), (0, (1,), 1), (0, (2,), 2), (1, (0,), 0), (1, (1,), 1), (1, (2,), 2)]
+
+
+@pytest.mark.libero_sim
+def test_worker_processes_give_the_same_trials_as_one_process(tmp_path, libero_installed):
+    policy_dir = tmp_path / "policy"
+    _policy().save_pretrained(policy_dir)
+    inline = evaluate_libero(policy_dir, "libero_object", tasks=[1], trials=2, seed=5, out=tmp_path / "one",
+                             max_steps=3, log=None, workers=1)
+    parallel = evaluate_libero(policy_dir, "libero_object", tasks=[1], trials=2, seed=5, out=tmp_path / "two",
+                               max_steps=3, log=None, workers=2)
+    assert parallel["settings"]["workers"] == 2 and inline["settings"]["workers"] == 1
+    keep = ("trial", "init_state", "success", "steps")
+    assert [{k: r[k] for k in keep} for r in parallel["tasks"][0]["episodes"]] == \
+        [{k: r[k] for k in keep} for r in inline["tasks"][0]["episodes"]]
+    assert json.loads((tmp_path / "two" / "results.json").read_text())["status"] == "complete"

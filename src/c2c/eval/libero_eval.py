@@ -38,11 +38,15 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+
+import numpy as np
 
 from c2c.envs.libero_env import (
     ACTION_DIM, CAMERAS, CONTROL_HZ, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM, SUITES,
@@ -138,8 +142,6 @@ def load_policy(policy: Any) -> tuple[Any, str | None]:
 
 
 def _trial_seed(seed: int, task_id: int, trial: int) -> int:
-    import numpy as np
-
     return int(np.random.SeedSequence([seed, task_id, trial]).generate_state(1)[0])
 
 
@@ -204,6 +206,7 @@ def evaluate_libero(
     max_steps: int | None = None,
     render_size: int | None = None,
     log: Callable[[str], None] | None = print,
+    workers: int | None = 1,
 ) -> dict[str, Any]:
     """Run the protocol on ``tasks`` (default: all 10) of ``suite``; write results.json, report.md, success.png.
 
@@ -211,12 +214,17 @@ def evaluate_libero(
     ``replan_every``: actions executed per decoded chunk (default: the policy's). ``videos``: trials recorded per
     task (the first ones). ``max_steps``: override of the suite's step limit (smoke tests only; recorded).
     ``render_size``: render at this size and resize to the policy's (default: render at the policy's size).
-    ``log``: where progress lines go (None: silent). Returns the content of results.json.
+    ``log``: where progress lines go (None: silent). ``workers``: processes rolling trials out at the same time
+    (each with its own simulator, renderer and copy of the policy on one thread; None: the usable CPUs, at most 2
+    per job list; a policy object always runs in this process). Results do not depend on the worker count: every
+    trial resets LIBERO's RNG and the decoding RNG from (seed, task, trial). Returns the content of results.json.
     """
     started = time.perf_counter()
     suite = check_suite(suite)
     task_ids = parse_tasks(tasks, suite)
     check_request(trials, seed, videos, replan_every, max_steps, render_size)
+    if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
+        raise ConfigError(f"--workers must be >= 1, got {workers!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
@@ -256,6 +264,20 @@ def evaluate_libero(
     policy_obj.config = run_config
     if hasattr(policy_obj, "eval"):
         policy_obj.eval()
+    jobs = trial_jobs(task_ids, trials, _worker_count(workers, policy_dir, len(task_ids) * trials))
+    if len(jobs) > 1 and policy_dir is not None:
+        settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, render_size, videos,
+                                   str(video_dir))
+        try:
+            _evaluate_in_workers(jobs, settings, names, results, out, say, started)
+        finally:
+            policy_obj.config = original_config
+        results["settings"]["workers"] = len({job.worker for job in jobs})
+        results["status"] = "complete"
+        _fill_suite_summary(results, time.perf_counter() - started)
+        write_outputs(results, out, final=True)
+        return results
+    results["settings"]["workers"] = 1
     try:
         for task_id in task_ids:
             task_started = time.perf_counter()
@@ -284,6 +306,126 @@ def evaluate_libero(
     _fill_suite_summary(results, time.perf_counter() - started)
     write_outputs(results, out, final=True)
     return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Worker processes.
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """Trials ``trials`` of task ``task_id``, run by worker ``worker`` (one simulator per task it meets)."""
+
+    task_id: int
+    trials: tuple[int, ...]
+    worker: int
+
+
+def trial_jobs(task_ids: Sequence[int], trials: int, workers: int) -> list[TrialJob]:
+    """Split the (task, trial) grid into one job per task and worker share: whole tasks go round-robin when there
+    are at least as many tasks as workers, else each task's trials are cut into ``workers`` contiguous parts."""
+    workers = max(1, min(int(workers), len(task_ids) * trials))
+    if workers == 1:
+        return [TrialJob(task_id, tuple(range(trials)), 0) for task_id in task_ids]
+    if len(task_ids) >= workers:
+        return [TrialJob(task_id, tuple(range(trials)), index % workers) for index, task_id in enumerate(task_ids)]
+    jobs = []
+    for task_id in task_ids:
+        for worker, part in enumerate(np.array_split(np.arange(trials), workers)):
+            if len(part):
+                jobs.append(TrialJob(task_id, tuple(int(t) for t in part), worker))
+    return jobs
+
+
+def _worker_count(workers: int | None, policy_dir: str | None, total_trials: int) -> int:
+    if policy_dir is None:
+        return 1  # a policy object cannot be sent to other processes
+    if workers is None:
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            cpus = os.cpu_count() or 1
+        workers = min(cpus, 2)
+    return max(1, min(int(workers), total_trials))
+
+
+@dataclass(frozen=True)
+class _WorkerSettings:
+    policy_dir: str
+    suite: str
+    replan_every: int
+    seed: int
+    max_steps: int | None
+    render_size: int | None
+    videos: int
+    video_dir: str
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[dict[str, Any]], float]:
+    """In a worker process: the job's trials with this process's policy and simulator (kept between jobs)."""
+    import torch
+
+    from c2c.envs.libero_env import LiberoEnv
+
+    started = time.perf_counter()
+    if "policy" not in _WORKER:
+        torch.set_num_threads(1)
+        policy = load_policy(settings.policy_dir)[0]
+        policy.config = policy.config.replace(replan_every=settings.replan_every)
+        _WORKER["policy"] = policy
+    policy = _WORKER["policy"]
+    env = _WORKER.get("env")
+    if env is None or env.task_id != job.task_id:
+        if env is not None:
+            env.close()
+        env = _WORKER["env"] = LiberoEnv(settings.suite, job.task_id, image_size=policy.config.image_size,
+                                         render_size=settings.render_size, cameras=policy.config.cameras,
+                                         max_steps=settings.max_steps, seed=settings.seed)
+    video_dir = Path(settings.video_dir)
+    records = [run_trial(env, policy, trial, settings.seed,
+                         video_dir / f"task{job.task_id:02d}_trial{trial:02d}.mp4" if trial < settings.videos else None)
+               for trial in job.trials]
+    return job, records, time.perf_counter() - started
+
+
+def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names: dict[int, dict[str, Any]],
+                         results: dict[str, Any], out: Path, say: Callable[[str], None], started: float) -> None:
+    """Run ``jobs`` in worker processes (spawned: one renderer per process) and fill ``results`` task by task."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    workers = len({job.worker for job in jobs})
+    pending: dict[int, int] = {}  # task -> jobs not finished
+    for job in jobs:
+        pending[job.task_id] = pending.get(job.task_id, 0) + 1
+    records: dict[int, list[dict[str, Any]]] = {task_id: [] for task_id in pending}
+    seconds: dict[int, float] = {task_id: 0.0 for task_id in pending}
+    say(f"[libero] {len(jobs)} jobs on {workers} worker processes")
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(_run_job, settings, job) for job in jobs]
+        try:
+            for future in as_completed(futures):
+                job, job_records, job_seconds = future.result()
+                records[job.task_id].extend(job_records)
+                seconds[job.task_id] += job_seconds
+                pending[job.task_id] -= 1
+                done = sum(r["success"] for r in job_records)
+                say(f"[libero] {settings.suite} task {job.task_id} trials {job.trials[0]}..{job.trials[-1]}: "
+                    f"{done}/{len(job_records)} successes ({job_seconds:.0f} s)")
+                if pending[job.task_id] == 0:
+                    task_records = sorted(records[job.task_id], key=lambda r: r["trial"])
+                    results["tasks"].append(_task_summary(names[job.task_id], task_records, seconds[job.task_id]))
+                    results["tasks"].sort(key=lambda task: task["task_id"])
+                    _fill_suite_summary(results, time.perf_counter() - started)
+                    write_outputs(results, out, final=False)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
 
 
 def _versions() -> dict[str, str | None]:
@@ -464,6 +606,8 @@ def add_libero_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.A
                         help="override the suite's step limit (smoke tests only; default: the protocol's)")
     parser.add_argument("--render-size", type=int, default=None,
                         help="render at this size and resize to the policy's image size (default: render at it)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes, each with its own simulator (default: the usable CPUs, at most 2)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(func=run_libero_eval)
     return parser
@@ -473,7 +617,7 @@ def run_libero_eval(args: argparse.Namespace) -> int:
     """Handler of `c2c eval libero`: evaluate, print the summary table, name the outputs."""
     results = evaluate_libero(args.policy, args.suite, tasks=args.tasks, trials=args.trials, seed=args.seed,
                               replan_every=args.replan_every, videos=args.videos, out=args.out,
-                              max_steps=args.max_steps, render_size=args.render_size)
+                              max_steps=args.max_steps, render_size=args.render_size, workers=args.workers)
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
     return 0
