@@ -374,7 +374,7 @@ def _logged_step(log: Path) -> int:
 def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None) -> dict[str, dict]:
     """Closed-loop evaluation of every trained variant on the same unseen placements."""
     if preset.simulator == "libero":
-        return stage_libero_evaluations(preset, out, force)
+        return stage_libero_evaluations(preset, out, force, workers)
     from c2c.envs.metaworld_tasks import resolve_tasks
     from c2c.eval.metaworld_eval import evaluate_metaworld
 
@@ -397,7 +397,8 @@ def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: i
     return records
 
 
-def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool) -> dict[str, dict]:
+def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool,
+                             workers: int | None = None) -> dict[str, dict]:
     """Every variant on LIBERO's official protocol: init states 0..N-1 of each task, the suite's step limit."""
     from c2c.eval.libero_eval import evaluate_libero
 
@@ -413,7 +414,7 @@ def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool) -> 
             _use_free_cpus()
             results = evaluate_libero(policy_dir, preset.suite, tasks=tasks, trials=preset.eval_episodes,
                                       seed=preset.eval_seed, replan_every=preset.replan_every, videos=preset.videos,
-                                      out=eval_dir, max_steps=preset.eval_max_steps)
+                                      out=eval_dir, max_steps=preset.eval_max_steps, workers=workers)
             return _json_safe(results)
 
         records[variant] = run_stage(eval_dir, settings, force, work, f"eval {variant}")
