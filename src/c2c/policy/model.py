@@ -38,6 +38,15 @@ from c2c.policy.tokens import (
 )
 
 
+def embed_camera_images(vision_tower: nn.Module, projector: nn.Module, pixels: torch.Tensor, tokens_per_camera: int,
+                        hidden_size: int) -> torch.Tensor:
+    """(B, C, 3, H, W) -> (B, C * P_img, D): every camera through the same SigLIP tower and projector."""
+    batch, cameras = pixels.shape[:2]
+    features = vision_tower(pixels.flatten(0, 1)).last_hidden_state  # (B C, P_img, Dv)
+    projected = projector(features)  # (B C, P_img, D)
+    return projected.reshape(batch, cameras * tokens_per_camera, hidden_size)
+
+
 @dataclass
 class PrefixInputs:
     """Model-ready observation tensors (the policy's processing makes them from raw observations)."""
@@ -108,11 +117,8 @@ class PlanExecuteVLA(nn.Module):
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, C, 3, H, W) -> (B, C * P_img, D): every camera through the same SigLIP tower and projector."""
-        batch, cameras = pixels.shape[:2]
-        pixels = pixels.to(self.dtype)  # a bf16 backbone gets bf16 pixels
-        features = self.backbone.model.vision_tower(pixels.flatten(0, 1)).last_hidden_state  # (B C, P_img, Dv)
-        projected = self.backbone.model.multi_modal_projector(features)  # (B C, P_img, D)
-        return projected.reshape(batch, cameras * self.image_tokens, self.hidden_size)  # (B, C P_img, D)
+        return embed_camera_images(self.backbone.model.vision_tower, self.backbone.model.multi_modal_projector,
+                                   pixels.to(self.dtype), self.image_tokens, self.hidden_size)
 
     def embed_state(self, state: torch.Tensor) -> torch.Tensor:
         if self.state_projection is not None:

@@ -51,7 +51,7 @@ from transformers.models.gemma.modeling_gemma import GemmaMLP, GemmaRMSNorm, Gem
 from c2c.errors import ConfigError
 from c2c.policy.backbone import ATTENTION_IMPLEMENTATION, image_tokens_per_camera
 from c2c.policy.config import PolicyConfig
-from c2c.policy.model import PlanExecuteVLA, Prefix, PrefixInputs
+from c2c.policy.model import PlanExecuteVLA, Prefix, PrefixInputs, embed_camera_images
 from c2c.policy.tokens import (
     SuffixLayout,
     TokenGroup,
@@ -463,10 +463,8 @@ class MultiStreamVLA(PlanExecuteVLA):
 
     def embed_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """(B, C, 3, H, W) -> (B, C * P_img, D_vlm): every camera through the same SigLIP tower and projector."""
-        batch, cameras = pixels.shape[:2]
-        features = self.backbone.vision_tower(pixels.to(self.dtype).flatten(0, 1)).last_hidden_state
-        projected = self.backbone.multi_modal_projector(features)  # (B C, P_img, D_vlm)
-        return projected.reshape(batch, cameras * self.image_tokens, self.hidden_size)
+        return embed_camera_images(self.backbone.vision_tower, self.backbone.multi_modal_projector,
+                                   pixels.to(self.dtype), self.image_tokens, self.hidden_size)
 
     def embed_state(self, state: torch.Tensor) -> torch.Tensor:
         """(B, S) normalised state -> (B, 1 or S, D_proprio): the proprio stream's input."""
