@@ -418,10 +418,9 @@ def _megabytes(count: float) -> str:
 
 
 def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from c2c.utils.threads import usable_cpus
+
+    return usable_cpus()
 
 
 def _check_request(

@@ -38,7 +38,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import shlex
 import time
 from collections.abc import Sequence
@@ -341,11 +340,9 @@ def _worker_count(workers: int | None, policy_dir: str | None, total_trials: int
     if policy_dir is None:
         return 1  # a policy object cannot be sent to other processes
     if workers is None:
-        try:
-            cpus = len(os.sched_getaffinity(0))
-        except AttributeError:  # not Linux
-            cpus = os.cpu_count() or 1
-        workers = min(cpus, 2)
+        from c2c.utils.threads import usable_cpus
+
+        workers = min(usable_cpus(), 2)
     return max(1, min(int(workers), total_trials))
 
 

@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import multiprocessing
-import os
 import queue
 import shlex
 import signal
@@ -388,10 +387,9 @@ class _Workers:
 
 
 def _usable_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    from c2c.utils.threads import usable_cpus
+
+    return usable_cpus()
 
 
 class _Progress:

@@ -21,6 +21,14 @@ from pathlib import Path
 _RUNNING = re.compile(r"^procs_running (\d+)$", re.MULTILINE)
 
 
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask; the CPU count off Linux)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
 def busy_cpus(samples: int = 5, interval: float = 0.1) -> int:
     """Runnable threads of other processes (median of a few samples of /proc/stat; 0 where it is unavailable)."""
     counts = []
