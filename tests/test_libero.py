@@ -196,6 +196,20 @@ def test_missing_libero_names_the_fix(monkeypatch, tmp_path):
         libero_env.import_libero()
 
 
+def test_evaluation_draws_as_the_training_data_was_drawn(tmp_path):
+    from c2c.eval.libero_eval import training_drawing
+
+    assert training_drawing(None) is False and training_drawing(str(tmp_path)) is False
+    record = tmp_path / "training_data.json"
+    record.write_text(json.dumps({"c2c": {"generator": "libero", "fast_drawing": True}}))
+    assert training_drawing(str(tmp_path)) is True
+    record.write_text(json.dumps({"c2c": {"generator": "libero"}}))  # made before the option, or robosuite's
+    assert training_drawing(str(tmp_path)) is False
+    record.write_text("[1, 2")
+    with pytest.raises(ConfigError, match="training_data.json"):
+        training_drawing(str(tmp_path))
+
+
 def test_config_path_defaults_to_the_environment(monkeypatch):
     monkeypatch.delenv("LIBERO_CONFIG_PATH", raising=False)
     try:
@@ -258,6 +272,36 @@ def test_simulator_observation(spatial_env):
 
 
 @pytest.mark.libero_sim
+def test_fast_drawing_matches_robosuites_cameras(spatial_env):
+    """Our renderer on simplified meshes: the same state, images in LIBERO's orientation close to robosuite's."""
+    env, _ = spatial_env
+    # robosuite's renderer is not used while ours draws: a robosuite reset frees its old OpenGL context, and
+    # freeing one while another is current deletes that one's objects.
+    references = [env.reset(index) for index in (0, 1)]
+    fast = LiberoEnv("libero_spatial", 0, image_size=64, fast_drawing=True)
+    try:
+        for index, reference in zip((0, 1), references):
+            obs = fast.reset(index)
+            drawing = fast._drawing
+            np.testing.assert_array_equal(obs[OBS_STATE], reference[OBS_STATE])
+            assert "agentview_image" not in fast.raw_observation  # robosuite draws nothing
+            for camera in LIBERO_CAMERAS:
+                ours = obs[image_key(camera)].astype(np.float64)
+                theirs = reference[image_key(camera)].astype(np.float64)
+                assert ours.shape == (64, 64, 3) and obs[image_key(camera)].dtype == np.uint8
+                close = np.abs(ours - theirs).mean()
+                assert close < 20, (camera, close)  # no multisampling or shadows, simplified meshes
+                for turned in (ours[::-1], ours[:, ::-1], ours[::-1, ::-1]):  # any other orientation is far off
+                    assert np.abs(turned - theirs).mean() > close + 5, camera
+        assert fast._drawing is drawing  # robosuite's new model on reset has the same structure: drawing reused
+        obs, _, _ = fast.step(np.zeros(ACTION_DIM))
+        assert obs[image_key("image2")].shape == (64, 64, 3)
+    finally:
+        fast.close()
+        env.reset(0)
+
+
+@pytest.mark.libero_sim
 def test_simulator_rollout_with_a_debug_policy(spatial_env):
     """A random-weight policy for cameras image/image2, state 8, action 7 drives the real env for a few steps."""
     env, _ = spatial_env
@@ -284,7 +328,7 @@ def test_evaluate_writes_results_report_chart_and_video(tmp_path, libero_install
     policy = _policy(cameras=("image",))
     out = tmp_path / "eval"
     results = evaluate_libero(policy, "libero_object", tasks=[2], trials=1, seed=3, videos=1, out=out,
-                              max_steps=4, log=None)
+                              max_steps=4, log=None, fast_drawing=True)
     assert results["status"] == "complete" and results["suite"] == "libero_object"
     task = results["tasks"][0]
     assert task["task_id"] == 2 and task["trials"] == 1 and task["episodes"][0]["steps"] <= 4
@@ -292,6 +336,7 @@ def test_evaluate_writes_results_report_chart_and_video(tmp_path, libero_install
     assert "c2c eval libero --policy '<policy-dir>' --suite libero_object --tasks 2" in results["command"]
     saved = json.loads((out / "results.json").read_text())
     assert saved["settings"]["max_steps"] == 4 and saved["settings"]["cameras"] == ["image"]
+    assert saved["settings"]["fast_drawing"] is True and "--fast-drawing" in results["command"].split()
     assert (out / "report.md").read_text().startswith("# LIBERO closed-loop evaluation: libero_object")
     assert (out / "success.png").stat().st_size > 0
     assert (out / "videos" / "task02_trial00.mp4").stat().st_size > 0

@@ -126,6 +126,7 @@ def test_generated_dataset_from_a_libero_object_task(tmp_path, libero_installed)
         assert info["features"][key]["shape"] == shape, key
     extra = info["c2c"]
     assert extra["generator"] == "libero" and extra["suite"] == "libero_object" and extra["placements"] == "random"
+    assert extra["fast_drawing"] is True  # our renderer on simplified meshes, the default
     stats = extra["expert"][name]
     assert stats["attempts"] == 1 and stats["successes"] == 1 and stats["success_rate"] == 1.0
     assert stats["seeds_attempted"] == [placement_seed(0, "libero_object", name, 0)] and stats["episodes"] == 1

@@ -1,6 +1,7 @@
 """`c2c run`: every stage on a miniature preset, then a rerun that skips them all, then a changed setting."""
 
 import json
+import shutil
 
 import pytest
 
@@ -48,6 +49,14 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     after = _stamps(out)
     redone = {name for name in stages if after[name] != stages[name]}
     assert redone == {"eval/plan/stage.json", "eval/noplan/stage.json"}
+
+    # A run directory that was moved elsewhere is reused as it is, not redone.
+    moved = tmp_path / "elsewhere" / "run"
+    shutil.copytree(out, moved)  # copy2 keeps the modification times the later stages depend on
+    capsys.readouterr()
+    assert run_pipeline(changed, moved, workers=1) == 0
+    assert capsys.readouterr().out.count("done already") == 5
+    assert _stamps(moved) == after
 
 
 def test_unknown_preset_is_refused_with_a_suggestion():

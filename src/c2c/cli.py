@@ -72,6 +72,9 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="render processes (default: the usable CPUs; 1 renders in this process)")
     lib.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     lib.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    lib.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=True,
+                     help="draw the cameras with our renderer on simplified meshes, about 4x cheaper (default); "
+                          "--no-fast-drawing uses robosuite's cameras, as LIBERO's own datasets")
     lib.set_defaults(func=_run_data_libero)
 
 
@@ -107,6 +110,7 @@ def _run_data_libero(args: argparse.Namespace) -> int:
         placements=args.placements,
         workers=args.workers,
         overwrite=args.overwrite,
+        fast_drawing=args.fast_drawing,
     )
     print(report.summary())
     return 0

@@ -22,7 +22,8 @@ How an episode is made:
    replay of the actions is not used: the env with cameras resets to a state that differs from the camera-less
    one in the last bits (about 1e-14, measured), so it is not bit-for-bit reproducible. Every rendered frame's
    ``observation.state`` is checked against the search's (within 1e-5) and the last step must pass LIBERO's
-   success check again.
+   success check again. ``fast_drawing`` (the default) draws the cameras with our renderer on simplified meshes
+   (:class:`~c2c.envs.libero_env.LiberoEnv`; about 4x cheaper per step); ``False`` uses robosuite's cameras.
 3. Write. Episodes go into the dataset task by task in attempt order, with :class:`LeRobotWriter`, atomically;
    ``meta/info.json["c2c"]`` holds the request, ``generator: "libero"``, ``suite`` and ``expert[task_name] =
    {attempts, successes, success_rate, episodes, frames, seeds_attempted}``.
@@ -47,7 +48,7 @@ from c2c.constants import OBS_STATE, image_key
 from c2c.data.episodes import Episode
 from c2c.envs.libero_env import (
     ACTION_NAMES, CONTROL_HZ, DEFAULT_CAMERAS, STATE_NAMES, TASKS_PER_SUITE, LiberoEnv, check_suite,
-    convert_observation, suite_tasks,
+    suite_tasks,
 )
 from c2c.envs.metaworld_demos import (
     Attempt, GenerationReport, TaskReport, WorkDir, _directory_bytes, _usable_cpus, save_episode_arrays,
@@ -206,7 +207,7 @@ def render_rollout(env: LiberoEnv, seed: int, rollout: Rollout) -> dict[str, np.
         simulator.set_state(rollout.sim_states[t])
         simulator.env.sim.forward()
         raw, _reward, success, _info = simulator.step(rollout.actions[t].astype(np.float64).tolist())
-        obs = convert_observation(raw, env.instruction, env.cameras, env.image_size)
+        obs = env.observe(raw)
     if rollout.outcome.success and not success:
         raise C2CError(f"{env.task_name} seed {seed}: the last step does not pass LIBERO's success check in the env "
                        f"with cameras; please report this")
@@ -216,14 +217,16 @@ def render_rollout(env: LiberoEnv, seed: int, rollout: Rollout) -> dict[str, np.
 _worker_env: LiberoEnv | None = None
 
 
-def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: str) -> int:
+def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: str, fast_drawing: bool = True) -> int:
     """Render one episode into ``path`` (a worker keeps its env between jobs of one task); returns its frames."""
     global _worker_env
     env = _worker_env
-    if env is None or (env.suite, env.task_id, env.image_size) != (suite, task_id, image_size):
+    wanted = (suite, task_id, image_size, fast_drawing)
+    if env is None or (env.suite, env.task_id, env.image_size, env.fast_drawing) != wanted:
         if env is not None:
             env.close()
-        env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, cameras=DEFAULT_CAMERAS)
+        env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, cameras=DEFAULT_CAMERAS,
+                                      fast_drawing=fast_drawing)
     save_episode_arrays(Path(path), render_rollout(env, rollout.outcome.seed, rollout))
     return len(rollout.actions)
 
@@ -261,10 +264,13 @@ def generate_libero_demos(
     workers: int | None = None,
     overwrite: bool = False,
     show_progress: bool = True,
+    fast_drawing: bool = True,
 ) -> GenerationReport:
     """Make ``episodes_per_task`` successful scripted demonstrations per task into a LeRobot dataset at ``out``.
 
     ``workers``: processes that render (default: the usable CPUs, at most the episodes; 1 renders in this process).
+    ``fast_drawing``: draw the cameras with our renderer on simplified meshes (recorded in the dataset; evaluations
+    draw the same way), or with robosuite's cameras (False).
     See the module docstring for the procedure.
     """
     from c2c.data.lerobot import LeRobotDataset, LeRobotWriter, is_complete_dataset
@@ -287,7 +293,7 @@ def generate_libero_demos(
     out = Path(out)
     names = {task["task_id"]: task for task in suite_tasks(suite)}
     settings = {"cache_format": WORK_FORMAT, "suite": suite, "seed": seed, "image_size": image_size,
-                "max_steps": max_steps, "placements": placements}
+                "max_steps": max_steps, "placements": placements, "fast_drawing": bool(fast_drawing)}
     request = {"generator": "libero", "tasks": task_ids, "episodes_per_task": episodes_per_task,
                "max_attempts_factor": max_attempts_factor, **settings}
     if out.exists() and not out.is_dir():
@@ -337,7 +343,8 @@ def generate_libero_demos(
                                            f"{work.root}")
                         outcome = fresh
                         if outcome.success:
-                            job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)))
+                            job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)),
+                                   bool(fast_drawing))
                             future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
                     elif outcome.success:
                         future = _InlineFuture(0)  # recorded by an earlier run

@@ -35,6 +35,17 @@ settling steps), 2.3 s without; a step 320-390 ms with both cameras at 64, 128 o
 matters: per-render overhead and the scene's 300k mesh triangles dominate), 180 ms with one camera, 22 ms without
 cameras. Turning off multisampling (``offsamples=0``) was measured 1.5x faster per step but changes the images
 (aliasing), so the defaults, which LIBERO's datasets were rendered with, are kept.
+
+``fast_drawing=True`` (our own demonstrations and the policies trained on them) draws the cameras with our own
+MuJoCo renderer instead of robosuite's: visual meshes simplified to the image size (LIBERO's scenes carry about
+380k mesh triangles, 33k after simplification at 96 px), no multisampling, shadows or reflections. The simulation
+is the same (robosuite runs without any renderer; only a copy of the model that is used for drawing changes). The
+images keep LIBERO's orientation but are not identical to robosuite's (mean difference 7-12 grey levels at 96 px),
+so a policy is evaluated with the drawing its training data was made with (``c2c eval libero`` reads it from the
+dataset record). Measured at 96 px, two cameras, another job busy on the machine: 24 ms per step's drawing against
+166 ms for the same scene with full meshes; robosuite's own step with both cameras 286 ms (physics about 20 ms).
+Keep fast-drawing envs and robosuite camera envs in separate processes: a robosuite reset frees its previous
+OpenGL context, and with OSMesa that can delete the objects of whichever context is current (seen as wrong images).
 """
 
 from __future__ import annotations
@@ -294,6 +305,7 @@ class LiberoEnv:
         max_steps: int | None = None,
         num_wait_steps: int = NUM_WAIT_STEPS,
         seed: int = DEFAULT_SEED,
+        fast_drawing: bool = False,
     ) -> None:
         """Make the task's simulator (4-16 s).
 
@@ -302,6 +314,7 @@ class LiberoEnv:
         dataset converted to that size would be). ``cameras=()`` makes a state-only env that never renders.
         ``max_steps``: policy steps per episode (default: the suite's, :data:`MAX_STEPS`). ``seed``: LIBERO's global
         numpy RNG is seeded with it before every reset, so an episode depends only on (seed, init state, actions).
+        ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see the module docstring).
         """
         self.suite = check_suite(suite)
         self.task_id = check_task_id(self.suite, task_id)
@@ -330,7 +343,9 @@ class LiberoEnv:
         self.instruction: str = task.language
         self.bddl_file = Path(bench.get_task_bddl_file_path(self.task_id))
         self._init_states = np.asarray(bench.get_task_init_states(self.task_id))
-        if self.cameras:
+        self.fast_drawing = bool(fast_drawing) and bool(self.cameras)
+        self._drawing: _Drawing | None = None
+        if self.cameras and not self.fast_drawing:
             self._env = libero.OffScreenRenderEnv(
                 bddl_file_name=str(self.bddl_file), camera_heights=self.render_size, camera_widths=self.render_size,
                 camera_names=[CAMERAS[camera][0] for camera in self.cameras])
@@ -435,7 +450,22 @@ class LiberoEnv:
 
     def observation(self) -> dict[str, Any]:
         """The latest observation in our keys (see :func:`convert_observation`)."""
-        return convert_observation(self.raw_observation, self.instruction, self.cameras, self.image_size)
+        return self.observe(self.raw_observation)
+
+    def observe(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+        """A raw LIBERO observation of this env's simulator in our keys; with ``fast_drawing`` the cameras are drawn
+        from the simulator's current state (``raw`` then carries no images)."""
+        if self.fast_drawing:
+            raw = {**raw, **self._draw()}
+        return convert_observation(raw, self.instruction, self.cameras, self.image_size)
+
+    def _draw(self) -> dict[str, np.ndarray]:
+        """LIBERO's raw camera images (robosuite's orientation) drawn by our renderer."""
+        sim = self.libero_env.env.sim
+        model, data = sim.model._model, sim.data._data
+        if self._drawing is None or not self._drawing.fits(model):
+            self._drawing = _Drawing(model, self.cameras, self.render_size)
+        return self._drawing.render(data)
 
     def check_success(self) -> bool:
         """LIBERO's goal check on the current state."""
@@ -444,6 +474,9 @@ class LiberoEnv:
     def close(self) -> None:
         """Release the simulator and its renderer."""
         env, self._env = getattr(self, "_env", None), None
+        drawing, self._drawing = getattr(self, "_drawing", None), None
+        if drawing is not None:
+            drawing.close()
         if env is not None:
             env.close()
 
@@ -452,3 +485,64 @@ class LiberoEnv:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+class _Drawing:
+    """Our renderer on a copy of a LIBERO model whose visual meshes are simplified (``fast_drawing``).
+
+    robosuite compiles a new model on every reset; the copy, its simplification (2-3 s) and the renderer are reused
+    as long as the new model has the same structure (a hash of its sizes, geoms, meshes and cameras), which holds
+    for every reset of one task: only the placement (the state) changes.
+    """
+
+    def __init__(self, model: Any, cameras: Sequence[str], size: int) -> None:
+        import copy
+
+        import mujoco
+
+        from c2c.envs.metaworld_env import mesh_cell_size, simplify_visual_meshes
+
+        self.key = _model_structure(model)
+        self.model = copy.deepcopy(model)
+        simplify_visual_meshes(self.model, mesh_cell_size(size))
+        self.size = int(size)
+        self.raw_keys = [CAMERAS[camera][1] for camera in cameras]
+        self.camera_ids = []
+        for camera in cameras:
+            camera_id = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_CAMERA, CAMERAS[camera][0])
+            if camera_id < 0:
+                raise ConfigError(f"the LIBERO scene has no camera {CAMERAS[camera][0]!r} (camera {camera!r})")
+            self.camera_ids.append(camera_id)
+        self.option = mujoco.MjvOption()
+        self.option.geomgroup[0] = 0  # robosuite's collision geoms (group 0) are not drawn, as by its own renderer
+
+    def fits(self, model: Any) -> bool:
+        return _model_structure(model) == self.key
+
+    def render(self, data: Any) -> dict[str, np.ndarray]:
+        from c2c.envs.metaworld_env import renderer_for
+
+        renderer = renderer_for(self.model, self.size)
+        # Our renderer gives upright images; robosuite's raw images are upright ones turned 180 degrees and
+        # mirrored, i.e. flipped top to bottom (``upright_image`` turns them back).
+        return {key: renderer.render(data, camera_id, self.option)[::-1]
+                for key, camera_id in zip(self.raw_keys, self.camera_ids, strict=True)}
+
+    def close(self) -> None:
+        from c2c.envs import metaworld_env
+
+        if metaworld_env._live_renderer is not None and metaworld_env._live_renderer.model is self.model:
+            metaworld_env.close_renderer()
+
+
+def _model_structure(model: Any) -> str:
+    """A hash of what drawing depends on besides the state: sizes, geoms, meshes, materials and cameras."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    digest.update(np.array([model.nq, model.nv, model.nbody, model.ngeom, model.nmesh, model.nmat, model.ntex,
+                            model.ncam], dtype=np.int64).tobytes())
+    for name in ("geom_type", "geom_dataid", "geom_bodyid", "geom_size", "geom_rgba", "geom_matid", "geom_group",
+                 "mesh_vertnum", "mesh_facenum", "mat_rgba", "cam_fovy", "cam_bodyid", "cam_pos", "cam_quat"):
+        digest.update(np.ascontiguousarray(getattr(model, name)).tobytes())
+    return digest.hexdigest()

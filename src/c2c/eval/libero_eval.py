@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import json
 import shlex
 import time
 from collections.abc import Sequence
@@ -136,6 +137,23 @@ def load_policy(policy: Any) -> tuple[Any, str | None]:
     return PlanExecutePolicy.from_pretrained(directory).eval(), str(directory)
 
 
+def training_drawing(policy_dir: str | None) -> bool:
+    """Whether the policy's training data was drawn with ``fast_drawing`` (from ``training_data.json``; False when
+    the policy is an object, the file is absent or the data came from elsewhere, e.g. LIBERO's own datasets)."""
+    if policy_dir is None:
+        return False
+    from c2c.policy.train import TRAINING_DATA_FILE
+
+    path = Path(policy_dir) / TRAINING_DATA_FILE
+    if not path.is_file():
+        return False
+    try:
+        record = json.loads(path.read_text()).get("c2c") or {}
+    except (json.JSONDecodeError, AttributeError) as error:
+        raise ConfigError(f"{path}: not a JSON object ({error})") from None
+    return record.get("generator") == "libero" and bool(record.get("fast_drawing", False))
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Trials.
 
@@ -206,6 +224,7 @@ def evaluate_libero(
     render_size: int | None = None,
     log: Callable[[str], None] | None = print,
     workers: int | None = 1,
+    fast_drawing: bool | None = None,
 ) -> dict[str, Any]:
     """Run the protocol on ``tasks`` (default: all 10) of ``suite``; write results.json, report.md, success.png.
 
@@ -213,6 +232,8 @@ def evaluate_libero(
     ``replan_every``: actions executed per decoded chunk (default: the policy's). ``videos``: trials recorded per
     task (the first ones). ``max_steps``: override of the suite's step limit (smoke tests only; recorded).
     ``render_size``: render at this size and resize to the policy's (default: render at the policy's size).
+    ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see ``LiberoEnv``); None: as the
+    policy's training data was drawn (its ``training_data.json``), else robosuite's cameras.
     ``log``: where progress lines go (None: silent). ``workers``: processes rolling trials out at the same time
     (each with its own simulator, renderer and copy of the policy on one thread; None: the usable CPUs, at most 2
     per job list; a policy object always runs in this process). Results do not depend on the worker count: every
@@ -232,6 +253,9 @@ def evaluate_libero(
     config = policy_obj.config
     check_libero_policy(config, where)
     run_config = config.replace(replan_every=replan_every) if replan_every is not None else config  # checked here
+    drawing_override = fast_drawing
+    if fast_drawing is None:
+        fast_drawing = training_drawing(policy_dir)
 
     from c2c.envs.libero_env import LiberoEnv, import_libero, suite_tasks
 
@@ -252,10 +276,12 @@ def evaluate_libero(
             "max_steps": max_steps or MAX_STEPS[suite], "max_steps_override": max_steps,
             "num_wait_steps": NUM_WAIT_STEPS, "videos": videos, "cameras": list(config.cameras),
             "image_size": config.image_size, "render_size": render_size or config.image_size,
+            "fast_drawing": bool(fast_drawing),
             "exec_horizon": getattr(config, "exec_horizon", None), "temperature": getattr(config, "temperature", None),
         },
         "command": command_line(policy_dir, suite, task_ids, trials, seed, out, replan_every=replan_every,
-                                videos=videos, max_steps=max_steps, render_size=render_size),
+                                videos=videos, max_steps=max_steps, render_size=render_size,
+                                fast_drawing=drawing_override),
         "versions": _versions(),
         "tasks": [],
     }
@@ -266,7 +292,7 @@ def evaluate_libero(
     jobs = trial_jobs(task_ids, trials, _worker_count(workers, policy_dir, len(task_ids) * trials))
     if len(jobs) > 1 and policy_dir is not None:
         settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, render_size, videos,
-                                   str(video_dir))
+                                   str(video_dir), bool(fast_drawing))
         try:
             _evaluate_in_workers(jobs, settings, names, results, out, say, started)
         finally:
@@ -283,7 +309,7 @@ def evaluate_libero(
             info = names[task_id]
             say(f"[libero] {suite} task {task_id}: {info['instruction']}")
             env = LiberoEnv(suite, task_id, image_size=config.image_size, render_size=render_size,
-                            cameras=config.cameras, max_steps=max_steps, seed=seed)
+                            cameras=config.cameras, max_steps=max_steps, seed=seed, fast_drawing=bool(fast_drawing))
             records = []
             try:
                 for trial in range(trials):
@@ -356,6 +382,7 @@ class _WorkerSettings:
     render_size: int | None
     videos: int
     video_dir: str
+    fast_drawing: bool = False
 
 
 _WORKER: dict[str, Any] = {}
@@ -380,7 +407,8 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
             env.close()
         env = _WORKER["env"] = LiberoEnv(settings.suite, job.task_id, image_size=policy.config.image_size,
                                          render_size=settings.render_size, cameras=policy.config.cameras,
-                                         max_steps=settings.max_steps, seed=settings.seed)
+                                         max_steps=settings.max_steps, seed=settings.seed,
+                                         fast_drawing=settings.fast_drawing)
     video_dir = Path(settings.video_dir)
     records = [run_trial(env, policy, trial, settings.seed,
                          video_dir / f"task{job.task_id:02d}_trial{trial:02d}.mp4" if trial < settings.videos else None)
@@ -462,7 +490,8 @@ def _fill_suite_summary(results: dict[str, Any], seconds: float) -> None:
 
 
 def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: int, seed: int, out: Path, *,
-                 replan_every: int | None, videos: int, max_steps: int | None, render_size: int | None) -> str:
+                 replan_every: int | None, videos: int, max_steps: int | None, render_size: int | None,
+                 fast_drawing: bool | None = None) -> str:
     """The `c2c eval libero` command that reproduces an evaluation (``<policy-dir>`` for an in-memory policy)."""
     words = ["c2c", "eval", "libero", "--policy", policy_dir or "<policy-dir>", "--suite", suite]
     if tasks != list(range(TASKS_PER_SUITE)):
@@ -476,6 +505,8 @@ def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: i
         words += ["--max-steps", str(max_steps)]
     if render_size is not None:
         words += ["--render-size", str(render_size)]
+    if fast_drawing is not None:
+        words += ["--fast-drawing" if fast_drawing else "--no-fast-drawing"]
     words += ["--out", str(out)]
     return shlex.join(words)
 
@@ -605,6 +636,9 @@ def add_libero_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.A
                         help="render at this size and resize to the policy's image size (default: render at it)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes, each with its own simulator (default: the usable CPUs, at most 2)")
+    parser.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=None,
+                        help="draw the cameras with our renderer on simplified meshes (--fast-drawing) or robosuite's "
+                             "(--no-fast-drawing); default: as the policy's training data was drawn")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(func=run_libero_eval)
     return parser
@@ -614,7 +648,8 @@ def run_libero_eval(args: argparse.Namespace) -> int:
     """Handler of `c2c eval libero`: evaluate, print the summary table, name the outputs."""
     results = evaluate_libero(args.policy, args.suite, tasks=args.tasks, trials=args.trials, seed=args.seed,
                               replan_every=args.replan_every, videos=args.videos, out=args.out,
-                              max_steps=args.max_steps, render_size=args.render_size, workers=args.workers)
+                              max_steps=args.max_steps, render_size=args.render_size, workers=args.workers,
+                              fast_drawing=args.fast_drawing)
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
     return 0

@@ -60,7 +60,20 @@ def _data_settings(preset: PipelinePreset) -> dict[str, Any]:
     }
     if preset.suite is not None:
         settings["suite"] = preset.suite
+        settings["fast_drawing"] = True  # our renderer on simplified meshes (LiberoEnv); evaluations follow it
     return settings
+
+
+def same_settings(recorded: Any, settings: dict[str, Any]) -> bool:
+    """Whether a stage recorded with ``recorded`` settings was run with ``settings``. A stage's own output path is
+    compared by its last part only, so a run directory that was moved or copied is reused, not redone."""
+    def portable(value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {key: Path(item).name if key == "out" and isinstance(item, str) else item
+                for key, item in value.items()}
+
+    return portable(recorded) == portable(settings)
 
 
 def run_stage(stage_dir: Path, settings: dict[str, Any], force: bool, work: Callable[[], Any],
@@ -70,7 +83,7 @@ def run_stage(stage_dir: Path, settings: dict[str, Any], force: bool, work: Call
     marker = stage_dir / STAGE_FILE
     if marker.is_file() and not force:
         record = json.loads(marker.read_text())
-        if record.get("settings") == settings:
+        if same_settings(record.get("settings"), settings):
             print(f"[{label}] done already ({record['seconds']:.0f} s when it ran); reusing {stage_dir}")
             return {**record, "skipped": True}
         print(f"[{label}] settings changed since the last run: redoing it")
@@ -110,7 +123,7 @@ def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
             tasks = ",".join(map(str, supported))
         report = generate_libero_demos(suite=preset.suite, tasks=tasks,
                                        episodes_per_task=preset.episodes_per_task, image_size=preset.image_size,
-                                       seed=preset.seed, out=dataset_dir, overwrite=force)
+                                       seed=preset.seed, out=dataset_dir, overwrite=force, fast_drawing=True)
         print(report.summary())
         return dataset_dir
     report = generate_metaworld_demos(
@@ -285,7 +298,7 @@ def finished_stage(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
     if not marker.is_file():
         return None
     record = json.loads(marker.read_text())
-    if record.get("settings") != settings:
+    if not same_settings(record.get("settings"), settings):
         return None
     print(f"[{stage_dir.parent.name} {stage_dir.name}] done already ({record['seconds']:.0f} s when it ran); reusing "
           f"{stage_dir}")
