@@ -112,3 +112,16 @@ def test_miniature_libero_preset_end_to_end(tmp_path, libero_installed):
     assert "## Closed-loop success (LIBERO protocol)" in report
     assert "| Coarse-to-Control (paper, Table 1) | 98.8 | 100.0 | 97.8 | 95.0 | 97.9 |" in report
     assert "| plan (this run, debug, 2 steps) | - |" in report
+
+
+def test_the_reproduce_command_names_every_override():
+    from pathlib import Path
+
+    from c2c.eval.pipeline import run_command
+
+    quick = get_preset("quick")
+    assert run_command(quick, Path("runs/q")) == "c2c run --preset quick --out runs/q"
+    changed = quick.replace(backbone="tiny-multistream", policy_steps=50)
+    assert run_command(changed, Path("runs/q")) == ("c2c run --preset quick --out runs/q --backbone tiny-multistream "
+                                                   "--policy-steps 50")
+    assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist

@@ -36,6 +36,7 @@ import numpy as np
 from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE
 from c2c.data.normalize import ActionNormalizers
 from c2c.data.windows import WindowSpec, dataset_windows, resolve_gripper_dims
+from c2c.errors import ConfigError
 from c2c.eval.presets import PipelinePreset, get_preset
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
@@ -591,6 +592,8 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
     dataset = LeRobotDataset(dataset_dir)
     expert = dataset.extra_info.get("expert", {})
     lines = [f"# c2c run --preset {preset.name}", "", f"{preset.description}.", ""]
+    if preset_overrides(preset):
+        lines[-1:-1] = ["", f"Changed from the preset: `{' '.join(preset_overrides(preset))}`."]
     lines += _success_section(preset, evaluations)
     lines += [
         "## Demonstrations",
@@ -646,13 +649,38 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
     return path
 
 
+# `c2c run` options that override a preset's field (PipelinePreset.replace).
+OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
+                    "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task"}
+
+
+def preset_overrides(preset: PipelinePreset) -> list[str]:
+    """The `c2c run` options by which ``preset`` differs from the named preset it was made from (``[]``: none, or a
+    preset made in code, which no command line gives)."""
+    try:
+        named = get_preset(preset.name)
+    except ConfigError:
+        return []
+    words = []
+    for field_name, option in OVERRIDE_OPTIONS.items():
+        value = getattr(preset, field_name)
+        if value != getattr(named, field_name):
+            words += [option, str(value)]
+    return words
+
+
+def run_command(preset: PipelinePreset, out: Path) -> str:
+    """The `c2c run` command that reproduces ``preset``: its name plus an option for every overridden field."""
+    return " ".join(["c2c", "run", "--preset", preset.name, "--out", str(out), *preset_overrides(preset)])
+
+
 def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = False,
                  workers: int | None = None, parallel: bool | None = None) -> int:
     chosen = preset if isinstance(preset, PipelinePreset) else get_preset(preset)
     out = Path(out) if out is not None else Path("runs") / chosen.name
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    command = f"c2c run --preset {chosen.name} --out {out}"
+    command = run_command(chosen, out)
     print(f"{command}: {chosen.description}")
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
