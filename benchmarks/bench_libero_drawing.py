@@ -1,0 +1,83 @@
+"""Cost of a LIBERO step with both cameras: robosuite's renderer vs our fast drawing (simplified meshes), and the
+state-only step as the floor, measured in the same run.
+
+Each mode runs in its own process (a robosuite camera env and our renderer are not mixed in one process: see
+``c2c.envs.libero_env``), one after the other, on the same task, reset and zero actions. Reports milliseconds per
+step (median of ``--repeats`` blocks of ``--steps`` steps), the ratio to robosuite's, and the mean image difference
+between the two drawings of the same state.
+
+Run::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/bench_libero_drawing.py --suite libero_object --task 0 --size 96
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import time
+
+import numpy as np
+
+MODES = ("state-only", "robosuite", "fast")
+
+
+def _measure(mode: str, suite: str, task: int, size: int, steps: int, repeats: int, queue: multiprocessing.Queue) -> None:
+    from c2c.constants import image_key
+    from c2c.envs.libero_env import LiberoEnv
+
+    cameras = () if mode == "state-only" else ("image", "image2")
+    env = LiberoEnv(suite, task, image_size=size, cameras=cameras, fast_drawing=mode == "fast")
+    try:
+        obs = env.reset(0)
+        images = np.stack([obs[image_key(camera)] for camera in cameras]) if cameras else None
+        blocks = []
+        for _ in range(repeats):
+            env.reset(0)
+            started = time.perf_counter()
+            for _ in range(steps):
+                env.step(np.zeros(7))
+            blocks.append((time.perf_counter() - started) / steps * 1000)
+        queue.put((mode, float(np.median(blocks)), images))
+    finally:
+        env.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", default="libero_object")
+    parser.add_argument("--task", type=int, default=0)
+    parser.add_argument("--size", type=int, default=96, help="square image side, pixels (default 96)")
+    parser.add_argument("--steps", type=int, default=20, help="steps per timed block (default 20)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed blocks per mode; the median is kept (default 3)")
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    args = parser.parse_args()
+
+    context = multiprocessing.get_context("spawn")
+    results: dict[str, tuple[float, np.ndarray | None]] = {}
+    for mode in MODES:
+        queue = context.Queue()
+        process = context.Process(target=_measure, args=(mode, args.suite, args.task, args.size, args.steps,
+                                                         args.repeats, queue))
+        process.start()
+        name, ms, images = queue.get()
+        process.join()
+        results[name] = (ms, images)
+    reference = results["robosuite"][0]
+    difference = float(np.abs(results["fast"][1].astype(np.int16) - results["robosuite"][1].astype(np.int16)).mean())
+    print(f"LIBERO {args.suite} task {args.task}, both cameras at {args.size} px, median of {args.repeats} x "
+          f"{args.steps} steps")
+    print(f"{'mode':<12} {'ms/step':>8} {'vs robosuite':>13}")
+    for mode in MODES:
+        print(f"{mode:<12} {results[mode][0]:>8.1f} {results[mode][0] / reference:>12.2f}x")
+    print(f"mean |fast - robosuite| image difference: {difference:.1f} grey levels")
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump({"suite": args.suite, "task": args.task, "size": args.size,
+                       "ms_per_step": {mode: results[mode][0] for mode in MODES}, "image_difference": difference},
+                      handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
