@@ -76,7 +76,10 @@ UNSUPPORTED_TASKS: dict[str, dict[str, str]] = {
     },
 }
 PLACEMENTS = ("random",)  # official init states are for evaluation only
-STATE_TOLERANCE = 1e-5  # largest observation.state difference between a set state and the rollout's
+# Largest observation.state difference between a set state and the rollout's. Setting a state and stepping is not
+# bit-for-bit continuous stepping (the solver's warm start is not part of the state): up to 1.1e-5 was seen on
+# libero_object; 1e-4 (m, rad) is far below what a camera shows and far above that noise.
+STATE_TOLERANCE = 1e-4
 
 
 def placement_seed(seed: int, suite: str, task: str, attempt: int) -> int:
