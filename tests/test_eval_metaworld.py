@@ -150,6 +150,23 @@ def test_missing_training_record_needs_the_escape_hatch(policy_dir, tmp_path):
     assert any("NOT checked" in warning for warning in results["warnings"])
 
 
+@pytest.mark.sim
+def test_training_placements_are_a_flagged_diagnostic(policy_dir, tmp_path):
+    results = evaluate_metaworld(policy_dir, "reach", episodes=2, seed=0, out=tmp_path / "eval", workers=1,
+                                 max_steps=3, show_progress=False, training_placements=True)
+    assert [r["seed"] for r in results["tasks"]["reach-v3"]["rollouts"]] == TRAINING_SEEDS[:2]
+    assert results["settings"]["placements"] == "training (diagnostic)"
+    assert results["command"].endswith("--training-placements")
+    assert results["warnings"][0].startswith("DIAGNOSTIC")
+    assert "not a generalisation result" in (tmp_path / "eval" / "report.md").read_text()
+    with pytest.raises(ConfigError, match="has 3 placements of reach-v3, fewer than --episodes 4"):
+        evaluate_metaworld(policy_dir, "reach", episodes=4, seed=0, out=tmp_path / "eval2", workers=1,
+                           training_placements=True)
+    with pytest.raises(ConfigError, match="has 0 placements of pick-place-v3"):
+        evaluate_metaworld(policy_dir, "pick-place", episodes=1, seed=0, out=tmp_path / "eval2", workers=1,
+                           training_placements=True)
+
+
 def _edit_config(policy: Path, **changes) -> None:
     path = policy / "config.json"
     raw = json.loads(path.read_text())

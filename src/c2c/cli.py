@@ -271,6 +271,9 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: min(CPUs, episodes, 2); 1 runs in this process)")
     mw.add_argument("--out", type=Path, required=True, help="output directory")
+    mw.add_argument("--training-placements", action="store_true",
+                    help="diagnostic: start episode k of each task from its k-th training demonstration's placement "
+                         "(fit vs generalisation; flagged as such in the report, never a result)")
     mw.add_argument("--allow-unknown-training-seeds", action="store_true",
                     help="debugging only: evaluate a policy whose training_data.json is missing (overlap unchecked)")
     mw.set_defaults(func=_run_eval_metaworld)
@@ -287,6 +290,7 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
         args.policy, args.tasks, args.episodes, args.seed, args.out, replan_every=args.replan_every,
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
         allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=api_key(args),
+        training_placements=args.training_placements,
     )
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")

@@ -146,6 +146,21 @@ def check_disjoint_seeds(jobs: list[_Job], training: TrainingRecord) -> None:
             )
 
 
+def training_placement_seeds(training: TrainingRecord, tasks: list[str], episodes: int) -> dict[str, list[int]]:
+    """Task -> the placement seeds of its first ``episodes`` training demonstration attempts (``--training-placements``)."""
+    if not training.known:
+        raise ConfigError(f"--training-placements needs the training placements, but {training.path} "
+                          f"{'is missing' if not training.path.is_file() else 'records no Meta-World seeds'}")
+    placements = {}
+    for task in tasks:
+        seeds = [seed for seed, owner in training.seeds.items() if owner == task]
+        if len(seeds) < episodes:
+            raise ConfigError(f"--training-placements: {training.path} has {len(seeds)} placements of {task}, fewer "
+                              f"than --episodes {episodes}")
+        placements[task] = seeds[:episodes]
+    return placements
+
+
 def served_training_record(policy: Any, server: str) -> TrainingRecord:
     """The training record a ``c2c serve`` server sends in its metadata (``known=False`` when it has none)."""
     record = policy.training_record() or {}
@@ -437,6 +452,7 @@ def evaluate_metaworld(
     allow_unknown_training_seeds: bool = False,
     server: str | None = None,
     api_key: str | None = None,
+    training_placements: bool = False,
 ) -> dict[str, Any]:
     """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
 
@@ -451,6 +467,11 @@ def evaluate_metaworld(
     ``api_key`` its key) instead of loading the policy: episodes run in this process (``workers`` 1), every chunk
     is decoded by the server with a fresh plan, and ``policy_dir`` becomes optional: the training record is read
     from ``policy_dir`` when given, else from the server's metadata (its ``training_data.json``).
+
+    ``training_placements``: a diagnostic, not a result: episode k of a task starts from the placement of the k-th
+    training demonstration attempt of that task (``seed`` is then unused). Success there about equal to success on
+    unseen placements means the policy underfits; far higher means it does not generalise. The report and
+    results.json say so in a warning and in ``settings.placements``.
     """
     if server is not None and policy is None:
         from c2c.serve.client import RemotePolicy
@@ -464,6 +485,7 @@ def evaluate_metaworld(
                 policy_dir, tasks, episodes, seed, out, replan_every=replan_every, max_steps=max_steps, videos=videos,
                 workers=1, show_progress=show_progress, policy=served,
                 allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
+                training_placements=training_placements,
             )
     if server is not None and not hasattr(policy, "training_record"):
         raise ConfigError("give a policy server or a policy object, not both")
@@ -497,12 +519,20 @@ def evaluate_metaworld(
         )
     videos = min(videos, episodes)
     video_dir = out / "videos"
-    jobs = [
-        _Job(task, k, eval_seed(seed, task, k), video_dir / f"{task}_ep{k}.mp4" if k < videos else None)
-        for task in task_names for k in range(episodes)
-    ]
-    check_disjoint_seeds(jobs, training)
-    warnings = [
+    if training_placements:
+        placements = training_placement_seeds(training, task_names, episodes)
+        jobs = [_Job(task, k, placements[task][k], video_dir / f"{task}_ep{k}.mp4" if k < videos else None)
+                for task in task_names for k in range(episodes)]
+    else:
+        jobs = [
+            _Job(task, k, eval_seed(seed, task, k), video_dir / f"{task}_ep{k}.mp4" if k < videos else None)
+            for task in task_names for k in range(episodes)
+        ]
+        check_disjoint_seeds(jobs, training)
+    warnings = [f"DIAGNOSTIC: these placements are the training demonstrations' own ({training.path}); the rates "
+                f"measure how well the policy fits its training data, not how it generalises"] if training_placements \
+        else []
+    warnings += [
         f"{task} was not among the training tasks ({', '.join(training.tasks)})"
         for task in task_names if training.tasks and task not in training.tasks
     ]
@@ -530,11 +560,13 @@ def evaluate_metaworld(
             "fast_drawing": training.fast_drawing, "exec_horizon": config.exec_horizon, "plan_reuse": config.plan_reuse,
             "temperature": config.temperature, "allow_unknown_training_seeds": allow_unknown_training_seeds,
             "training_tasks": list(training.tasks),
-            "training_seeds_checked": len(training.seeds) if training.known else None,
+            "training_seeds_checked": len(training.seeds) if training.known and not training_placements else None,
+            "placements": "training (diagnostic)" if training_placements else "unseen",
         },
         "command": command_line(policy_dir, task_names, episodes, seed, out, replan_every=replan_every,
                                 max_steps=max_steps, videos=videos, workers=workers,
-                                allow_unknown_training_seeds=allow_unknown_training_seeds, server=server),
+                                allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
+                                training_placements=training_placements),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
         **summarise(records, task_names, training),
@@ -603,7 +635,8 @@ def _weights_name(policy_dir: Path, policy: Any) -> str:
 
 def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed: int, out: Path, *,
                  replan_every: int | None, max_steps: int, videos: int, workers: int,
-                 allow_unknown_training_seeds: bool, server: str | None = None) -> str:
+                 allow_unknown_training_seeds: bool, server: str | None = None,
+                 training_placements: bool = False) -> str:
     """The `c2c eval metaworld` command that reproduces an evaluation (an API key is never written)."""
     words = ["c2c", "eval", "metaworld"]
     if policy_dir is not None:
@@ -616,6 +649,8 @@ def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed:
     words += ["--max-steps", str(max_steps), "--videos", str(videos), "--workers", str(workers), "--out", str(out)]
     if allow_unknown_training_seeds:
         words.append("--allow-unknown-training-seeds")
+    if training_placements:
+        words.append("--training-placements")
     return shlex.join(words)
 
 
@@ -709,6 +744,8 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"{settings['replan_every']} steps, at most {settings['max_steps']} steps; cameras "
         f"{', '.join(settings['cameras'])} at {settings['image_size']} px. Wall time {results['seconds']:.1f} s.", "",
         "```", results["command"], "```", "",
+        *(["**Diagnostic run on the training demonstrations' own placements: not a generalisation result.**", ""]
+          if settings.get("placements", "unseen") != "unseen" else []),
         "| task | group | success rate | successes | mean steps (successes) | s / episode |",
         "|---|---|---:|---:|---:|---:|",
     ]
