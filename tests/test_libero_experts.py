@@ -144,6 +144,39 @@ def test_generated_dataset_from_a_libero_object_task(tmp_path, libero_installed)
 
 
 @pytest.mark.libero_sim
+def test_two_workers_draw_during_the_search_and_match_the_camera_less_rollout(tmp_path, libero_installed):
+    """Fast drawing: tasks in two worker processes, frames drawn during the search itself; the kept episode is the
+    camera-less expert's rollout step for step, and a rerun after losing the dataset resumes from the work dir."""
+    from c2c.data.lerobot import LeRobotDataset
+    from c2c.envs.libero_demos import run_expert
+    from c2c.envs.libero_env import LiberoEnv
+
+    out = tmp_path / "demos"
+    kwargs = dict(suite="libero_object", tasks="2,3", episodes_per_task=1, max_attempts_factor=1, image_size=24,
+                  seed=0, out=out, workers=2, show_progress=False)
+    report = generate_libero_demos(**kwargs)
+    assert [task.successes for task in report.tasks] == [1, 1] and report.frames_recorded == sum(
+        task.frames for task in report.tasks)
+    dataset = LeRobotDataset(out)
+    assert [dataset.episode(i).metadata["task_id"] for i in range(2)] == [2, 3]  # task order, not finishing order
+    episode = dataset.episode(0)
+    assert episode.images["image"].shape == (len(episode.actions), 24, 24, 3)
+    assert episode.images["image"].std() > 10 and episode.images["image2"].std() > 10  # real pictures
+    name = report.tasks[0].task
+    with LiberoEnv("libero_object", 2, cameras=()) as env:
+        rollout = run_expert(env, placement_seed(0, "libero_object", name, 0))
+    np.testing.assert_array_equal(episode.actions, rollout.actions)
+    np.testing.assert_array_equal(episode.states, rollout.states)
+    assert json.loads((out / "meta" / "info.json").read_text())["c2c"]["expert"][name]["frames"] == len(rollout.actions)
+    # The work directory keeps every attempt and episode: regenerating the lost dataset redoes no rollout.
+    import shutil
+
+    shutil.rmtree(out)
+    again = generate_libero_demos(**kwargs)
+    assert again.frames_recorded == 0 and LeRobotDataset(out).num_episodes == 2
+
+
+@pytest.mark.libero_sim
 def test_skill_expert_opens_a_drawer_from_a_random_reset(libero_installed):
     """libero_goal task 0 (open the middle drawer): handle grasped with a horizontal gripper and pulled open."""
     from c2c.envs.libero_demos import run_expert

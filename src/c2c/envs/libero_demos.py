@@ -22,8 +22,11 @@ How an episode is made:
    replay of the actions is not used: the env with cameras resets to a state that differs from the camera-less
    one in the last bits (about 1e-14, measured), so it is not bit-for-bit reproducible. Every rendered frame's
    ``observation.state`` is checked against the search's (within 1e-5) and the last step must pass LIBERO's
-   success check again. ``fast_drawing`` (the default) draws the cameras with our renderer on simplified meshes
-   (:class:`~c2c.envs.libero_env.LiberoEnv`; about 4x cheaper per step); ``False`` uses robosuite's cameras.
+   success check again. This is the path of ``fast_drawing=False`` (robosuite's cameras).
+   With ``fast_drawing`` (the default: our renderer on simplified meshes, see :class:`~c2c.envs.libero_env.LiberoEnv`)
+   the search env itself draws both cameras at every step (it has no robosuite renderer, so its rollouts are the
+   camera-less ones bit for bit), successful episodes are written as they finish and failed ones dropped: no
+   replay. Tasks then run in parallel worker processes (:func:`_search_task`).
 3. Write. Episodes go into the dataset task by task in attempt order, with :class:`LeRobotWriter`, atomically;
    ``meta/info.json["c2c"]`` holds the request, ``generator: "libero"``, ``suite`` and ``expert[task_name] =
    {attempts, successes, success_rate, episodes, frames, seeds_attempted}``.
@@ -156,10 +159,11 @@ class Rollout:
     outcome: Attempt
 
 
-def run_expert(env: LiberoEnv, seed: int) -> Rollout:
+def run_expert(env: LiberoEnv, seed: int, images: dict[str, list[np.ndarray]] | None = None) -> Rollout:
     """Roll the expert out from the random reset under ``seed`` until LIBERO's success or ``env.max_steps``.
 
     ``outcome.attempt`` is left at -1 for the caller to set; ``outcome.digest`` hashes every simulator state.
+    ``images``: camera -> list that receives the frame the expert saw before each action (an env with cameras).
     """
     from c2c.envs.libero_experts import make_expert
 
@@ -171,6 +175,8 @@ def run_expert(env: LiberoEnv, seed: int) -> Rollout:
     while not done:
         action = expert.act()
         states.append(obs[OBS_STATE])
+        for camera, frames in (images or {}).items():
+            frames.append(obs[image_key(camera)])
         obs, success, done = env.step(action)
         actions.append(action)
         sim_states.append(sim_state(env))
@@ -253,6 +259,137 @@ class _InlineFuture:
 # Generation.
 
 
+@dataclass(frozen=True)
+class _TaskJob:
+    """One task's whole search with the cameras drawn as it goes (``fast_drawing``), for a worker process."""
+
+    suite: str
+    task_id: int
+    name: str
+    episodes: int  # successes wanted
+    max_attempts: int
+    seed: int
+    image_size: int
+    max_steps: int | None
+    work_root: str
+
+
+def _search_task(job: _TaskJob, progress: Any = None) -> tuple[list[Attempt], int]:
+    """Attempt ``job``'s task until ``job.episodes`` successes or ``job.max_attempts`` attempts; every successful
+    episode (its frames drawn during the rollout itself) is written to the work directory as it finishes, and the
+    attempts file after every attempt, so an interrupted run resumes. ``progress`` (a queue) receives
+    ``(task_id, success)`` per attempt. Returns the attempts in order and the frames drawn by this call.
+
+    With fast drawing the env has no robosuite renderer, so its rollouts are the camera-less search's, bit for bit:
+    an attempt cached by an earlier run is checked against its digest when it has to be redone.
+    """
+    work = WorkDir.existing(Path(job.work_root))
+    cached = work.load_attempts(job.name)
+    recorded = {int(path.stem.split("-")[1]) for path in (work.root / job.name).glob("episode-*.npz")}
+    attempts: list[Attempt] = []
+    drawn = 0
+    env: LiberoEnv | None = None
+    try:
+        for index in range(job.max_attempts):
+            if sum(attempt.success for attempt in attempts) == job.episodes:
+                break
+            outcome = cached.get(index)
+            if outcome is None or (outcome.success and index not in recorded):
+                env = env or LiberoEnv(job.suite, job.task_id, image_size=job.image_size, cameras=DEFAULT_CAMERAS,
+                                       max_steps=job.max_steps, fast_drawing=True)
+                frames: dict[str, list[np.ndarray]] = {camera: [] for camera in DEFAULT_CAMERAS}
+                rollout = run_expert(env, placement_seed(job.seed, job.suite, job.name, index), frames)
+                fresh = rollout.outcome
+                fresh.attempt = index
+                if outcome is not None and outcome != fresh:
+                    raise C2CError(f"{job.name} attempt {index}: the rollout differs from the one cached in {work.root}")
+                outcome = fresh
+                if outcome.success:
+                    drawn += outcome.length
+                    save_episode_arrays(work.episode_path(job.name, index), {
+                        "actions": rollout.actions, "states": rollout.states,
+                        **{camera: np.stack(images) for camera, images in frames.items()}})
+                if index not in cached:
+                    cached[index] = outcome
+                    work.save_attempts(job.name, cached)
+            attempts.append(outcome)
+            if progress is not None:
+                progress.put((job.task_id, outcome.success))
+    finally:
+        if env is not None:
+            env.close()
+    return attempts, drawn
+
+
+def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict[str, Any]], episodes_per_task: int,
+                          max_attempts_factor: int, seed: int, image_size: int, max_steps: int | None, work: WorkDir,
+                          workers: int, bar: Any) -> tuple[list[TaskReport], list[tuple[int, str, Attempt, Any]], int]:
+    """Every task's search with the cameras drawn during the rollouts, tasks spread over ``workers`` processes.
+
+    Returns the task reports, the kept attempts (as the replay path gives them) and the frames recorded.
+    """
+    import queue as queues
+
+    jobs = [_TaskJob(suite, task_id, names[task_id]["name"], episodes_per_task,
+                     episodes_per_task * max_attempts_factor, seed, image_size, max_steps, str(work.root))
+            for task_id in task_ids]
+    counts = {task_id: [0, 0] for task_id in task_ids}  # successes, attempts
+
+    def advance(task_id: int, success: bool) -> None:
+        counts[task_id][0] += success
+        counts[task_id][1] += 1
+        if bar is not None:
+            bar.update(int(success))
+            bar.set_postfix_str(f"task {task_id} expert {counts[task_id][0]}/{counts[task_id][1]}", refresh=True)
+
+    results: dict[int, tuple[list[Attempt], int]] = {}
+    workers = max(1, min(workers, len(jobs)))
+    if workers == 1:
+        class _Inline:
+            @staticmethod
+            def put(item: tuple[int, bool]) -> None:
+                advance(*item)
+
+        for job in jobs:
+            results[job.task_id] = _search_task(job, _Inline)
+    else:
+        context = multiprocessing.get_context("spawn")
+        with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            progress = manager.Queue()
+            futures = {pool.submit(_search_task, job, progress): job.task_id for job in jobs}
+            pending = set(futures)
+            try:
+                while pending:
+                    try:
+                        advance(*progress.get(timeout=0.5))
+                    except queues.Empty:
+                        pass
+                    for future in [future for future in pending if future.done()]:
+                        pending.discard(future)
+                        results[futures[future]] = future.result()  # a worker's error is raised here
+                while True:
+                    advance(*progress.get_nowait())
+            except queues.Empty:
+                pass
+            except BaseException:
+                pool.shutdown(wait=False, cancel_futures=True)
+                raise
+    reports, kept, frames = [], [], 0
+    for task_id in task_ids:
+        attempts, drawn = results[task_id]
+        name = names[task_id]["name"]
+        successes = [attempt for attempt in attempts if attempt.success]
+        if bar is not None and len(successes) < episodes_per_task:
+            bar.total -= episodes_per_task - len(successes)
+            bar.refresh()
+        reports.append(TaskReport(task=name, attempts=len(attempts), successes=len(successes),
+                                  episodes=len(successes), frames=sum(attempt.length for attempt in successes),
+                                  seeds_attempted=[attempt.seed for attempt in attempts]))
+        kept += [(task_id, name, attempt, _InlineFuture(0)) for attempt in successes]  # written already
+        frames += drawn
+    return reports, kept, frames
+
+
 def generate_libero_demos(
     *,
     suite: str,
@@ -313,7 +450,7 @@ def generate_libero_demos(
     work = WorkDir(out, settings, overwrite=overwrite)
     workers = workers if workers is not None else min(_usable_cpus(), len(task_ids) * episodes_per_task)
     pool = None
-    if workers > 1:
+    if workers > 1 and not fast_drawing:
         pool = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
     bar = None
     if show_progress:
@@ -324,55 +461,60 @@ def generate_libero_demos(
     kept: list[tuple[int, str, Attempt, Any]] = []  # (task id, task name, attempt, future of its recording)
     frames_recorded = 0
     try:
-        for task_id in task_ids:
-            name = names[task_id]["name"]
-            cached = work.load_attempts(name)
-            recorded = {int(path.stem.split("-")[1]) for path in (work.root / name).glob("episode-*.npz")}
-            attempts: list[Attempt] = []
-            env: LiberoEnv | None = None
-            try:
-                for index in range(episodes_per_task * max_attempts_factor):
-                    if sum(attempt.success for attempt in attempts) == episodes_per_task:
-                        break
-                    outcome = cached.get(index)
-                    future: Any = None
-                    if outcome is None or (outcome.success and index not in recorded):
-                        env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps)
-                        rollout = run_expert(env, placement_seed(seed, suite, name, index))
-                        fresh = rollout.outcome
-                        fresh.attempt = index
-                        if outcome is not None and outcome != fresh:
-                            raise C2CError(f"{name} attempt {index}: the rollout differs from the one cached in "
-                                           f"{work.root}")
-                        outcome = fresh
+        if fast_drawing:  # the cameras are drawn during the search: no replay, tasks in parallel
+            reports, kept, frames_recorded = _search_while_drawing(
+                suite, task_ids, names, episodes_per_task, max_attempts_factor, seed, image_size, max_steps, work,
+                workers, bar)
+        else:
+            for task_id in task_ids:
+                name = names[task_id]["name"]
+                cached = work.load_attempts(name)
+                recorded = {int(path.stem.split("-")[1]) for path in (work.root / name).glob("episode-*.npz")}
+                attempts: list[Attempt] = []
+                env: LiberoEnv | None = None
+                try:
+                    for index in range(episodes_per_task * max_attempts_factor):
+                        if sum(attempt.success for attempt in attempts) == episodes_per_task:
+                            break
+                        outcome = cached.get(index)
+                        future: Any = None
+                        if outcome is None or (outcome.success and index not in recorded):
+                            env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps)
+                            rollout = run_expert(env, placement_seed(seed, suite, name, index))
+                            fresh = rollout.outcome
+                            fresh.attempt = index
+                            if outcome is not None and outcome != fresh:
+                                raise C2CError(f"{name} attempt {index}: the rollout differs from the one cached in "
+                                               f"{work.root}")
+                            outcome = fresh
+                            if outcome.success:
+                                job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)),
+                                       bool(fast_drawing))
+                                future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
+                        elif outcome.success:
+                            future = _InlineFuture(0)  # recorded by an earlier run
+                        if index not in cached:
+                            cached[index] = outcome
+                            work.save_attempts(name, cached)
+                        attempts.append(outcome)
                         if outcome.success:
-                            job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)),
-                                   bool(fast_drawing))
-                            future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
-                    elif outcome.success:
-                        future = _InlineFuture(0)  # recorded by an earlier run
-                    if index not in cached:
-                        cached[index] = outcome
-                        work.save_attempts(name, cached)
-                    attempts.append(outcome)
-                    if outcome.success:
-                        kept.append((task_id, name, outcome, future))
+                            kept.append((task_id, name, outcome, future))
+                            if bar is not None:
+                                bar.update(1)
                         if bar is not None:
-                            bar.update(1)
-                    if bar is not None:
-                        successes = sum(attempt.success for attempt in attempts)
-                        bar.set_postfix_str(f"task {task_id} expert {successes}/{len(attempts)}", refresh=True)
-            finally:
-                if env is not None:
-                    env.close()
-            successes = [attempt for attempt in attempts if attempt.success]
-            if bar is not None and len(successes) < episodes_per_task:
-                bar.total -= episodes_per_task - len(successes)
-                bar.refresh()
-            reports.append(TaskReport(
-                task=name, attempts=len(attempts), successes=len(successes), episodes=len(successes),
-                frames=sum(attempt.length for attempt in successes),
-                seeds_attempted=[attempt.seed for attempt in attempts]))
+                            successes = sum(attempt.success for attempt in attempts)
+                            bar.set_postfix_str(f"task {task_id} expert {successes}/{len(attempts)}", refresh=True)
+                finally:
+                    if env is not None:
+                        env.close()
+                successes = [attempt for attempt in attempts if attempt.success]
+                if bar is not None and len(successes) < episodes_per_task:
+                    bar.total -= episodes_per_task - len(successes)
+                    bar.refresh()
+                reports.append(TaskReport(
+                    task=name, attempts=len(attempts), successes=len(successes), episodes=len(successes),
+                    frames=sum(attempt.length for attempt in successes),
+                    seeds_attempted=[attempt.seed for attempt in attempts]))
         if not kept:
             raise C2CError(f"the scripted expert succeeded on none of its attempts ({suite} tasks {task_ids})")
         with LeRobotWriter(out, fps=CONTROL_HZ, robot_type="panda", state_names=list(STATE_NAMES),

@@ -177,6 +177,13 @@ class WorkDir:
             leftover.unlink()
         _write_json(settings_path, settings)
 
+    @classmethod
+    def existing(cls, root: Path) -> "WorkDir":
+        """The work directory at ``root`` as it is (a worker process's handle; its settings were checked already)."""
+        work = cls.__new__(cls)
+        work.root, work.settings = Path(root), None
+        return work
+
     def episode_path(self, task: str, attempt: int) -> Path:
         (self.root / task).mkdir(exist_ok=True)
         return self.root / task / f"episode-{attempt:05d}.npz"
