@@ -208,6 +208,11 @@ def test_cli_prints_a_summary_and_one_line_errors(policy_dir, tmp_path, capsys):
                  "--seed", "0", "--out", str(out)]) == 2
     error = capsys.readouterr().err
     assert error.startswith("c2c: error: --policy") and error.count("\n") == 1
+    assert main(["eval", "metaworld", "--policy", str(policy_dir), "--tasks", "reach", "--episodes", "1",
+                 "--out", str(out)]) == 2
+    assert "--seed is required" in capsys.readouterr().err
+    assert main(["eval", "metaworld", "--policy", str(policy_dir), "--tasks", "reach", "--episodes", "1",
+                 "--max-steps", "2", "--workers", "1", "--training-placements", "--out", str(out)]) == 0
 
 
 @pytest.mark.sim

@@ -263,7 +263,8 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--tasks", required=True, help="comma list of task names (e.g. reach-v3,pick-place-v3) or a "
                     "group: mt10, mt50, easy, medium, hard, very_hard")
     mw.add_argument("--episodes", type=int, required=True, help="episodes per task")
-    mw.add_argument("--seed", type=int, required=True, help="seed of the evaluation placements")
+    mw.add_argument("--seed", type=int, default=None,
+                    help="seed of the evaluation placements (required, unless --training-placements)")
     mw.add_argument("--replan-every", type=int, default=None,
                     help="actions executed per decoded chunk (default: the policy's replan_every)")
     mw.add_argument("--max-steps", type=int, default=500, help="episode step limit (default 500)")
@@ -286,8 +287,12 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
         from c2c.errors import ConfigError
 
         raise ConfigError("eval metaworld: give --policy DIR, or --server ws://HOST:PORT of a `c2c serve` server")
+    if args.seed is None and not args.training_placements:
+        from c2c.errors import ConfigError
+
+        raise ConfigError("eval metaworld: --seed is required (the seed of the evaluation placements)")
     results = evaluate_metaworld(
-        args.policy, args.tasks, args.episodes, args.seed, args.out, replan_every=args.replan_every,
+        args.policy, args.tasks, args.episodes, 0 if args.seed is None else args.seed, args.out, replan_every=args.replan_every,
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
         allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=api_key(args),
         training_placements=args.training_placements,
