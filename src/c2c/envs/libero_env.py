@@ -40,10 +40,10 @@ cameras. Turning off multisampling (``offsamples=0``) was measured 1.5x faster p
 MuJoCo renderer instead of robosuite's: visual meshes simplified to the image size (LIBERO's scenes carry about
 380k mesh triangles, 33k after simplification at 96 px), no multisampling, shadows or reflections. The simulation
 is the same (robosuite runs without any renderer; only a copy of the model that is used for drawing changes). The
-images keep LIBERO's orientation but are not identical to robosuite's (mean difference 7-12 grey levels at 96 px),
+images keep LIBERO's orientation but are not identical to robosuite's (mean difference 4.7 grey levels at 96 px),
 so a policy is evaluated with the drawing its training data was made with (``c2c eval libero`` reads it from the
-dataset record). Measured at 96 px, two cameras, another job busy on the machine: 24 ms per step's drawing against
-166 ms for the same scene with full meshes; robosuite's own step with both cameras 286 ms (physics about 20 ms).
+dataset record). ``benchmarks/bench_libero_drawing.py --size 96`` (both cameras, another job busy on the machine):
+83 ms per step with fast drawing, 296 ms with robosuite's cameras, 36 ms without cameras.
 Keep fast-drawing envs and robosuite camera envs in separate processes: a robosuite reset frees its previous
 OpenGL context, and with OSMesa that can delete the objects of whichever context is current (seen as wrong images).
 """
@@ -529,10 +529,9 @@ class _Drawing:
                 for key, camera_id in zip(self.raw_keys, self.camera_ids, strict=True)}
 
     def close(self) -> None:
-        from c2c.envs import metaworld_env
+        from c2c.envs.metaworld_env import close_renderer
 
-        if metaworld_env._live_renderer is not None and metaworld_env._live_renderer.model is self.model:
-            metaworld_env.close_renderer()
+        close_renderer(self.model)
 
 
 def _model_structure(model: Any) -> str:

@@ -134,12 +134,12 @@ def renderer_for(model: mujoco.MjModel, size: int) -> OffscreenRenderer:
     return _live_renderer
 
 
-def close_renderer() -> None:
-    """Close the process's renderer (a later render makes a new one)."""
+def close_renderer(model: mujoco.MjModel | None = None) -> None:
+    """Close the process's renderer (a later render makes a new one); with ``model``, only if it draws that model."""
     global _live_renderer
-    if _live_renderer is not None:
+    if _live_renderer is not None and (model is None or _live_renderer.model is model):
         _live_renderer.close()
-    _live_renderer = None
+        _live_renderer = None
 
 
 def _make_gl_context(size: int) -> Any:
@@ -421,8 +421,7 @@ class MetaWorldEnv:
 
     def close(self) -> None:
         """Release the renderer if it is this env's, and the simulator."""
-        if _live_renderer is not None and _live_renderer.model is self._env.model:
-            close_renderer()
+        close_renderer(self._env.model)
         self._env.close()
 
     def __enter__(self) -> "MetaWorldEnv":
