@@ -200,7 +200,7 @@ def render_rollout(env: LiberoEnv, seed: int, rollout: Rollout) -> dict[str, np.
     """
     length = len(rollout.actions)
     images = {camera: np.empty((length, env.image_size, env.image_size, 3), np.uint8) for camera in env.cameras}
-    obs = env.reset_random(seed)  # the same scene (robosuite rebuilds the model on reset)
+    obs = env.reset_random(seed)  # the same scene
     simulator = env.libero_env
     if sim_state(env).shape != rollout.sim_states.shape[1:]:
         raise C2CError(f"{env.task_name} seed {seed}: the env with cameras has a simulator state of "

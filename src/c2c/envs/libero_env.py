@@ -30,8 +30,9 @@ points the variable at ``<venv>/libero-config`` (written by the setup script) wh
 
 Cost on 2 CPU cores (OSMesa), measured with another job using about 1.3 of the cores (an idle machine was seen at
 about 0.12 s per step with two 128 px cameras):
-making the env 3-7 s; a reset 6-10 s with cameras (robosuite rebuilds the model on every reset, plus the 10
-settling steps), 2.3 s without; a step 320-390 ms with both cameras at 64, 128 or 224 px (the image size barely
+making the env 3-7 s; a reset 6-10 s with cameras when robosuite rebuilds the model on every reset
+(``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.25 s plus the settling steps with
+the soft resets used by default (same episodes bit for bit, see :class:`LiberoEnv`); a step 320-390 ms with both cameras at 64, 128 or 224 px (the image size barely
 matters: per-render overhead and the scene's 300k mesh triangles dominate), 180 ms with one camera, 22 ms without
 cameras. Turning off multisampling (``offsamples=0``) was measured 1.5x faster per step but changes the images
 (aliasing), so the defaults, which LIBERO's datasets were rendered with, are kept.
@@ -306,6 +307,7 @@ class LiberoEnv:
         num_wait_steps: int = NUM_WAIT_STEPS,
         seed: int = DEFAULT_SEED,
         fast_drawing: bool = False,
+        hard_reset: bool = False,
     ) -> None:
         """Make the task's simulator (4-16 s).
 
@@ -315,6 +317,11 @@ class LiberoEnv:
         ``max_steps``: policy steps per episode (default: the suite's, :data:`MAX_STEPS`). ``seed``: LIBERO's global
         numpy RNG is seeded with it before every reset, so an episode depends only on (seed, init state, actions).
         ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see the module docstring).
+        ``hard_reset``: True (robosuite's default, used by LIBERO's own evaluation scripts) compiles the scene anew on
+        every reset, about 2 s; False (the default here) keeps the compiled model and resets only the simulator's
+        data and the robot, 0.25 s. Both give the same episodes bit for bit, random placements and official init
+        states alike (tested; checked on a task of each suite): the one piece of state a soft reset would carry
+        over, the gripper's integrated command, is cleared here as a fresh gripper starts.
         """
         self.suite = check_suite(suite)
         self.task_id = check_task_id(self.suite, task_id)
@@ -333,6 +340,7 @@ class LiberoEnv:
             raise ConfigError(f"max_steps must be in 1..{ROBOSUITE_HORIZON - self.num_wait_steps} (robosuite's "
                               f"horizon of {ROBOSUITE_HORIZON} steps less the settling steps), got {max_steps}")
         self.seed = int(seed)
+        self.hard_reset = bool(hard_reset)
 
         libero = import_libero()
         bench = get_suite(self.suite)
@@ -348,11 +356,11 @@ class LiberoEnv:
         if self.cameras and not self.fast_drawing:
             self._env = libero.OffScreenRenderEnv(
                 bddl_file_name=str(self.bddl_file), camera_heights=self.render_size, camera_widths=self.render_size,
-                camera_names=[CAMERAS[camera][0] for camera in self.cameras])
+                camera_names=[CAMERAS[camera][0] for camera in self.cameras], hard_reset=self.hard_reset)
         else:
             self._env = libero.ControlEnv(
                 bddl_file_name=str(self.bddl_file), has_renderer=False, has_offscreen_renderer=False,
-                use_camera_obs=False)
+                use_camera_obs=False, hard_reset=self.hard_reset)
         self._raw: dict[str, Any] | None = None
         self._steps = 0
         self._done = False
@@ -377,7 +385,7 @@ class LiberoEnv:
             raise ConfigError(f"init_state_index {init_state_index} out of range for {self.suite} task "
                               f"{self.task_id} (valid: 0..{self.num_init_states - 1})")
         self._env.seed(self.seed)
-        self._env.reset()
+        self._reset_simulator()
         return self._settle(self._env.set_init_state(self._init_states[index]))
 
     def reset_random(self, seed: int) -> dict[str, Any]:
@@ -392,7 +400,21 @@ class LiberoEnv:
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < 2**32:
             raise ConfigError(f"reset_random needs a seed in 0..2**32-1, got {seed!r}")
         self._env.seed(int(seed))
-        return self._settle(self._env.reset())
+        return self._settle(self._reset_simulator())
+
+    def _reset_simulator(self) -> dict[str, Any]:
+        """LIBERO's reset (a random placement); after a soft reset, the grippers' commands start from zero again.
+
+        robosuite's Panda gripper integrates its command across steps (``current_action``); a hard reset builds new
+        gripper objects, a soft one keeps the old ones, whose command would carry the last episode's grip into the
+        settling steps (a 2.6e-3 rad difference in the arm after them, measured).
+        """
+        raw = self._env.reset()
+        if not self.hard_reset:
+            for robot in self._env.env.robots:
+                for gripper in _robot_grippers(robot):
+                    gripper.current_action = np.zeros_like(gripper.current_action)
+        return raw
 
     def _settle(self, raw: Any) -> dict[str, Any]:
         """The protocol's wait steps (gripper open, no motion) after a reset; starts the episode's counters."""
@@ -487,11 +509,19 @@ class LiberoEnv:
         self.close()
 
 
+def _robot_grippers(robot: Any) -> list[Any]:
+    """A robosuite robot's gripper models (single-arm robots have one, bimanual ones a dict of two)."""
+    gripper = getattr(robot, "gripper", None)
+    if gripper is None:
+        return []
+    return list(gripper.values()) if isinstance(gripper, dict) else [gripper]
+
+
 class _Drawing:
     """Our renderer on a copy of a LIBERO model whose visual meshes are simplified (``fast_drawing``).
 
-    robosuite compiles a new model on every reset; the copy, its simplification (2-3 s) and the renderer are reused
-    as long as the new model has the same structure (a hash of its sizes, geoms, meshes and cameras), which holds
+    With ``hard_reset=True`` robosuite compiles a new model on every reset; the copy, its simplification (2-3 s) and
+    the renderer are reused as long as the new model has the same structure (a hash of its sizes, geoms, meshes and cameras), which holds
     for every reset of one task: only the placement (the state) changes.
     """
 
