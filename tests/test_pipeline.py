@@ -6,7 +6,7 @@ import shutil
 import pytest
 
 from c2c.eval.pipeline import STAGE_FILE, run_pipeline
-from c2c.eval.presets import PipelinePreset, get_preset
+from c2c.eval.presets import PRESETS, PipelinePreset, get_preset
 from c2c.errors import ConfigError
 
 pytestmark = pytest.mark.sim
@@ -125,3 +125,6 @@ def test_the_reproduce_command_names_every_override():
     assert run_command(changed, Path("runs/q")) == ("c2c run --preset quick --out runs/q --backbone tiny-multistream "
                                                    "--policy-steps 50")
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
+    # The one-line description names the backbone actually used.
+    assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
+    assert all("{" not in preset.summary for preset in PRESETS.values())

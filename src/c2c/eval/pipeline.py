@@ -591,7 +591,7 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 
     dataset = LeRobotDataset(dataset_dir)
     expert = dataset.extra_info.get("expert", {})
-    lines = [f"# c2c run --preset {preset.name}", "", f"{preset.description}.", ""]
+    lines = [f"# c2c run --preset {preset.name}", "", f"{preset.summary}.", ""]
     if preset_overrides(preset):
         lines[-1:-1] = ["", f"Changed from the preset: `{' '.join(preset_overrides(preset))}`."]
     lines += _success_section(preset, evaluations)
@@ -681,7 +681,7 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     command = run_command(chosen, out)
-    print(f"{command}: {chosen.description}")
+    print(f"{command}: {chosen.summary}")
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
     tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
