@@ -31,11 +31,12 @@ points the variable at ``<venv>/libero-config`` (written by the setup script) wh
 Cost on 2 CPU cores (OSMesa), measured with another job using about 1.3 of the cores (an idle machine was seen at
 about 0.12 s per step with two 128 px cameras):
 making the env 3-7 s; a reset 6-10 s with cameras when robosuite rebuilds the model on every reset
-(``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.25 s plus the settling steps with
-the soft resets used by default (same episodes bit for bit, see :class:`LiberoEnv`); a step 320-390 ms with both cameras at 64, 128 or 224 px (the image size barely
-matters: per-render overhead and the scene's 300k mesh triangles dominate), 180 ms with one camera, 22 ms without
-cameras. Turning off multisampling (``offsamples=0``) was measured 1.5x faster per step but changes the images
-(aliasing), so the defaults, which LIBERO's datasets were rendered with, are kept.
+(``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.25 s plus the settling steps with the
+soft resets used by default (same episodes bit for bit, see :class:`LiberoEnv`); a step 320-390 ms with both
+cameras at 64, 128 or 224 px (the image size barely matters: per-render overhead and the scene's 300k mesh
+triangles dominate), 180 ms with one camera, 22 ms without cameras. Turning off multisampling (``offsamples=0``)
+was measured 1.5x faster per step but changes the images (aliasing), so the defaults, which LIBERO's datasets were
+rendered with, are kept.
 
 ``fast_drawing=True`` (our own demonstrations and the policies trained on them) draws the cameras with our own
 MuJoCo renderer instead of robosuite's: visual meshes simplified to the image size (LIBERO's scenes carry about
@@ -537,8 +538,8 @@ class _Drawing:
     """Our renderer on a copy of a LIBERO model whose visual meshes are simplified (``fast_drawing``).
 
     With ``hard_reset=True`` robosuite compiles a new model on every reset; the copy, its simplification (2-3 s) and
-    the renderer are reused as long as the new model has the same structure (a hash of its sizes, geoms, meshes and cameras), which holds
-    for every reset of one task: only the placement (the state) changes.
+    the renderer are reused as long as the new model has the same structure (a hash of its sizes, geoms, meshes and
+    cameras), which holds for every reset of one task: only the placement (the state) changes.
     """
 
     def __init__(self, model: Any, cameras: Sequence[str], size: int) -> None:
