@@ -1,10 +1,12 @@
 """Cost of a LIBERO step with both cameras: robosuite's renderer vs our fast drawing (simplified meshes), and the
-state-only step as the floor, measured in the same run.
+state-only step as the floor, measured in the same run; then whole demonstration episodes (fast drawing, the
+scripted expert from random placements) with robosuite's hard resets vs our soft ones.
 
 Each mode runs in its own process (a robosuite camera env and our renderer are not mixed in one process: see
 ``c2c.envs.libero_env``), one after the other, on the same task, reset and zero actions. Reports milliseconds per
 step (median of ``--repeats`` blocks of ``--steps`` steps), the ratio to robosuite's, and the mean image difference
-between the two drawings of the same state.
+between the two drawings of the same state. The episode part reports seconds per episode (reset and settling
+included) over ``--episodes`` expert episodes per reset mode, and checks that both modes gave the same episodes.
 
 Run::
 
@@ -44,6 +46,25 @@ def _measure(mode: str, suite: str, task: int, size: int, steps: int, repeats: i
         env.close()
 
 
+def _episodes(hard_reset: bool, suite: str, task: int, size: int, episodes: int,
+              queue: multiprocessing.Queue) -> None:
+    from c2c.envs.libero_demos import placement_seed, run_expert
+    from c2c.envs.libero_env import LiberoEnv
+
+    env = LiberoEnv(suite, task, image_size=size, cameras=("image", "image2"), fast_drawing=True,
+                    hard_reset=hard_reset)
+    try:
+        run_expert(env, placement_seed(1, suite, env.task_name, 0), {"image": [], "image2": []})  # warm-up
+        started = time.perf_counter()
+        digests = []
+        for attempt in range(1, episodes + 1):
+            frames = {"image": [], "image2": []}
+            digests.append(run_expert(env, placement_seed(1, suite, env.task_name, attempt), frames).outcome.digest)
+        queue.put(((time.perf_counter() - started) / episodes, digests))
+    finally:
+        env.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--suite", default="libero_object")
@@ -51,6 +72,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=96, help="square image side, pixels (default 96)")
     parser.add_argument("--steps", type=int, default=20, help="steps per timed block (default 20)")
     parser.add_argument("--repeats", type=int, default=3, help="timed blocks per mode; the median is kept (default 3)")
+    parser.add_argument("--episodes", type=int, default=4,
+                        help="expert episodes per reset mode (default 4; 0 skips the episode part)")
     parser.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = parser.parse_args()
 
@@ -72,11 +95,27 @@ def main() -> None:
     for mode in MODES:
         print(f"{mode:<12} {results[mode][0]:>8.1f} {results[mode][0] / reference:>12.2f}x")
     print(f"mean |fast - robosuite| image difference: {difference:.1f} grey levels")
+    episodes: dict[str, float] = {}
+    if args.episodes > 0:
+        digests = {}
+        for hard_reset in (True, False):
+            queue = context.Queue()
+            process = context.Process(target=_episodes, args=(hard_reset, args.suite, args.task, args.size,
+                                                              args.episodes, queue))
+            process.start()
+            name = "hard reset" if hard_reset else "soft reset"
+            episodes[name], digests[name] = queue.get()
+            process.join()
+        print(f"expert episodes with fast drawing, {args.episodes} per mode (reset and settling included)")
+        for name, seconds in episodes.items():
+            print(f"{name:<12} {seconds:>7.2f} s/episode {seconds / episodes['hard reset']:>8.2f}x")
+        same = digests["hard reset"] == digests["soft reset"]
+        print(f"same episodes bit for bit: {'yes' if same else 'NO'}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"suite": args.suite, "task": args.task, "size": args.size,
-                       "ms_per_step": {mode: results[mode][0] for mode in MODES}, "image_difference": difference},
-                      handle, indent=2)
+                       "ms_per_step": {mode: results[mode][0] for mode in MODES}, "image_difference": difference,
+                       "seconds_per_episode": episodes}, handle, indent=2)
 
 
 if __name__ == "__main__":

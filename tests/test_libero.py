@@ -313,19 +313,52 @@ def test_soft_reset_gives_the_episodes_of_a_hard_reset(libero_installed):
     for hard in (True, False):
         env = LiberoEnv("libero_spatial", 7, cameras=(), hard_reset=hard, max_steps=12)
         try:
-            model = env.libero_env.env.sim.model._model
-            states = []
+            states, models = [], []
             for start in (lambda: env.reset_random(5), lambda: env.reset_random(6), lambda: env.reset(1)):
                 start()
+                models.append(env.libero_env.env.sim.model._model)
                 states.append(sim_state(env))
                 for _ in range(12):
                     env.step(close)
                     states.append(sim_state(env))
             runs[hard] = np.stack(states)
-            assert (env.libero_env.env.sim.model._model is model) is not hard
+            assert (models[2] is models[1]) is not hard  # a soft reset keeps the model compiled by the first
         finally:
             env.close()
     np.testing.assert_array_equal(runs[False], runs[True])
+
+
+@pytest.mark.slow  # about 15 min on one core: two envs for each of the 40 tasks
+@pytest.mark.libero_sim
+@pytest.mark.parametrize("suite", ["libero_spatial", "libero_object", "libero_goal", "libero_10"])
+def test_soft_reset_matches_hard_reset_on_every_task(libero_installed, suite):
+    """The check above on every task of every suite (``make test-slow``): after a first episode that closes the
+    gripper, a second random placement and official init state 0 start as after robosuite's rebuild. Not always bit
+    for bit: on some tasks the constraint solver's last bits differ between a reset MjData and a fresh one (about
+    1e-14 here); a carried-over fixture pose or gripper command differs by 1e-3 and more."""
+    from c2c.envs.libero_demos import sim_state
+    from c2c.envs.libero_env import suite_tasks
+
+    close = np.array([0.3, 0.2, -0.2, 0.0, 0.1, 0.0, 1.0])
+    mismatches = []
+    for task in suite_tasks(suite):
+        runs = {}
+        for hard in (True, False):
+            env = LiberoEnv(suite, task["task_id"], cameras=(), hard_reset=hard, max_steps=8)
+            try:
+                env.reset_random(11)
+                for _ in range(8):
+                    env.step(close)
+                env.reset_random(12)
+                second = sim_state(env)
+                env.reset(0)
+                runs[hard] = (second, sim_state(env))
+            finally:
+                env.close()
+        gap = max(float(np.abs(a - b).max()) for a, b in zip(runs[True], runs[False], strict=True))
+        if gap > 1e-9:
+            mismatches.append((task["name"], gap))
+    assert not mismatches, mismatches
 
 
 @pytest.mark.libero_sim

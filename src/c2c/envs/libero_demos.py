@@ -280,8 +280,9 @@ def _search_task(job: _TaskJob, progress: Any = None) -> tuple[list[Attempt], in
     attempts file after every attempt, so an interrupted run resumes. ``progress`` (a queue) receives
     ``(task_id, success)`` per attempt. Returns the attempts in order and the frames drawn by this call.
 
-    With fast drawing the env has no robosuite renderer, so its rollouts are the camera-less search's, bit for bit:
-    an attempt cached by an earlier run is checked against its digest when it has to be redone.
+    With fast drawing the env has no robosuite renderer, so its rollouts are the camera-less search's. An attempt is
+    redone only when its episode file went missing; the fresh outcome then replaces the cached one (soft resets
+    make an attempt's last bits depend on the episodes before it in the env, see ``LiberoEnv``).
     """
     work = WorkDir.existing(Path(job.work_root))
     cached = work.load_attempts(job.name)
@@ -299,17 +300,14 @@ def _search_task(job: _TaskJob, progress: Any = None) -> tuple[list[Attempt], in
                                        max_steps=job.max_steps, fast_drawing=True)
                 frames: dict[str, list[np.ndarray]] = {camera: [] for camera in DEFAULT_CAMERAS}
                 rollout = run_expert(env, placement_seed(job.seed, job.suite, job.name, index), frames)
-                fresh = rollout.outcome
-                fresh.attempt = index
-                if outcome is not None and outcome != fresh:
-                    raise C2CError(f"{job.name} attempt {index}: the rollout differs from the one cached in {work.root}")
-                outcome = fresh
+                outcome = rollout.outcome
+                outcome.attempt = index
                 if outcome.success:
                     drawn += outcome.length
                     save_episode_arrays(work.episode_path(job.name, index), {
                         "actions": rollout.actions, "states": rollout.states,
                         **{camera: np.stack(images) for camera, images in frames.items()}})
-                if index not in cached:
+                if cached.get(index) != outcome:
                     cached[index] = outcome
                     work.save_attempts(job.name, cached)
             attempts.append(outcome)
@@ -481,19 +479,15 @@ def generate_libero_demos(
                         if outcome is None or (outcome.success and index not in recorded):
                             env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps)
                             rollout = run_expert(env, placement_seed(seed, suite, name, index))
-                            fresh = rollout.outcome
-                            fresh.attempt = index
-                            if outcome is not None and outcome != fresh:
-                                raise C2CError(f"{name} attempt {index}: the rollout differs from the one cached in "
-                                               f"{work.root}")
-                            outcome = fresh
+                            outcome = rollout.outcome  # redone: replaces a cached one (see _search_task)
+                            outcome.attempt = index
                             if outcome.success:
                                 job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)),
                                        bool(fast_drawing))
                                 future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
                         elif outcome.success:
                             future = _InlineFuture(0)  # recorded by an earlier run
-                        if index not in cached:
+                        if cached.get(index) != outcome:
                             cached[index] = outcome
                             work.save_attempts(name, cached)
                         attempts.append(outcome)

@@ -32,7 +32,7 @@ Cost on 2 CPU cores (OSMesa), measured with another job using about 1.3 of the c
 about 0.12 s per step with two 128 px cameras):
 making the env 3-7 s; a reset 6-10 s with cameras when robosuite rebuilds the model on every reset
 (``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.25 s plus the settling steps with the
-soft resets used by default (same episodes bit for bit, see :class:`LiberoEnv`); a step 320-390 ms with both
+soft resets used by default (the same starting states, see :class:`LiberoEnv`); a step 320-390 ms with both
 cameras at 64, 128 or 224 px (the image size barely matters: per-render overhead and the scene's 300k mesh
 triangles dominate), 180 ms with one camera, 22 ms without cameras. Turning off multisampling (``offsamples=0``)
 was measured 1.5x faster per step but changes the images (aliasing), so the defaults, which LIBERO's datasets were
@@ -319,10 +319,12 @@ class LiberoEnv:
         numpy RNG is seeded with it before every reset, so an episode depends only on (seed, init state, actions).
         ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see the module docstring).
         ``hard_reset``: True (robosuite's default, used by LIBERO's own evaluation scripts) compiles the scene anew on
-        every reset, about 2 s; False (the default here) keeps the compiled model and resets only the simulator's
-        data and the robot, 0.25 s. Both give the same episodes bit for bit, random placements and official init
-        states alike (tested; checked on a task of each suite): what a soft reset would carry over is put back as
-        a fresh compile has it (see :meth:`_reset_simulator`).
+        every reset, about 2 s; False (the default here) does so on the first reset only, then keeps the compiled
+        model and resets the simulator's data and the robot, 0.25 s. What a soft reset would carry over is put back
+        as a fresh compile has it (see :meth:`_reset_simulator`), so both give the same placements and starting
+        states, random and official alike: bit for bit on the first reset and on many tasks, otherwise within
+        1e-12 (the constraint solver's last bits differ between a reset MjData and a fresh one; contacts can grow
+        such a difference over an episode, as any perturbation). ``make test-slow`` checks every task.
         """
         self.suite = check_suite(suite)
         self.task_id = check_task_id(self.suite, task_id)
@@ -412,20 +414,27 @@ class LiberoEnv:
           objects that stand on a fixture relative to where the fixture is *before* its new placement: the compiled
           position after a hard reset, the last episode's after a soft one (the bowl then missed the stove and the
           expert failed every libero_spatial task 7 attempt). Those two arrays, the only model arrays a reset
-          changes (checked on tasks of three suites), get the compiled values back, taken once from a compile of the
-          env's own XML (about 2 s, on the first soft reset).
+          changes (checked on tasks of three suites), get the compiled values back, taken from a second compile of
+          the XML that the first (hard) reset compiled (about 2 s, once).
         - robosuite's Panda gripper integrates its command across steps (``current_action``); a hard reset builds
           new gripper objects, a soft one keeps the old ones, whose command would carry the last episode's grip into
           the settling steps (2.6e-3 rad in the arm after them, measured).
         """
+        robosuite_env = self._env.env
         if self.hard_reset:
             return self._env.reset()
-        model = self._env.env.sim.model._model
-        if self._compiled_poses is None:
+        if self._compiled_poses is None:  # the first reset is a hard one: that episode is bit for bit robosuite's
             import mujoco
 
-            compiled = mujoco.MjModel.from_xml_string(self._env.env.model.get_xml())
+            robosuite_env.hard_reset = True
+            try:
+                raw = self._env.reset()
+            finally:
+                robosuite_env.hard_reset = False
+            compiled = mujoco.MjModel.from_xml_string(robosuite_env.model.get_xml())  # what that reset compiled
             self._compiled_poses = (compiled.body_pos.copy(), compiled.body_quat.copy())
+            return raw
+        model = robosuite_env.sim.model._model
         model.body_pos[:], model.body_quat[:] = self._compiled_poses
         raw = self._env.reset()
         for robot in self._env.env.robots:
