@@ -6,7 +6,8 @@ Each mode runs in its own process (a robosuite camera env and our renderer are n
 ``c2c.envs.libero_env``), one after the other, on the same task, reset and zero actions. Reports milliseconds per
 step (median of ``--repeats`` blocks of ``--steps`` steps), the ratio to robosuite's, and the mean image difference
 between the two drawings of the same state. The episode part reports seconds per episode (reset and settling
-included) over ``--episodes`` expert episodes per reset mode, and checks that both modes gave the same episodes.
+included) over ``--episodes`` expert episodes per reset mode, and how many episodes came out bit for bit the same
+(soft resets match hard ones within 1e-12 at the start, see ``LiberoEnv``; contacts can grow that).
 
 Run::
 
@@ -59,7 +60,8 @@ def _episodes(hard_reset: bool, suite: str, task: int, size: int, episodes: int,
         digests = []
         for attempt in range(1, episodes + 1):
             frames = {"image": [], "image2": []}
-            digests.append(run_expert(env, placement_seed(1, suite, env.task_name, attempt), frames).outcome.digest)
+            outcome = run_expert(env, placement_seed(1, suite, env.task_name, attempt), frames).outcome
+            digests.append((outcome.success, outcome.length, outcome.digest))
         queue.put(((time.perf_counter() - started) / episodes, digests))
     finally:
         env.close()
@@ -109,8 +111,10 @@ def main() -> None:
         print(f"expert episodes with fast drawing, {args.episodes} per mode (reset and settling included)")
         for name, seconds in episodes.items():
             print(f"{name:<12} {seconds:>7.2f} s/episode {seconds / episodes['hard reset']:>8.2f}x")
-        same = digests["hard reset"] == digests["soft reset"]
-        print(f"same episodes bit for bit: {'yes' if same else 'NO'}")
+        pairs = list(zip(digests["hard reset"], digests["soft reset"], strict=True))
+        print(f"episodes identical bit for bit: {sum(a == b for a, b in pairs)}/{len(pairs)}; same success: "
+              f"{sum(a[0] == b[0] for a, b in pairs)}/{len(pairs)}; successes hard {sum(a[0] for a, _ in pairs)}, "
+              f"soft {sum(b[0] for _, b in pairs)}")
     if args.json:
         with open(args.json, "w") as handle:
             json.dump({"suite": args.suite, "task": args.task, "size": args.size,
