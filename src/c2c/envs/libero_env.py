@@ -31,7 +31,7 @@ points the variable at ``<venv>/libero-config`` (written by the setup script) wh
 Cost on 2 CPU cores (OSMesa), measured with another job using about 1.3 of the cores (an idle machine was seen at
 about 0.12 s per step with two 128 px cameras):
 making the env 3-7 s; a reset 6-10 s with cameras when robosuite rebuilds the model on every reset
-(``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.25 s plus the settling steps with the
+(``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.5 s plus the settling steps with the
 soft resets used by default (the same starting states, see :class:`LiberoEnv`); a step 320-390 ms with both
 cameras at 64, 128 or 224 px (the image size barely matters: per-render overhead and the scene's 300k mesh
 triangles dominate), 180 ms with one camera, 22 ms without cameras. Turning off multisampling (``offsamples=0``)
@@ -318,13 +318,14 @@ class LiberoEnv:
         ``max_steps``: policy steps per episode (default: the suite's, :data:`MAX_STEPS`). ``seed``: LIBERO's global
         numpy RNG is seeded with it before every reset, so an episode depends only on (seed, init state, actions).
         ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see the module docstring).
-        ``hard_reset``: True (robosuite's default, used by LIBERO's own evaluation scripts) compiles the scene anew on
-        every reset, about 2 s; False (the default here) does so on the first reset only, then keeps the compiled
-        model and resets the simulator's data and the robot, 0.25 s. What a soft reset would carry over is put back
-        as a fresh compile has it (see :meth:`_reset_simulator`), so both give the same placements and starting
-        states, random and official alike: bit for bit on the first reset and on many tasks, otherwise within
-        1e-12 (the constraint solver's last bits differ between a reset MjData and a fresh one; contacts can grow
-        such a difference over an episode, as any perturbation). ``make test-slow`` checks every task.
+        ``hard_reset``: True (robosuite's default, used by LIBERO's own evaluation scripts) compiles the scene anew
+        on every reset, about 2 s; False (the default here) does so on the first reset only, then keeps the compiled
+        model, rebuilds the scene's Python objects and resets the simulator's data, about 0.5 s. What a soft reset
+        would carry over is put back as a hard reset has it (see :meth:`_reset_simulator`), so both give the same
+        placements and starting states, random and official alike: bit for bit on the first reset and on many tasks,
+        otherwise within 1e-12 (the constraint solver's last bits differ between a reset MjData and a fresh one;
+        contacts can grow such a difference over an episode, as any perturbation). ``make test-slow`` checks every
+        task.
         """
         self.suite = check_suite(suite)
         self.task_id = check_task_id(self.suite, task_id)
@@ -407,18 +408,20 @@ class LiberoEnv:
         return self._settle(self._reset_simulator())
 
     def _reset_simulator(self) -> dict[str, Any]:
-        """LIBERO's reset (a random placement), soft unless ``hard_reset``: two things a soft reset would carry over
-        are first put back as a fresh compile of the scene has them.
+        """LIBERO's reset (a random placement), soft unless ``hard_reset``: what a soft reset would carry over is
+        first put back as robosuite's hard reset has it; only the compile (about 2 s) is skipped.
 
+        - robosuite's hard reset first rebuilds the scene's Python objects (``_load_model``: the MJCF, the objects,
+          the robots with their grippers and LIBERO's placement samplers), then compiles them. The rebuild is kept
+          (about 0.3 s). Without it the samplers drew other placements for the same seed on some tasks
+          (libero_spatial task 4: fixtures 1 cm and the bowl 4 cm elsewhere), and the Panda gripper's integrated
+          command (``current_action``) carried the last episode's grip into the settling steps.
         - Fixtures (stove, cabinet, ...) are placed by writing ``model.body_pos`` / ``body_quat``, and LIBERO places
           objects that stand on a fixture relative to where the fixture is *before* its new placement: the compiled
           position after a hard reset, the last episode's after a soft one (the bowl then missed the stove and the
           expert failed every libero_spatial task 7 attempt). Those two arrays, the only model arrays a reset
           changes (checked on tasks of three suites), get the compiled values back, taken from a second compile of
           the XML that the first (hard) reset compiled (about 2 s, once).
-        - robosuite's Panda gripper integrates its command across steps (``current_action``); a hard reset builds
-          new gripper objects, a soft one keeps the old ones, whose command would carry the last episode's grip into
-          the settling steps (2.6e-3 rad in the arm after them, measured).
         """
         robosuite_env = self._env.env
         if self.hard_reset:
@@ -436,11 +439,8 @@ class LiberoEnv:
             return raw
         model = robosuite_env.sim.model._model
         model.body_pos[:], model.body_quat[:] = self._compiled_poses
-        raw = self._env.reset()
-        for robot in self._env.env.robots:
-            for gripper in _robot_grippers(robot):
-                gripper.current_action = np.zeros_like(gripper.current_action)
-        return raw
+        robosuite_env._load_model()  # the scene's Python objects and samplers, as a hard reset rebuilds them
+        return self._env.reset()
 
     def _settle(self, raw: Any) -> dict[str, Any]:
         """The protocol's wait steps (gripper open, no motion) after a reset; starts the episode's counters."""
@@ -533,14 +533,6 @@ class LiberoEnv:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
-
-
-def _robot_grippers(robot: Any) -> list[Any]:
-    """A robosuite robot's gripper models (single-arm robots have one, bimanual ones a dict of two)."""
-    gripper = getattr(robot, "gripper", None)
-    if gripper is None:
-        return []
-    return list(gripper.values()) if isinstance(gripper, dict) else [gripper]
 
 
 class _Drawing:
