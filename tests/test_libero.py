@@ -328,7 +328,7 @@ def test_soft_reset_gives_the_episodes_of_a_hard_reset(libero_installed):
     np.testing.assert_array_equal(runs[False], runs[True])
 
 
-@pytest.mark.slow  # about 15 min on one core: two envs for each of the 40 tasks
+@pytest.mark.slow  # about 10 min on one core: two envs for each of the 40 tasks
 @pytest.mark.libero_sim
 @pytest.mark.parametrize("suite", ["libero_spatial", "libero_object", "libero_goal", "libero_10"])
 def test_soft_reset_matches_hard_reset_on_every_task(libero_installed, suite):
