@@ -235,7 +235,7 @@ def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: s
         if env is not None:
             env.close()
         env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, cameras=DEFAULT_CAMERAS,
-                                      fast_drawing=fast_drawing)
+                                      fast_drawing=fast_drawing, hard_reset=False)
     save_episode_arrays(Path(path), render_rollout(env, rollout.outcome.seed, rollout))
     return len(rollout.actions)
 
@@ -297,7 +297,7 @@ def _search_task(job: _TaskJob, progress: Any = None) -> tuple[list[Attempt], in
             outcome = cached.get(index)
             if outcome is None or (outcome.success and index not in recorded):
                 env = env or LiberoEnv(job.suite, job.task_id, image_size=job.image_size, cameras=DEFAULT_CAMERAS,
-                                       max_steps=job.max_steps, fast_drawing=True)
+                                       max_steps=job.max_steps, fast_drawing=True, hard_reset=False)
                 frames: dict[str, list[np.ndarray]] = {camera: [] for camera in DEFAULT_CAMERAS}
                 rollout = run_expert(env, placement_seed(job.seed, job.suite, job.name, index), frames)
                 outcome = rollout.outcome
@@ -477,7 +477,7 @@ def generate_libero_demos(
                         outcome = cached.get(index)
                         future: Any = None
                         if outcome is None or (outcome.success and index not in recorded):
-                            env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps)
+                            env = env or LiberoEnv(suite, task_id, cameras=(), max_steps=max_steps, hard_reset=False)
                             rollout = run_expert(env, placement_seed(seed, suite, name, index))
                             outcome = rollout.outcome  # redone: replaces a cached one (see _search_task)
                             outcome.attempt = index

@@ -32,7 +32,7 @@ Cost on 2 CPU cores (OSMesa), measured with another job using about 1.3 of the c
 about 0.12 s per step with two 128 px cameras):
 making the env 3-7 s; a reset 6-10 s with cameras when robosuite rebuilds the model on every reset
 (``hard_reset=True``, plus the 10 settling steps), 2.3 s without; about 0.5 s plus the settling steps with the
-soft resets used by default (the same starting states, see :class:`LiberoEnv`); a step 320-390 ms with both
+soft resets of the demonstration generator (the same starting states, see :class:`LiberoEnv`); a step 320-390 ms with both
 cameras at 64, 128 or 224 px (the image size barely matters: per-render overhead and the scene's 300k mesh
 triangles dominate), 180 ms with one camera, 22 ms without cameras. Turning off multisampling (``offsamples=0``)
 was measured 1.5x faster per step but changes the images (aliasing), so the defaults, which LIBERO's datasets were
@@ -308,7 +308,7 @@ class LiberoEnv:
         num_wait_steps: int = NUM_WAIT_STEPS,
         seed: int = DEFAULT_SEED,
         fast_drawing: bool = False,
-        hard_reset: bool = False,
+        hard_reset: bool = True,
     ) -> None:
         """Make the task's simulator (4-16 s).
 
@@ -318,8 +318,8 @@ class LiberoEnv:
         ``max_steps``: policy steps per episode (default: the suite's, :data:`MAX_STEPS`). ``seed``: LIBERO's global
         numpy RNG is seeded with it before every reset, so an episode depends only on (seed, init state, actions).
         ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see the module docstring).
-        ``hard_reset``: True (robosuite's default, used by LIBERO's own evaluation scripts) compiles the scene anew
-        on every reset, about 2 s; False (the default here) does so on the first reset only, then keeps the compiled
+        ``hard_reset``: True (the default: robosuite's, used by LIBERO's own evaluation) compiles the scene anew
+        on every reset, about 2 s; False (our demonstration generator) does so on the first reset only, then keeps the compiled
         model, rebuilds the scene's Python objects and resets the simulator's data, about 0.5 s. What a soft reset
         would carry over is put back as a hard reset has it (see :meth:`_reset_simulator`), so both give the same
         placements and starting states, random and official alike: bit for bit on the first reset and on many tasks,

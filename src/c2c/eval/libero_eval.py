@@ -18,8 +18,8 @@ task's instruction, and acts through ``select_action`` (a new chunk every ``repl
 Seeds: ``seed`` seeds LIBERO's global numpy RNG before every reset (the init state then fixes the scene) and torch's
 RNG at the start of every trial (from ``(seed, task, trial)``), so greedy and sampled decoding both reproduce.
 Every reset is robosuite's hard one, as in LIBERO's own evaluation: the fixtures' poses, which the init states do not
-hold, come from that reset's seeded placement, and our faster soft resets match it only within 1e-12 on some tasks
-(see ``LiberoEnv``).
+hold, come from that reset's seeded placement, and the demonstration generator's faster soft resets match it only
+within 1e-12 on some tasks (see ``LiberoEnv``).
 
 Checked before any rollout (a :class:`ConfigError` naming the key and the expected value): the suite, the task ids,
 ``trials`` in 1..50, ``videos``, ``replan_every`` against the policy's exec horizon, and the policy itself: cameras
@@ -312,8 +312,7 @@ def evaluate_libero(
             info = names[task_id]
             say(f"[libero] {suite} task {task_id}: {info['instruction']}")
             env = LiberoEnv(suite, task_id, image_size=config.image_size, render_size=render_size,
-                            cameras=config.cameras, max_steps=max_steps, seed=seed, fast_drawing=bool(fast_drawing),
-                            hard_reset=True)  # the protocol's own resets (module docstring)
+                            cameras=config.cameras, max_steps=max_steps, seed=seed, fast_drawing=bool(fast_drawing))
             records = []
             try:
                 for trial in range(trials):
@@ -412,7 +411,7 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
         env = _WORKER["env"] = LiberoEnv(settings.suite, job.task_id, image_size=policy.config.image_size,
                                          render_size=settings.render_size, cameras=policy.config.cameras,
                                          max_steps=settings.max_steps, seed=settings.seed,
-                                         fast_drawing=settings.fast_drawing, hard_reset=True)
+                                         fast_drawing=settings.fast_drawing)
     video_dir = Path(settings.video_dir)
     records = [run_trial(env, policy, trial, settings.seed,
                          video_dir / f"task{job.task_id:02d}_trial{trial:02d}.mp4" if trial < settings.videos else None)
