@@ -15,15 +15,53 @@ import pytest
 
 from c2c.cli import main
 from c2c.envs.libero_demos import (
-    check_expert_tasks, check_placements, generate_libero_demos, parse_task_ids, placement_seed,
+    _TaskSearch, check_expert_tasks, check_placements, generate_libero_demos, parse_task_ids, placement_seed,
 )
 from c2c.envs.libero_experts import finger_axis, matrix_to_axis_angle, parse_goal, quat_to_matrix, rot_z
 from c2c.envs.libero_skills import axis_rotation, horizontal_rotation
+from c2c.envs.metaworld_demos import Attempt
 from c2c.errors import ConfigError
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # No simulator.
+
+
+def _attempt(index: int, success: bool) -> Attempt:
+    return Attempt(index, 1000 + index, success, 50 if success else 80, f"digest{index}")
+
+
+def test_task_search_hands_out_chunks_and_keeps_the_first_successes_in_attempt_order():
+    """The parallel search's bookkeeping: cached outcomes are taken, attempts in flight count as successes, and the
+    kept attempts are those a one-process search would keep, whatever order the workers finish in."""
+    cached = {0: _attempt(0, True), 1: _attempt(1, False), 2: _attempt(2, True)}
+    search = _TaskSearch(7, "task", episodes=3, max_attempts=6, cached=dict(cached), recorded={0})
+    assert search.take(2) == (2, 3)  # 0 and 1 come from the cache; 2 lost its episode file and is redone
+    assert search.missing() == 0 and search.take(2) == ()  # 1 found + 2 in flight cover the 3 wanted
+    assert search.finish(_attempt(3, False))  # a new outcome: the attempts file must be saved
+    assert search.missing() == 1 and search.take(5) == (4,)
+    assert not search.finish(_attempt(2, True))  # the same outcome as cached: nothing to save
+    search.finish(_attempt(4, True))
+    assert [attempt.attempt for attempt in search.kept_attempts()] == [0, 1, 2, 3, 4]
+    assert search.missing() == 0 and search.in_flight == 0
+
+    # Workers finish out of order: a failure in flight is made up by a new attempt, the order stays the index's.
+    search = _TaskSearch(0, "task", episodes=2, max_attempts=10, cached={}, recorded=set())
+    assert search.take(2) == (0, 1) and search.take(2) == ()
+    search.finish(_attempt(1, True))
+    assert search.take(2) == ()  # attempt 0, in flight, counts as a success until it fails
+    search.finish(_attempt(0, False))
+    assert search.take(2) == (2,)
+    search.finish(_attempt(2, True))
+    assert [attempt.attempt for attempt in search.kept_attempts()] == [0, 1, 2]
+
+    # The attempt budget bounds the search: fewer successes are kept than wanted.
+    search = _TaskSearch(0, "task", episodes=3, max_attempts=2, cached={}, recorded=set())
+    assert search.take(5) == (0, 1) and search.take(5) == ()
+    search.finish(_attempt(0, False))
+    assert search.take(5) == ()
+    search.finish(_attempt(1, True))
+    assert [attempt.success for attempt in search.kept_attempts()] == [False, True]
 
 
 def test_official_init_states_are_refused(tmp_path):
@@ -174,6 +212,27 @@ def test_two_workers_draw_during_the_search_and_match_the_camera_less_rollout(tm
     shutil.rmtree(out)
     again = generate_libero_demos(**kwargs)
     assert again.frames_recorded == 0 and LeRobotDataset(out).num_episodes == 2
+
+
+@pytest.mark.libero_sim
+def test_two_workers_share_one_task_and_keep_its_attempt_order(tmp_path, libero_installed):
+    """Chunks of one task's attempts run in both workers at once; the dataset keeps them in attempt order, each the
+    expert's own rollout under its seed (soft resets in other env histories agree to about 1e-14)."""
+    from c2c.data.lerobot import LeRobotDataset
+    from c2c.envs.libero_demos import run_expert
+    from c2c.envs.libero_env import LiberoEnv
+
+    out = tmp_path / "demos"
+    report = generate_libero_demos(suite="libero_object", tasks="2", episodes_per_task=2, max_attempts_factor=1,
+                                   image_size=16, seed=3, out=out, workers=2, show_progress=False)
+    task = report.tasks[0]
+    assert task.attempts == 2 and task.successes == 2
+    dataset = LeRobotDataset(out)
+    assert [dataset.episode(i).metadata["seed"] for i in range(2)] == task.seeds_attempted
+    with LiberoEnv("libero_object", 2, cameras=()) as env:
+        for i, seed in enumerate(task.seeds_attempted):
+            rollout = run_expert(env, seed)
+            np.testing.assert_allclose(dataset.episode(i).actions, rollout.actions, atol=1e-6)
 
 
 @pytest.mark.libero_sim

@@ -142,3 +142,26 @@ def test_damaged_checkpoints_are_refused(tmp_path):
     (directory / "config.json").write_text(json.dumps(config))
     with pytest.raises(ConfigError, match="vocabulary layout does not match|weights do not match"):
         PlanExecutePolicy.from_pretrained(directory)
+
+
+def test_conv_vision_encoder_trains_saves_and_loads(tmp_path):
+    """``nano-conv``: the SigLIP tower replaced by ``ConvVisionTower`` (same token grid); gradients reach it and a
+    saved policy loads with the same tower and weights."""
+    from c2c.policy.config import policy_config
+    from c2c.policy.testing import INSTRUCTIONS, TOKENIZER_VARIANT
+    from c2c.policy.vision import ConvVisionTower
+
+    config = policy_config("nano-conv", variant="plan", cameras=("front", "wrist"), state_dim=4, action_dim=4,
+                           image_size=48)  # a 2 x 2 token grid keeps the test fast
+    policy = PlanExecutePolicy.build(config, random_action_tokenizer(TOKENIZER_VARIANT["plan"]), INSTRUCTIONS)
+    tower = policy.model.backbone.model.vision_tower
+    assert isinstance(tower, ConvVisionTower) and policy.model.image_tokens == 4
+    loss, _ = policy(random_batch(config, 2))
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
+    policy.eval()
+    observation = random_observation(config, batch_size=2)
+    before = policy.predict_action_chunk(observation)
+    loaded = PlanExecutePolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert isinstance(loaded.model.backbone.model.vision_tower, ConvVisionTower)
+    np.testing.assert_array_equal(loaded.predict_action_chunk(observation), before)

@@ -26,7 +26,7 @@ How an episode is made:
    With ``fast_drawing`` (the default: our renderer on simplified meshes, see :class:`~c2c.envs.libero_env.LiberoEnv`)
    the search env itself draws both cameras at every step (it has no robosuite renderer, so its rollouts are the
    camera-less ones bit for bit), successful episodes are written as they finish and failed ones dropped: no
-   replay. Tasks then run in parallel worker processes (:func:`_search_task`).
+   replay. Chunks of attempts then run in parallel worker processes (:func:`_search_chunk`).
 3. Write. Episodes go into the dataset task by task in attempt order, with :class:`LeRobotWriter`, atomically;
    ``meta/info.json["c2c"]`` holds the request, ``generator: "libero"``, ``suite`` and ``expert[task_name] =
    {attempts, successes, success_rate, episodes, frames, seeds_attempted}``.
@@ -58,7 +58,7 @@ from c2c.envs.metaworld_demos import (
 )
 from c2c.errors import C2CError, ConfigError
 
-WORK_FORMAT = 1
+WORK_FORMAT = 2  # 2: hopeless attempts stop early (their outcomes are shorter than format 1's)
 SEED_BITS = 31
 EXPERT_SUITES = ("libero_object", "libero_spatial", "libero_goal", "libero_10")  # suites the scripted experts cover
 # Tasks of those suites no scripted expert does (see c2c.envs.libero_skills), with the reason.
@@ -160,7 +160,8 @@ class Rollout:
 
 
 def run_expert(env: LiberoEnv, seed: int, images: dict[str, list[np.ndarray]] | None = None) -> Rollout:
-    """Roll the expert out from the random reset under ``seed`` until LIBERO's success or ``env.max_steps``.
+    """Roll the expert out from the random reset under ``seed`` until LIBERO's success, ``env.max_steps``, or the
+    expert's ``finished`` (it gave up, or its work is done and the success check did not pass: a failure).
 
     ``outcome.attempt`` is left at -1 for the caller to set; ``outcome.digest`` hashes every simulator state.
     ``images``: camera -> list that receives the frame the expert saw before each action (an env with cameras).
@@ -172,7 +173,7 @@ def run_expert(env: LiberoEnv, seed: int, images: dict[str, list[np.ndarray]] | 
     sim_states = [sim_state(env)]
     actions, states = [], []
     success = done = False
-    while not done:
+    while not done and not expert.finished:  # a hopeless attempt stops early (see libero_experts.SETTLE_STEPS)
         action = expert.act()
         states.append(obs[OBS_STATE])
         for camera, frames in (images or {}).items():
@@ -260,132 +261,242 @@ class _InlineFuture:
 
 
 @dataclass(frozen=True)
-class _TaskJob:
-    """One task's whole search with the cameras drawn as it goes (``fast_drawing``), for a worker process."""
+class _ChunkJob:
+    """Some attempts of one task, with the cameras drawn as they go (``fast_drawing``), for a worker process."""
 
     suite: str
     task_id: int
     name: str
-    episodes: int  # successes wanted
-    max_attempts: int
+    indices: tuple[int, ...]  # attempt indices, ascending
     seed: int
     image_size: int
     max_steps: int | None
     work_root: str
 
 
-def _search_task(job: _TaskJob, progress: Any = None) -> tuple[list[Attempt], int]:
-    """Attempt ``job``'s task until ``job.episodes`` successes or ``job.max_attempts`` attempts; every successful
-    episode (its frames drawn during the rollout itself) is written to the work directory as it finishes, and the
-    attempts file after every attempt, so an interrupted run resumes. ``progress`` (a queue) receives
-    ``(task_id, success)`` per attempt. Returns the attempts in order and the frames drawn by this call.
+_search_env: LiberoEnv | None = None
 
-    With fast drawing the env has no robosuite renderer, so its rollouts are the camera-less search's. An attempt is
-    redone only when its episode file went missing; the fresh outcome then replaces the cached one (soft resets
-    make an attempt's last bits depend on the episodes before it in the env, see ``LiberoEnv``).
-    """
-    work = WorkDir.existing(Path(job.work_root))
-    cached = work.load_attempts(job.name)
-    recorded = {int(path.stem.split("-")[1]) for path in (work.root / job.name).glob("episode-*.npz")}
-    attempts: list[Attempt] = []
-    drawn = 0
-    env: LiberoEnv | None = None
-    try:
-        for index in range(job.max_attempts):
-            if sum(attempt.success for attempt in attempts) == job.episodes:
-                break
-            outcome = cached.get(index)
-            if outcome is None or (outcome.success and index not in recorded):
-                env = env or LiberoEnv(job.suite, job.task_id, image_size=job.image_size, cameras=DEFAULT_CAMERAS,
-                                       max_steps=job.max_steps, fast_drawing=True, hard_reset=False)
-                frames: dict[str, list[np.ndarray]] = {camera: [] for camera in DEFAULT_CAMERAS}
-                rollout = run_expert(env, placement_seed(job.seed, job.suite, job.name, index), frames)
-                outcome = rollout.outcome
-                outcome.attempt = index
-                if outcome.success:
-                    drawn += outcome.length
-                    save_episode_arrays(work.episode_path(job.name, index), {
-                        "actions": rollout.actions, "states": rollout.states,
-                        **{camera: np.stack(images) for camera, images in frames.items()}})
-                if cached.get(index) != outcome:
-                    cached[index] = outcome
-                    work.save_attempts(job.name, cached)
-            attempts.append(outcome)
-            if progress is not None:
-                progress.put((job.task_id, outcome.success))
-    finally:
+
+def _chunk_env(job: _ChunkJob) -> LiberoEnv:
+    """The worker's search env for ``job``'s task: kept between chunks of one task, rebuilt when the task changes."""
+    global _search_env
+    env = _search_env
+    if env is None or (env.suite, env.task_id, env.image_size, env.max_steps) != (
+            job.suite, job.task_id, job.image_size, job.max_steps or env.max_steps):
         if env is not None:
             env.close()
+        env = _search_env = LiberoEnv(job.suite, job.task_id, image_size=job.image_size, cameras=DEFAULT_CAMERAS,
+                                      max_steps=job.max_steps, fast_drawing=True, hard_reset=False)
+    return env
+
+
+def _close_search_env() -> None:
+    global _search_env
+    if _search_env is not None:
+        _search_env.close()
+    _search_env = None
+
+
+def _search_chunk(job: _ChunkJob, progress: Any = None) -> tuple[list[Attempt], int]:
+    """Run ``job``'s attempts; every successful episode (its frames drawn during the rollout itself) is written to
+    the work directory as it finishes. ``progress`` (a queue) receives ``(task_id, attempt)`` per attempt, so the
+    parent, the only writer of the attempts files, can save each outcome at once and an interrupted run resumes.
+    Returns the attempts and the frames drawn.
+
+    With fast drawing the env has no robosuite renderer, so its rollouts are the camera-less search's. Soft resets
+    make an attempt's last bits depend on the episodes run before it in the same env (see ``LiberoEnv``): bit for
+    bit on most tasks, within about 1e-14 on some.
+    """
+    work = WorkDir.existing(Path(job.work_root))
+    env = _chunk_env(job)
+    attempts: list[Attempt] = []
+    drawn = 0
+    for index in job.indices:
+        frames: dict[str, list[np.ndarray]] = {camera: [] for camera in DEFAULT_CAMERAS}
+        rollout = run_expert(env, placement_seed(job.seed, job.suite, job.name, index), frames)
+        outcome = rollout.outcome
+        outcome.attempt = index
+        if outcome.success:
+            drawn += outcome.length
+            save_episode_arrays(work.episode_path(job.name, index), {
+                "actions": rollout.actions, "states": rollout.states,
+                **{camera: np.stack(images) for camera, images in frames.items()}})
+        attempts.append(outcome)
+        if progress is not None:
+            progress.put((job.task_id, outcome))
     return attempts, drawn
+
+
+class _TaskSearch:
+    """The parent's view of one task's search: outcomes so far, attempts in flight, the next index to hand out.
+
+    The demonstrations kept are the first ``episodes`` successes in attempt order, as a one-process search would
+    keep; attempts past that point (run by other workers meanwhile) are dropped.
+    """
+
+    def __init__(self, task_id: int, name: str, episodes: int, max_attempts: int, cached: dict[int, Attempt],
+                 recorded: set[int]) -> None:
+        self.task_id, self.name, self.episodes, self.max_attempts = task_id, name, episodes, max_attempts
+        self.cached = cached  # attempts file contents (saved by the parent)
+        self.recorded = recorded  # indices with an episode file
+        self.outcomes: dict[int, Attempt] = {}
+        self.in_flight = 0
+        self.next_index = 0
+
+    def usable_cached(self, index: int) -> Attempt | None:
+        outcome = self.cached.get(index)
+        if outcome is None or (outcome.success and index not in self.recorded):
+            return None  # never run, or its episode file went missing: run it (again)
+        return outcome
+
+    def missing(self) -> int:
+        """Successes still wanted beyond those found and the attempts in flight (each counted as a success)."""
+        return self.episodes - sum(outcome.success for outcome in self.outcomes.values()) - self.in_flight
+
+    def take(self, size: int) -> tuple[int, ...]:
+        """Up to ``size`` attempt indices to run, after taking every usable cached outcome on the way."""
+        indices: list[int] = []
+        while len(indices) < min(size, self.missing()) and self.next_index < self.max_attempts:
+            index = self.next_index
+            self.next_index += 1
+            cached = self.usable_cached(index)
+            if cached is not None:
+                self.outcomes[index] = cached
+            else:
+                indices.append(index)
+        self.in_flight += len(indices)
+        return tuple(indices)
+
+    def finish(self, outcome: Attempt) -> bool:
+        """Record one attempt; True when the attempts file changed."""
+        self.outcomes[outcome.attempt] = outcome
+        self.in_flight -= 1
+        if self.cached.get(outcome.attempt) == outcome:
+            return False
+        self.cached[outcome.attempt] = outcome
+        return True
+
+    def kept_attempts(self) -> list[Attempt]:
+        """Attempts in order up to the ``episodes``-th success (all of them when there are fewer successes)."""
+        attempts, successes = [], 0
+        for index in sorted(self.outcomes):
+            if successes == self.episodes:
+                break
+            attempts.append(self.outcomes[index])
+            successes += attempts[-1].success
+        return attempts
 
 
 def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict[str, Any]], episodes_per_task: int,
                           max_attempts_factor: int, seed: int, image_size: int, max_steps: int | None, work: WorkDir,
                           workers: int, bar: Any) -> tuple[list[TaskReport], list[tuple[int, str, Attempt, Any]], int]:
-    """Every task's search with the cameras drawn during the rollouts, tasks spread over ``workers`` processes.
+    """Every task's search with the cameras drawn during the rollouts, in chunks of attempts spread over ``workers``
+    processes. A free worker gets the next chunk of the task that misses the most successes, so no core idles while
+    a slow task finishes (whole tasks per worker left one core idle for 5.7 of 39.5 minutes on libero_spatial).
 
     Returns the task reports, the kept attempts (as the replay path gives them) and the frames recorded.
     """
     import queue as queues
+    from concurrent.futures import FIRST_COMPLETED, Future, wait
 
-    jobs = [_TaskJob(suite, task_id, names[task_id]["name"], episodes_per_task,
-                     episodes_per_task * max_attempts_factor, seed, image_size, max_steps, str(work.root))
-            for task_id in task_ids]
-    counts = {task_id: [0, 0] for task_id in task_ids}  # successes, attempts
+    searches = {}
+    for task_id in task_ids:
+        name = names[task_id]["name"]
+        recorded = {int(path.stem.split("-")[1]) for path in (work.root / name).glob("episode-*.npz")}
+        searches[task_id] = _TaskSearch(task_id, name, episodes_per_task, episodes_per_task * max_attempts_factor,
+                                        work.load_attempts(name), recorded)
+    # Chunks of a tenth of a task's episodes: small enough to balance the tail, large enough that a worker rarely
+    # rebuilds its env for another task (a few seconds, against about 6 s per attempt).
+    chunk = max(1, -(-episodes_per_task // 10))
+    shown = {task_id: 0 for task_id in task_ids}
 
-    def advance(task_id: int, success: bool) -> None:
-        counts[task_id][0] += success
-        counts[task_id][1] += 1
+    def advance(task_id: int, outcome: Attempt) -> None:
+        search = searches[task_id]
+        if search.finish(outcome):
+            work.save_attempts(search.name, search.cached)
+        kept = sum(attempt.success for attempt in search.kept_attempts())
         if bar is not None:
-            bar.update(int(success))
-            bar.set_postfix_str(f"task {task_id} expert {counts[task_id][0]}/{counts[task_id][1]}", refresh=True)
+            bar.update(kept - shown[task_id])
+            done = len(search.outcomes)
+            bar.set_postfix_str(f"task {task_id} expert {sum(o.success for o in search.outcomes.values())}/{done}",
+                                refresh=True)
+        shown[task_id] = kept
 
-    results: dict[int, tuple[list[Attempt], int]] = {}
-    workers = max(1, min(workers, len(jobs)))
+    lane_task: dict[int, int] = {}  # worker lane -> the task it works on
+
+    def is_open(search: _TaskSearch) -> bool:
+        return search.missing() > 0 and search.next_index < search.max_attempts
+
+    def next_job(lane: int) -> _ChunkJob | None:
+        """The next chunk for ``lane``: its own task while that needs attempts (a worker keeps its env: making one
+        costs several seconds), else a task no lane has taken yet, else the open task that misses the most."""
+        while True:
+            current = searches.get(lane_task.get(lane, -1))
+            if current is None or not is_open(current):
+                taken = set(lane_task.values())
+                fresh = [search for search in searches.values() if search.task_id not in taken and is_open(search)]
+                helping = [search for search in searches.values() if is_open(search)]
+                if not fresh and not helping:
+                    return None
+                current = fresh[0] if fresh else max(helping, key=lambda item: (item.missing(), -item.task_id))
+                lane_task[lane] = current.task_id
+            indices = current.take(chunk)
+            if indices:
+                return _ChunkJob(suite, current.task_id, current.name, indices, seed, image_size, max_steps,
+                                 str(work.root))
+
+    drawn_total = 0
+    workers = max(1, workers)
     if workers == 1:
         class _Inline:
             @staticmethod
-            def put(item: tuple[int, bool]) -> None:
+            def put(item: tuple[int, Attempt]) -> None:
                 advance(*item)
 
-        for job in jobs:
-            results[job.task_id] = _search_task(job, _Inline)
+        try:
+            while (job := next_job(0)) is not None:
+                drawn_total += _search_chunk(job, _Inline)[1]
+        finally:
+            _close_search_env()
     else:
         context = multiprocessing.get_context("spawn")
         with context.Manager() as manager, ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
             progress = manager.Queue()
-            futures = {pool.submit(_search_task, job, progress): job.task_id for job in jobs}
-            pending = set(futures)
+            # One chunk in flight per lane: a finished chunk's process is then the only idle one, so the lane's
+            # next chunk goes to it and finds its env ready.
+            pending: dict[Future, int] = {}  # future -> lane
             try:
-                while pending:
-                    try:
-                        advance(*progress.get(timeout=0.5))
-                    except queues.Empty:
-                        pass
-                    for future in [future for future in pending if future.done()]:
-                        pending.discard(future)
-                        results[futures[future]] = future.result()  # a worker's error is raised here
                 while True:
-                    advance(*progress.get_nowait())
-            except queues.Empty:
-                pass
+                    for lane in sorted(set(range(workers)) - set(pending.values())):
+                        if (job := next_job(lane)) is not None:
+                            pending[pool.submit(_search_chunk, job, progress)] = lane
+                    if not pending:
+                        break
+                    finished, _ = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
+                    while True:  # outcomes before the results of their chunks
+                        try:
+                            advance(*progress.get_nowait())
+                        except queues.Empty:
+                            break
+                    for future in finished:
+                        del pending[future]
+                        drawn_total += future.result()[1]  # a worker's error is raised here
             except BaseException:
                 pool.shutdown(wait=False, cancel_futures=True)
                 raise
-    reports, kept, frames = [], [], 0
+    reports, kept = [], []
     for task_id in task_ids:
-        attempts, drawn = results[task_id]
-        name = names[task_id]["name"]
+        search = searches[task_id]
+        attempts = search.kept_attempts()
         successes = [attempt for attempt in attempts if attempt.success]
         if bar is not None and len(successes) < episodes_per_task:
             bar.total -= episodes_per_task - len(successes)
             bar.refresh()
-        reports.append(TaskReport(task=name, attempts=len(attempts), successes=len(successes),
+        reports.append(TaskReport(task=search.name, attempts=len(attempts), successes=len(successes),
                                   episodes=len(successes), frames=sum(attempt.length for attempt in successes),
                                   seeds_attempted=[attempt.seed for attempt in attempts]))
-        kept += [(task_id, name, attempt, _InlineFuture(0)) for attempt in successes]  # written already
-        frames += drawn
-    return reports, kept, frames
+        kept += [(task_id, search.name, attempt, _InlineFuture(0)) for attempt in successes]  # written already
+    return reports, kept, drawn_total
 
 
 def generate_libero_demos(

@@ -49,6 +49,11 @@ FINGER_REACH = 0.075  # widest object span the open fingers take (m)
 TIP_BELOW_GRIP = 0.013  # fingertips are this far below robot0_eef_pos
 APPROACH_HEIGHT = 0.08
 MAX_GRASPS = 3
+# An episode is hopeless once the expert has given up (grasps exhausted) or has retreated this many steps after a
+# release without LIBERO's success check passing (2 s at 20 Hz: objects settle within a few steps). The
+# demonstration search then stops it instead of running to the suite's step limit (``finished``).
+SETTLE_STEPS = 40
+GIVE_UP_STEPS = 10
 YAW_CANDIDATES = 12
 SUPPORTED_PREDICATES = ("in", "on")
 # A gripper pointing straight down at yaw 0: its fingers close along world y.
@@ -265,6 +270,12 @@ class PickPlaceExpert:
         self.hold_offset = 0.0  # object bottom below the grip point while held
         self.integral = np.zeros(3)
         self.home = np.asarray(env.raw_observation["robot0_eef_pos"], dtype=np.float64).copy()  # reachable comfortably
+
+    @property
+    def finished(self) -> bool:
+        """True when nothing the expert still does can complete the task (see :data:`SETTLE_STEPS`)."""
+        return ((self.phase == "give_up" and self.phase_steps > GIVE_UP_STEPS)
+                or (self.phase == "retreat" and self.phase_steps > SETTLE_STEPS))
 
     # -- noise -----------------------------------------------------------------------------------------------
 

@@ -36,7 +36,7 @@ import numpy as np
 
 from c2c.envs.libero_experts import (
     CLOSE, FINGER_REACH, GAIN, INTEGRAL_GAIN, INTEGRAL_LIMIT, OPEN, R_DOWN, ROT_GAIN, TIP_BELOW_GRIP, Goal,
-    PickPlaceExpert, _near_segment, body_shape, matrix_to_axis_angle, quat_to_matrix, rot_z,
+    PickPlaceExpert, SETTLE_STEPS, _near_segment, body_shape, matrix_to_axis_angle, quat_to_matrix, rot_z,
 )
 from c2c.errors import ConfigError
 
@@ -601,6 +601,7 @@ class SkillExpert:
         self.steps = plan_skills(self.task_env)
         self.index = 0
         self.skill: Any = None
+        self.idle_steps = 0  # steps after the last skill finished
 
     def jitter(self, scale: float, size: int | None = None) -> Any:
         if not self.noise:
@@ -618,6 +619,14 @@ class SkillExpert:
             return Push(self, step)
         return PlaceSkill(self, step)
 
+    @property
+    def finished(self) -> bool:
+        """True when nothing the expert still does can complete the task: a placement gave up, or every skill is
+        done and the scene had ``SETTLE_STEPS`` to pass LIBERO's success check."""
+        if isinstance(self.skill, PickPlaceExpert) and self.skill.phase == "give_up":
+            return self.skill.finished
+        return self.idle_steps > SETTLE_STEPS
+
     def act(self) -> np.ndarray:
         """The next action (7,) float32 for the env's current state."""
         while self.index < len(self.steps):
@@ -629,6 +638,7 @@ class SkillExpert:
             self.skill = None
         raw = self.env.raw_observation
         if self.skill is None:
+            self.idle_steps += 1
             return np.array([0, 0, 0, 0, 0, 0, OPEN], dtype=np.float32)
         if isinstance(self.skill, PickPlaceExpert):
             return self.skill.act()

@@ -115,6 +115,9 @@ class BackbonePreset:
     # Multi-stream decoder (App. C.3): hidden_size / intermediate_size of the proprio and action streams; ``text``
     # then describes the VLM stream and the shared attention head space. None: one Gemma decoder for all tokens.
     streams: dict[str, dict[str, int]] | None = None
+    # "siglip": transformers' SigLIP ViT (``vision`` sizes it); "conv": ``vision.ConvVisionTower`` with the same
+    # token grid and width (a from-scratch option for CPU-scale single-stream presets).
+    vision_encoder: str = "siglip"
 
     @property
     def multistream(self) -> bool:
@@ -146,6 +149,19 @@ PRESETS: dict[str, BackbonePreset] = {
             pretrained=False,
             description="the quick pipeline's model: 2.7 M parameters, about 5x cheaper to train than tiny",
             loss_vocabulary="valid",
+        ),
+        BackbonePreset(
+            name="nano-conv",
+            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
+                        patch_size=24),
+            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
+                      num_key_value_heads=1, head_dim=64),
+            image_size=96,
+            max_instruction_tokens=12,
+            pretrained=False,
+            description="nano with a convolutional image encoder instead of the ViT (same 4 x 4 token grid)",
+            loss_vocabulary="valid",
+            vision_encoder="conv",
         ),
         BackbonePreset(
             name="debug",

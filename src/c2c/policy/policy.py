@@ -42,6 +42,7 @@ from torch import nn
 from c2c.constants import OBS_STATE
 from c2c.errors import ConfigError
 from c2c.policy.backbone import backbone_from_config, build_backbone, check_backbone_fits, load_pretrained_backbone
+from c2c.policy.vision import install_vision_encoder
 from c2c.policy.config import PolicyConfig
 from c2c.policy.decoding import generate_suffix
 from c2c.policy.instructions import InstructionTokenizer
@@ -164,7 +165,8 @@ class PlanExecutePolicy(nn.Module):
             vocabulary = vocabulary_for(config, action_tokenizer, instruction_tokenizer.vocab_size)
             # A multi-stream VLM stream embeds instruction ids only; action ids have the action stream's table.
             rows = vocabulary.text_size if config.preset.multistream else vocabulary.total
-            backbone = build_backbone(config, rows, instruction_tokenizer.pad_id)
+            backbone = install_vision_encoder(build_backbone(config, rows, instruction_tokenizer.pad_id),
+                                              config.preset.vision_encoder, config.seed)
         check_backbone_fits(config, backbone)
         if config.preset.multistream:  # App. C.3: the PaliGemma becomes the VLM stream
             backbone = multistream_from_paligemma(backbone, config.preset.streams, vocabulary, seed=config.seed)
@@ -283,7 +285,8 @@ class PlanExecutePolicy(nn.Module):
         if is_multistream_config(raw["backbone"]) != config.preset.multistream:
             raise ConfigError(f"{directory}: the saved backbone config does not match backbone {config.backbone!r}")
         backbone = (multistream_from_config(raw["backbone"]) if config.preset.multistream
-                    else backbone_from_config(raw["backbone"]))
+                    else install_vision_encoder(backbone_from_config(raw["backbone"]),
+                                                config.preset.vision_encoder, config.seed))
         vocabulary = VocabularyLayout(**raw["vocabulary"])
         text_size = (backbone.config.text_config.vocab_size if config.preset.pretrained
                      else instruction_tokenizer.vocab_size)
