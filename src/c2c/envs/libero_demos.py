@@ -391,8 +391,10 @@ def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict
                           max_attempts_factor: int, seed: int, image_size: int, max_steps: int | None, work: WorkDir,
                           workers: int, bar: Any) -> tuple[list[TaskReport], list[tuple[int, str, Attempt, Any]], int]:
     """Every task's search with the cameras drawn during the rollouts, in chunks of attempts spread over ``workers``
-    processes. A free worker gets the next chunk of the task that misses the most successes, so no core idles while
-    a slow task finishes (whole tasks per worker left one core idle for 5.7 of 39.5 minutes on libero_spatial).
+    processes. Each worker lane keeps to one task while it needs attempts (making an env costs several seconds),
+    then takes a task nobody has started, and at the end helps the task that misses the most successes. So no core
+    idles while a slow task finishes: whole tasks per worker left one core idle for 5.7 of 39.5 minutes on
+    libero_spatial.
 
     Returns the task reports, the kept attempts (as the replay path gives them) and the frames recorded.
     """
@@ -405,8 +407,7 @@ def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict
         recorded = {int(path.stem.split("-")[1]) for path in (work.root / name).glob("episode-*.npz")}
         searches[task_id] = _TaskSearch(task_id, name, episodes_per_task, episodes_per_task * max_attempts_factor,
                                         work.load_attempts(name), recorded)
-    # Chunks of a tenth of a task's episodes: small enough to balance the tail, large enough that a worker rarely
-    # rebuilds its env for another task (a few seconds, against about 6 s per attempt).
+    # Chunks of a tenth of a task's episodes: small enough to balance the tail (a chunk takes about 30 s).
     chunk = max(1, -(-episodes_per_task // 10))
     shown = {task_id: 0 for task_id in task_ids}
 

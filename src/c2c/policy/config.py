@@ -37,6 +37,12 @@ Backbone presets (:data:`PRESETS`):
     128 x 3 Gemma (nano) 18 ms; the same with patch 16 25 ms. The LM head was the largest single cost (49 suffix
     positions x 12.4 k ids): nano trains with the softmax over each position's valid ids (``loss_vocabulary``).
 
+``nano-conv``: nano with ``vision.ConvVisionTower`` (four convolutions, 16-32-64 channels, and a patchify
+    convolution to the same 4 x 4 grid) instead of the ViT, for a stronger spatial prior when training from scratch.
+    Plan and noplan at 900 x 32 side by side took 671 s (nano: 612 s in the quick preset's last full run). On the
+    quick preset (``c2c run --preset quick --backbone nano-conv``, the same data and tokenizer) it was not better:
+    plan 20% and noplan 38% against nano's 38% and 32%, so the quick preset keeps nano.
+
 ``debug``: two 32-wide layers on 16-px images, for tests and smoke runs only.
 
 Multi-stream presets (App. C.3; ``multistream.py``): separate VLM, proprioception and action streams, each with its
