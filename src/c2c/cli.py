@@ -69,7 +69,9 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="where objects start: random (the env's own seeded reset; the only choice: the official "
                      "init states are held out for evaluation)")
     lib.add_argument("--workers", type=int, default=None,
-                     help="render processes (default: the usable CPUs; 1 renders in this process)")
+                     help="worker processes: they share the tasks' attempts (fast drawing) or render the kept "
+                          "episodes (--no-fast-drawing); default: the usable CPUs; 1 runs in this process and is fully "
+                          "reproducible")
     lib.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     lib.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
     lib.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=True,

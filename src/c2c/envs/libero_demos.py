@@ -525,7 +525,8 @@ def generate_libero_demos(
 ) -> GenerationReport:
     """Make ``episodes_per_task`` successful scripted demonstrations per task into a LeRobot dataset at ``out``.
 
-    ``workers``: processes that render (default: the usable CPUs, at most the episodes; 1 renders in this process).
+    ``workers``: processes that share the tasks' attempts with fast drawing, or render the kept episodes without it
+    (default: the usable CPUs, at most the episodes; 1 runs in this process and is fully reproducible).
     ``fast_drawing``: draw the cameras with our renderer on simplified meshes (recorded in the dataset; evaluations
     draw the same way), or with robosuite's cameras (False).
     See the module docstring for the procedure.
