@@ -130,6 +130,19 @@ class BackbonePreset:
         return self.streams is not None
 
 
+NANO = BackbonePreset(
+    name="nano",
+    vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
+                patch_size=24),
+    text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
+              num_key_value_heads=1, head_dim=64),
+    image_size=96,
+    max_instruction_tokens=12,
+    pretrained=False,
+    description="the quick pipeline's model: 2.7 M parameters, about 5x cheaper to train than tiny",
+    loss_vocabulary="valid",
+)
+
 PRESETS: dict[str, BackbonePreset] = {
     preset.name: preset
     for preset in (
@@ -144,31 +157,10 @@ PRESETS: dict[str, BackbonePreset] = {
             pretrained=False,
             description="from scratch on 2 CPU cores (5 M parameters; sizes measured, see the module docstring)",
         ),
-        BackbonePreset(
-            name="nano",
-            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
-                        patch_size=24),
-            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=64),
-            image_size=96,
-            max_instruction_tokens=12,
-            pretrained=False,
-            description="the quick pipeline's model: 2.7 M parameters, about 5x cheaper to train than tiny",
-            loss_vocabulary="valid",
-        ),
-        BackbonePreset(
-            name="nano-conv",
-            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
-                        patch_size=24),
-            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=64),
-            image_size=96,
-            max_instruction_tokens=12,
-            pretrained=False,
-            description="nano with a convolutional image encoder instead of the ViT (same 4 x 4 token grid)",
-            loss_vocabulary="valid",
-            vision_encoder="conv",
-        ),
+        NANO,
+        dataclasses.replace(NANO, name="nano-conv", vision_encoder="conv",
+                            description="nano with a convolutional image encoder instead of the ViT (same 4 x 4 "
+                            "token grid)"),
         BackbonePreset(
             name="debug",
             vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
