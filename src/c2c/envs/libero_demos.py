@@ -396,12 +396,11 @@ def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict
     idles while a slow task finishes: whole tasks per worker left one core idle for 5.7 of 39.5 minutes on
     libero_spatial.
 
-    Reproducibility: robosuite's trajectories depend on the env's history in the last bits, which chaotic contacts
-    can grow (libero_spatial task 4, one placement seed: 124, 122 and 123 steps after two earlier episodes with soft
-    resets, in a fresh env, and after one earlier episode with hard resets). Attempts of a task that one lane runs
-    alone come in index order in one env, as with one worker; attempts of a task two lanes share at the end run in
-    whichever env is free, so those few can differ between two runs of the same command. ``workers=1`` is fully
-    reproducible.
+    Reproducibility: on some tasks a seed's placement also depends on how many resets the env has done (see
+    ``LiberoEnv.reset_random``; libero_spatial task 4 moves objects by up to 4 cm), and elsewhere the last bits of a
+    soft reset depend on the episodes before it. Attempts of a task that one lane runs alone come in index order in
+    one env, as with one worker; attempts of a task two lanes share at the end run in whichever env is free, so
+    those few can differ between two runs of the same command. ``workers=1`` is fully reproducible.
 
     Returns the task reports, the kept attempts (as the replay path gives them) and the frames recorded.
     """
