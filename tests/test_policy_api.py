@@ -144,18 +144,21 @@ def test_damaged_checkpoints_are_refused(tmp_path):
         PlanExecutePolicy.from_pretrained(directory)
 
 
-def test_conv_vision_encoder_trains_saves_and_loads(tmp_path):
-    """``nano-conv``: the SigLIP tower replaced by ``ConvVisionTower`` (same token grid); gradients reach it and a
-    saved policy loads with the same tower and weights."""
+@pytest.mark.parametrize("preset", ["nano-conv", "nano-keypoints"])
+def test_conv_vision_encoders_train_save_and_load(tmp_path, preset):
+    """``nano-conv`` / ``nano-keypoints``: the SigLIP tower replaced by ``ConvVisionTower`` / ``KeypointVisionTower``
+    (as many tokens as the patch grid); gradients reach it and a saved policy loads with the same tower and
+    weights."""
     from c2c.policy.config import policy_config
     from c2c.policy.testing import INSTRUCTIONS, TOKENIZER_VARIANT
-    from c2c.policy.vision import ConvVisionTower
+    from c2c.policy.vision import ConvVisionTower, KeypointVisionTower
 
-    config = policy_config("nano-conv", variant="plan", cameras=("front", "wrist"), state_dim=4, action_dim=4,
+    kind = {"nano-conv": ConvVisionTower, "nano-keypoints": KeypointVisionTower}[preset]
+    config = policy_config(preset, variant="plan", cameras=("front", "wrist"), state_dim=4, action_dim=4,
                            image_size=48)  # a 2 x 2 token grid keeps the test fast
     policy = PlanExecutePolicy.build(config, random_action_tokenizer(TOKENIZER_VARIANT["plan"]), INSTRUCTIONS)
     tower = policy.model.backbone.model.vision_tower
-    assert isinstance(tower, ConvVisionTower) and policy.model.image_tokens == 4
+    assert isinstance(tower, kind) and policy.model.image_tokens == 4
     loss, _ = policy(random_batch(config, 2))
     loss.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in tower.parameters())
@@ -163,5 +166,23 @@ def test_conv_vision_encoder_trains_saves_and_loads(tmp_path):
     observation = random_observation(config, batch_size=2)
     before = policy.predict_action_chunk(observation)
     loaded = PlanExecutePolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
-    assert isinstance(loaded.model.backbone.model.vision_tower, ConvVisionTower)
+    assert isinstance(loaded.model.backbone.model.vision_tower, kind)
     np.testing.assert_array_equal(loaded.predict_action_chunk(observation), before)
+
+
+def test_keypoint_tower_reads_the_position_of_its_softmax_peak():
+    """A keypoint whose map peaks sharply at one feature cell reports that cell's (x, y) in [-1, 1]."""
+    import torch
+
+    from c2c.policy.vision import KeypointVisionTower
+
+    tower = KeypointVisionTower(image_size=32, patch_size=16, hidden_size=8)  # 4 keypoints on an 8 x 8 grid
+    captured = {}
+    peak = torch.full((1, 4, 8, 8), -30.0)
+    peak[0, 0, 2, 6] = 30.0  # keypoint 0: row 2, column 6
+    tower.maps.forward = lambda features: peak
+    tower.embed.register_forward_hook(lambda module, args, output: captured.update(inputs=args[0]))
+    tower(torch.zeros(1, 3, 32, 32))
+    axis = torch.linspace(-1, 1, 8)
+    torch.testing.assert_close(captured["inputs"][0, 0, :2], torch.stack([axis[6], axis[2]]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(captured["inputs"][0, 1, :2], torch.zeros(2), atol=1e-5, rtol=0)  # flat map: centre

@@ -161,6 +161,9 @@ PRESETS: dict[str, BackbonePreset] = {
         dataclasses.replace(NANO, name="nano-conv", vision_encoder="conv",
                             description="nano with a convolutional image encoder instead of the ViT (same 4 x 4 "
                             "token grid)"),
+        dataclasses.replace(NANO, name="nano-keypoints", vision_encoder="keypoints",
+                            description="nano with a spatial-softmax keypoint image encoder instead of the ViT (as "
+                            "many tokens as nano's patch grid)"),
         BackbonePreset(
             name="debug",
             vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,

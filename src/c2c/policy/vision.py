@@ -21,7 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from c2c.errors import ConfigError
 
-VISION_ENCODERS = ("siglip", "conv")
+VISION_ENCODERS = ("siglip", "conv", "keypoints")
 STRIDE = 8  # three stride-2 convolutions before the patchify convolution
 
 
@@ -56,6 +56,46 @@ class ConvVisionTower(nn.Module):
         return BaseModelOutput(last_hidden_state=self.norm(tokens))
 
 
+class KeypointVisionTower(nn.Module):
+    """Convolutions then a spatial softmax (Levine et al. 2016, as robomimic's and Diffusion Policy's image encoders).
+
+    (N, 3, H, W) images in [-1, 1] -> ``BaseModelOutput(last_hidden_state=(N, K, hidden))`` with K = (H / patch)^2,
+    the token count of the ViT it replaces. Each of the K keypoint maps (on the stride-4 feature grid, 24 x 24 at
+    96 px) is softmax-normalised over the image; its token embeds the expected position (x, y) and the features
+    averaged under that softmax, plus a learned per-keypoint embedding. Positions are read at sub-cell precision,
+    where a patch grid quantises them to whole patches.
+    """
+
+    def __init__(self, image_size: int, patch_size: int, hidden_size: int,
+                 channels: tuple[int, int, int] = (16, 32, 32)) -> None:
+        super().__init__()
+        if image_size % patch_size or image_size % 4:
+            raise ConfigError(f"the keypoint vision encoder needs an image size divisible by 4 and by the patch "
+                              f"size (got patch {patch_size}, image {image_size})")
+        first, second, third = channels
+        self.features = nn.Sequential(_block(3, first, 5, 2), _block(first, second, 3, 2),
+                                      _block(second, third, 3, 1))
+        self.keypoints = (image_size // patch_size) ** 2
+        self.maps = nn.Conv2d(third, self.keypoints, 1)
+        self.temperature = nn.Parameter(torch.zeros(()))  # log of a learned softmax temperature, starts at 1
+        grid = image_size // 4
+        axis = torch.linspace(-1.0, 1.0, grid)
+        ys, xs = torch.meshgrid(axis, axis, indexing="ij")
+        self.register_buffer("coords", torch.stack([xs.flatten(), ys.flatten()], dim=1), persistent=False)
+        self.embed = nn.Linear(2 + third, hidden_size)
+        self.identity = nn.Parameter(torch.zeros(1, self.keypoints, hidden_size))
+        self.norm = nn.LayerNorm(hidden_size)
+        nn.init.normal_(self.identity, std=0.02)
+
+    def forward(self, pixel_values: torch.Tensor, **_: object) -> BaseModelOutput:
+        features = self.features(pixel_values)  # (N, C, g, g)
+        weights = torch.softmax(self.maps(features).flatten(2) * self.temperature.exp(), dim=-1)  # (N, K, g * g)
+        positions = weights @ self.coords.to(weights.dtype)  # (N, K, 2) expected (x, y) in [-1, 1]
+        pooled = weights @ features.flatten(2).transpose(1, 2)  # (N, K, C) features under each keypoint
+        tokens = self.embed(torch.cat([positions, pooled], dim=-1)) + self.identity
+        return BaseModelOutput(last_hidden_state=self.norm(tokens))
+
+
 def install_vision_encoder(backbone: nn.Module, encoder: str, seed: int) -> nn.Module:
     """Replace the SigLIP tower of a fresh or rebuilt backbone by ``encoder`` (seeded); ``"siglip"`` keeps it.
 
@@ -69,5 +109,6 @@ def install_vision_encoder(backbone: nn.Module, encoder: str, seed: int) -> nn.M
     vision = holder.vision_tower.config
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + 2)
-        holder.vision_tower = ConvVisionTower(vision.image_size, vision.patch_size, vision.hidden_size)
+        tower = ConvVisionTower if encoder == "conv" else KeypointVisionTower
+        holder.vision_tower = tower(vision.image_size, vision.patch_size, vision.hidden_size)
     return backbone
