@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 from conftest import TINY_CODEC, write_two_camera_dataset_and_tokenizer
 from safetensors.torch import load_file
 
@@ -176,3 +177,29 @@ def test_image_shift_trains_and_is_checked(workspace):
     with torch_threads(1):
         metrics = train_policy(config, show_progress=False)
     assert metrics["steps"] == 2 and np.isfinite(metrics["train_recent"]["loss"])
+
+
+def test_device_is_checked_before_training():
+    with pytest.raises(ConfigError, match="--device: unknown device 'gpu0'"):
+        PolicyTrainConfig(dataset="d", tokenizer="t", out="o", device="gpu0")
+    with pytest.raises(ConfigError, match="--device: 'meta' is not supported"):
+        PolicyTrainConfig(dataset="d", tokenizer="t", out="o", device="meta")
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="--device cuda: this torch .* sees no CUDA GPU"):
+            PolicyTrainConfig(dataset="d", tokenizer="t", out="o", device="cuda")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_a_gpu_saves_a_policy_that_resumes_and_loads_on_the_cpu(workspace):
+    """--device cuda: weights and batches on the GPU; the checkpoint resumes on the CPU (the device is not part of a
+    run's settings) and the saved policy loads on the CPU, predicting finite chunks."""
+    stopped = train_policy(_config(workspace, "gpu", steps=4, device="cuda"), show_progress=False, stop_after=2)
+    assert stopped is None
+    metrics = train_policy(_config(workspace, "gpu", steps=4, device="cpu"), show_progress=False, resume=True)
+    assert metrics["steps"] == 4 and np.isfinite(metrics["train_recent"]["loss"])
+    gpu_only = train_policy(_config(workspace, "gpu-only", steps=3, device="cuda"), show_progress=False)
+    assert np.isfinite(gpu_only["heldout"]["exec_l1"])
+    policy = PlanExecutePolicy.from_pretrained(workspace["root"] / "gpu-only", variant="plan")
+    data = train_data.load_policy_data(workspace["dataset"], policy.action_tokenizer, workspace["tokenizer"],
+                                       policy.config, workspace["root"] / "gpu-only")
+    assert np.isfinite(policy.predict_action_chunk(data.batch(data.heldout_frames[:2]))).all()

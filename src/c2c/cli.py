@@ -221,6 +221,8 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="resize images to the preset's size with PIL (default: a size mismatch is an error)")
     train.add_argument("--image-shift", type=int, default=0,
                        help="random-shift augmentation of training images, in pixels (default 0: off)")
+    train.add_argument("--device", default="cpu",
+                       help="cpu (default) | cuda | cuda:N: where the weights and batches live (one process)")
     train.add_argument("--num-processes", type=int, default=1, help="data-parallel CPU processes (default 1)")
     train.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from")
 
@@ -234,6 +236,7 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
             max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
+            device=args.device,
         )
         if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
             metrics = launch_processes(config, args.num_processes, resume=args.resume)

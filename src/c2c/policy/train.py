@@ -113,6 +113,7 @@ class PolicyTrainConfig:
     max_image_gb: float = 8.0  # refuse datasets whose images would need more memory
     resize_images: bool = False  # resize dataset images to the preset's size with PIL (else a size mismatch fails)
     image_shift: int = 0  # random-shift augmentation: shift training images by up to this many pixels (0: off)
+    device: str = "cpu"  # torch device of the weights and batches: cpu | cuda | cuda:N (one process)
     policy: dict[str, Any] = field(default_factory=dict)  # other PolicyConfig fields (token_order, state_encoding)
 
     def __post_init__(self) -> None:
@@ -126,6 +127,7 @@ class PolicyTrainConfig:
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "eval_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+        check_device(self.device)
         defaults = OPTIMIZER_DEFAULTS[self.preset]
         self.lr = defaults.lr if self.lr is None else self.lr
         if self.warmup_steps is None:  # a short run still reaches its peak learning rate
@@ -219,6 +221,23 @@ class Processes:
             self.accelerator.wait_for_everyone()
 
 
+def check_device(device: str) -> torch.device:
+    """``device`` as a torch device, or a ConfigError naming it when it is unknown or absent on this machine."""
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ConfigError(f"--device: unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
+    if parsed.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device: {device!r} is not supported (expected cpu, cuda or cuda:N)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; train on "
+                              "--device cpu, or install a CUDA build of torch on a machine with a GPU")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
+    return parsed
+
+
 # --- evaluation --------------------------------------------------------------------------------------------------
 def spread(frames: np.ndarray, count: int) -> np.ndarray:
     """Up to ``count`` frames evenly spread over ``frames`` (a deterministic evaluation subset)."""
@@ -262,7 +281,7 @@ def evaluate_policy(policy: PlanExecutePolicy, data: PolicyData, frames: np.ndar
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
 def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "eval_every")}
+    return {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "eval_every", "device")}
 
 
 def _save_state(path: Path, step: int, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
@@ -276,7 +295,7 @@ def _save_state(path: Path, step: int, policy: PlanExecutePolicy, ema: EMA, opti
 
 def _load_state(path: Path, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
                 config: PolicyTrainConfig) -> tuple[int, dict[str, list]]:
-    state = torch.load(path, weights_only=False)
+    state = torch.load(path, weights_only=False, map_location=policy.device)
     if state["config"] != _comparable(config):
         changed = sorted(k for k, v in _comparable(config).items() if state["config"].get(k) != v)
         raise ConfigError(f"{path}: was written with other settings ({', '.join(changed)}); use a new --out to "
@@ -323,8 +342,12 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     processes.wait()
     if not processes.is_main:
         data = _load_data(config, policy_cfg, tokenizer)
+    if processes.count > 1 and torch.device(config.device).type != "cpu":
+        raise ConfigError(f"--device {config.device}: data-parallel processes train on the CPU only; use one process "
+                          "on a GPU")
     torch.manual_seed(config.seed)
     policy = PlanExecutePolicy.build(policy_cfg, tokenizer, instructions=data.instructions)
+    policy.to(config.device)  # the weights are initialised on the CPU, so a seed gives the same start everywhere
     ema = EMA(policy.model, config.ema_decay)
     optimizer = _optimizer(policy.model, config)
     start_step, history = 0, {"train": [], "heldout": []}
@@ -344,7 +367,8 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     writer = _writer(out, start_step) if processes.is_main else None
     heldout = data.heldout_frames if len(data.heldout_frames) else data.train_frames
     eval_frames = spread(heldout, config.eval_frames)
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16")
+    autocast = torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16,
+                              enabled=config.precision == "bf16")
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, dynamic_ncols=True,
                desc=f"policy ({config.variant})", disable=not (show_progress and processes.is_main))
     first_frames, started, samples = None, time.perf_counter(), 0
