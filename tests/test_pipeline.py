@@ -42,6 +42,8 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert _stamps(out) == stages  # nothing was redone
     assert printed.count("done already") == 5 and "[demos] reusing" in printed
+    # Policies trained on a GPU (--device cuda) are reused on the CPU and back: the device is no setting.
+    assert "device" not in json.loads((out / "policy/plan/stage.json").read_text())["settings"]
 
     # A changed evaluation setting redoes the evaluations only.
     changed = PipelinePreset(**{**MINI.__dict__, "eval_max_steps": 6})

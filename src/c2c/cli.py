@@ -340,16 +340,21 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      help="override the preset's evaluation episodes per task (LIBERO: trials per task)")
     run.add_argument("--episodes-per-task", type=int, default=None,
                      help="override the preset's demonstrations per task")
+    run.add_argument("--device", default="cpu",
+                     help="where the policies train: cpu (default) | cuda | cuda:N (one variant after the other); "
+                     "the other stages run on the CPU")
     run.set_defaults(func=_run_pipeline)
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     from c2c.eval.pipeline import run_presets
+    from c2c.policy.train import check_device
 
+    check_device(args.device)  # before hours of demonstrations, not after
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
                  "episodes_per_task": args.episodes_per_task}
-    return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers)
+    return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)
 
 
 def _add_serve_command(subparsers: argparse._SubParsersAction) -> None:

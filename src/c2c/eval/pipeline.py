@@ -231,8 +231,11 @@ def tokenizer_name(variant: str, plan_horizon: int) -> str:
 
 
 def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool,
-                   parallel: bool | None = None) -> dict[str, dict]:
+                   parallel: bool | None = None, device: str = "cpu") -> dict[str, dict]:
     """Train every variant with the same budget; returns ``{variant: stage record}``.
+
+    ``device`` ("cpu", "cuda", "cuda:N"): where the policies train; on a GPU they train one after the other. It is
+    not part of the stage's settings, so a run finished on one device is reused on another.
 
     ``parallel`` (default: when there are at least two CPUs and two variants to train): one single-thread
     process per variant at the same time. Small models use a second thread poorly (OpenMP synchronisation), so
@@ -247,8 +250,9 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         configs[variant] = PolicyTrainConfig(
             dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant), variant=variant,
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
-            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3))
-    settings = {variant: {**asdict(config), "dataset": dataset_dir.name, "tokenizer": Path(config.tokenizer).name}
+            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device)
+    settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"}, "dataset": dataset_dir.name,
+                          "tokenizer": Path(config.tokenizer).name}
                 for variant, config in configs.items()}
     todo = []
     for variant, config in configs.items():
@@ -258,7 +262,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         else:
             records[variant] = record
     if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2 and len(todo) >= 2
+        parallel = (os.cpu_count() or 1) >= 2 and len(todo) >= 2 and device == "cpu"
     if parallel and len(todo) >= 2:
         for variant in todo:
             _clear(Path(configs[variant].out))
@@ -274,7 +278,8 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     else:
         for variant in todo:
             def work(config: PolicyTrainConfig = configs[variant]) -> dict[str, Any]:
-                _use_free_cpus()
+                if device == "cpu":
+                    _use_free_cpus()
                 return _json_safe(train_policy(config))
 
             records[variant] = run_stage(Path(configs[variant].out), settings[variant], True, work, f"policy {variant}")
@@ -675,7 +680,7 @@ def run_command(preset: PipelinePreset, out: Path) -> str:
 
 
 def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = False,
-                 workers: int | None = None, parallel: bool | None = None) -> int:
+                 workers: int | None = None, parallel: bool | None = None, device: str = "cpu") -> int:
     chosen = preset if isinstance(preset, PipelinePreset) else get_preset(preset)
     out = Path(out) if out is not None else Path("runs") / chosen.name
     out.mkdir(parents=True, exist_ok=True)
@@ -685,7 +690,7 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
     tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
-    policies = stage_policies(chosen, dataset_dir, out, force, parallel)
+    policies = stage_policies(chosen, dataset_dir, out, force, parallel, device)
     evaluations = stage_evaluations(chosen, out, force, workers)
     seconds = time.perf_counter() - start
     report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command)
@@ -706,18 +711,18 @@ def overall_success(result: dict[str, Any]) -> float | None:
 
 
 def run_presets(name: str, out: Path | None, overrides: dict[str, Any] | None = None, force: bool = False,
-                workers: int | None = None) -> int:
+                workers: int | None = None, device: str = "cpu") -> int:
     """``c2c run --preset NAME``: one preset, or a group of them (``libero``: the four suites one after the other,
     each in ``<out>/<preset>``, then one Table 1 over them in ``<out>/report.md``)."""
     from c2c.eval.presets import SUITE_GROUPS
 
     overrides = {key: value for key, value in (overrides or {}).items() if value is not None}
     if name not in SUITE_GROUPS:
-        return run_pipeline(get_preset(name).replace(**overrides), out, force=force, workers=workers)
+        return run_pipeline(get_preset(name).replace(**overrides), out, force=force, workers=workers, device=device)
     out = Path(out) if out is not None else Path("runs") / name
     members = [get_preset(member).replace(**overrides) for member in SUITE_GROUPS[name]]
     for preset in members:
-        run_pipeline(preset, out / preset.name, force=force, workers=workers)
+        run_pipeline(preset, out / preset.name, force=force, workers=workers, device=device)
     report = write_group_report(out, name, members)
     print(f"report: {report}")
     return 0
