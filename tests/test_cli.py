@@ -23,6 +23,14 @@ def test_unknown_preset_is_one_line_with_suggestion(capsys):
     assert err.count("\n") == 0 and "unknown preset 'quik'" in err and "did you mean 'quick'" in err
 
 
+def test_a_bad_device_is_refused_before_any_stage_runs(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "quick", "--device", "gpu0", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--device: unknown device 'gpu0'" in err
+    assert not out.exists()  # no demonstrations were started
+
+
 def test_missing_dataset_names_the_file(tmp_path, capsys):
     assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
