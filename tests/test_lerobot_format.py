@@ -412,3 +412,17 @@ def test_lerobot_reads_our_datasets_and_we_read_theirs() -> None:
     summary = [line for line in result.stdout.splitlines() if line.startswith(("FAIL", "RESULT"))]
     assert result.returncode == 0, "\n".join(summary) or result.stderr[-3000:]
     assert "RESULT: PASS" in result.stdout
+
+
+def test_image_datasets_need_no_pyav(tmp_path: Path, three_episodes: list[Episode], monkeypatch) -> None:
+    """PyAV is imported on first use of a video: without it, image datasets are written, read and trained on, and
+    a video feature fails with an error that names PyAV."""
+    blocked = "import sys; sys.modules['av'] = None; import c2c.data.lerobot, c2c.policy.train, c2c.eval.pipeline"
+    subprocess.run([os.sys.executable, "-c", blocked], check=True, cwd=REPO_ROOT)
+    monkeypatch.setitem(os.sys.modules, "av", None)  # `import av` now raises ImportError
+    with LeRobotWriter(tmp_path / "ds", fps=FPS) as writer:
+        writer.add_episode(three_episodes[0])
+        writer.finalize()
+    assert LeRobotDataset(tmp_path / "ds").episode(0).images["front"].shape[1:] == (16, 24, 3)
+    with pytest.raises(DatasetError, match=r"video features need PyAV \(pip install av\)"):
+        VideoEncoder(tmp_path / "v.mp4", fps=FPS, height=16, width=24)

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import av
 import numpy as np
 
 from c2c.errors import DatasetError
+
+if TYPE_CHECKING:
+    import av
 
 # Encoders tried in order; PyAV's wheels ship libx264, the others are fallbacks for unusual builds.
 PREFERRED_CODECS = ("libx264", "h264", "libopenh264", "mpeg4")
@@ -29,8 +31,18 @@ DEFAULT_CRF = 18  # visually lossless for h264; a lower value is larger and clos
 DEFAULT_GOP = 2  # a keyframe every 2 frames: random access decodes at most one extra frame (LeRobot's default)
 
 
+def _pyav():
+    """PyAV, imported on first use: datasets that store images only never need it."""
+    try:
+        import av
+    except ImportError:
+        raise DatasetError("video features need PyAV (pip install av); datasets of images do not") from None
+    return av
+
+
 def pick_codec() -> str:
     """The first of :data:`PREFERRED_CODECS` that this PyAV build can encode."""
+    av = _pyav()
     for codec in PREFERRED_CODECS:
         if codec in av.codecs_available:
             return codec
@@ -63,7 +75,7 @@ class VideoEncoder:
         self.height, self.width = height, width
         self.codec = codec or pick_codec()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = av.open(str(self.path), mode="w")
+        self._container = _pyav().open(str(self.path), mode="w")
         self._stream = self._container.add_stream(self.codec, rate=fps, options=_encoder_options(self.codec, crf, gop))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = PIXEL_FORMAT
@@ -77,6 +89,7 @@ class VideoEncoder:
                 f"{self.path}: frames must be uint8 (T, {self.height}, {self.width}, 3), "
                 f"got {frames.dtype} {tuple(frames.shape)}"
             )
+        av = _pyav()
         for image in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.num_frames
@@ -118,6 +131,7 @@ def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int) 
         raise DatasetError(f"{path}: video file is missing")
     first = round(start_s * fps)
     wanted = range(first, first + num_frames)
+    av = _pyav()
     try:
         frames = _decode_frame_indices(path, fps, wanted, seek_s=start_s)
         if len(frames) < num_frames:  # an unusual keyframe layout: decode from the start instead
@@ -135,7 +149,7 @@ def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int) 
 
 def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | None) -> dict[int, np.ndarray]:
     frames: dict[int, np.ndarray] = {}
-    with av.open(str(path)) as container:
+    with _pyav().open(str(path)) as container:
         stream = container.streams.video[0]
         if seek_s is not None and seek_s > 0:
             container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
@@ -150,13 +164,13 @@ def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | N
 
 def decode_video(path: Path) -> np.ndarray:
     """Every frame of an mp4 as (T, H, W, 3) uint8."""
-    with av.open(str(path)) as container:
+    with _pyav().open(str(path)) as container:
         return np.stack([frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)])
 
 
 def video_stream_info(path: Path) -> dict[str, Any]:
     """The ``info`` entry LeRobot keeps for a video feature in meta/info.json."""
-    with av.open(str(path)) as container:
+    with _pyav().open(str(path)) as container:
         stream = container.streams.video[0]
         return {
             "video.height": stream.height,
