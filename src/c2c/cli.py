@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from c2c.errors import C2CError
+from c2c.errors import C2CError, ConfigError
 
 
 API_KEY_ENV = "C2C_SERVE_API_KEY"  # where `c2c serve` and `c2c eval --server` read the key when not given
@@ -238,6 +238,9 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
             device=args.device,
         )
+        if args.num_processes > 1 and config.device != "cpu":
+            raise ConfigError(f"--device {config.device}: --num-processes {args.num_processes} trains data-parallel "
+                              "on the CPU only; use one process on a GPU")
         if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
             metrics = launch_processes(config, args.num_processes, resume=args.resume)
         else:

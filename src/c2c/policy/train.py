@@ -73,8 +73,9 @@ OPTIMIZER_DEFAULTS: dict[str, OptimizerDefaults] = {
     "nano": OptimizerDefaults(lr=5e-4, warmup_steps=100, weight_decay=1e-2, ema_decay=0.995),
     "debug": OptimizerDefaults(lr=1e-3, warmup_steps=10, weight_decay=1e-2, ema_decay=0.99),
 }
-# The multi-stream presets (App. C.3) and nano-conv train like their counterparts.
-OPTIMIZER_DEFAULTS.update({"nano-conv": OPTIMIZER_DEFAULTS["nano"], "nano-keypoints": OPTIMIZER_DEFAULTS["nano"],"paligemma-3b-multistream": OPTIMIZER_DEFAULTS["paligemma-3b"],
+# The multi-stream presets (App. C.3), nano-conv and nano-keypoints train like their counterparts.
+OPTIMIZER_DEFAULTS.update({"nano-conv": OPTIMIZER_DEFAULTS["nano"], "nano-keypoints": OPTIMIZER_DEFAULTS["nano"],
+                           "paligemma-3b-multistream": OPTIMIZER_DEFAULTS["paligemma-3b"],
                            "tiny-multistream": OPTIMIZER_DEFAULTS["nano"],
                            "debug-multistream": OPTIMIZER_DEFAULTS["debug"]})
 FINAL_LR_FRACTION = 0.1  # cosine decay ends at 10% of the peak (openpi's pi0-FAST schedule: 2.5e-5 -> 2.5e-6)
