@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 
@@ -126,7 +127,47 @@ def test_the_reproduce_command_names_every_override():
     changed = quick.replace(backbone="tiny-multistream", policy_steps=50)
     assert run_command(changed, Path("runs/q")) == ("c2c run --preset quick --out runs/q --backbone tiny-multistream "
                                                    "--policy-steps 50")
+    assert run_command(quick.replace(variants=("plan", "separate")), Path("q")) == ("c2c run --preset quick --out q "
+                                                                                  "--variants plan,separate")
+    for bad in (("plan", "plan-hp80"), (), ("plan", "plan")):
+        with pytest.raises(ConfigError, match="variants must be distinct names among plan, plan-hp40"):
+            quick.replace(variants=bad)
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
     # The one-line description names the backbone actually used.
     assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
     assert all("{" not in preset.summary for preset in PRESETS.values())
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["one-after-the-other", "side-by-side"])
+def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsys, parallel):
+    from c2c.eval.pipeline import policy_configs, stage_demos, stage_policies, stage_tokenizers
+    from c2c.policy.train import CHECKPOINT, train_policy
+
+    out = tmp_path / "run"
+    preset = MINI.replace(policy_steps=4)
+    dataset = stage_demos(preset, out, force=False)
+    stage_tokenizers(preset, dataset, out, force=False)
+    configs = policy_configs(preset, dataset, out)
+    # plan stopped at step 2 with a checkpoint (as a killed run leaves it); noplan left a checkpoint written with
+    # other settings (another step budget), which must not be resumed.
+    assert train_policy(replace(configs["plan"], checkpoint_every=1), show_progress=False, stop_after=2) is None
+    assert train_policy(replace(configs["noplan"], steps=7), show_progress=False, stop_after=1) is None
+    capsys.readouterr()
+
+    records = stage_policies(preset, dataset, out, force=False, parallel=parallel)
+    printed = capsys.readouterr().out
+    assert "[policy plan] resuming its interrupted training from step 2 of 4" in printed
+    assert "[policy noplan] resuming" not in printed
+    if parallel:  # each training process writes its own log
+        logs = {v: (out / "policy" / v / "train.log").read_text() for v in ("plan", "noplan")}
+    else:
+        logs = dict(zip(("plan", "noplan"), printed.split("[policy noplan] running")))
+    assert "resuming from step 2" in logs["plan"] and "resuming from step" not in logs["noplan"]
+    for variant in ("plan", "noplan"):
+        metrics = records[variant]["result"]
+        assert metrics["steps"] == 4 and not records[variant]["skipped"], variant
+        assert (out / "policy" / variant / CHECKPOINT).is_file()
+    # Finished stages are reused, and --force starts over.
+    assert all(r["skipped"] for r in stage_policies(preset, dataset, out, force=False, parallel=parallel).values())
+    stage_policies(preset, dataset, out, force=True, parallel=parallel)
+    assert "resuming" not in capsys.readouterr().out

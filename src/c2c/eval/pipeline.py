@@ -241,16 +241,9 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     process per variant at the same time. Small models use a second thread poorly (OpenMP synchronisation), so
     on two cores this finishes the variants sooner than training them one after the other with two threads.
     """
-    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.policy.train import train_policy
 
-    configs, records = {}, {}
-    for variant in preset.variants:
-        tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
-        steps = preset.policy_steps
-        configs[variant] = PolicyTrainConfig(
-            dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant), variant=variant,
-            preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
-            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device)
+    configs, records = policy_configs(preset, dataset_dir, out, device), {}
     settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"}, "dataset": dataset_dir.name,
                           "tokenizer": Path(config.tokenizer).name}
                 for variant, config in configs.items()}
@@ -261,11 +254,11 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
             todo.append(variant)
         else:
             records[variant] = record
+    for variant in todo:
+        _resume_or_clear(configs[variant], force)
     if parallel is None:
         parallel = (os.cpu_count() or 1) >= 2 and len(todo) >= 2 and device == "cpu"
     if parallel and len(todo) >= 2:
-        for variant in todo:
-            _clear(Path(configs[variant].out))
         started = time.perf_counter()
         metrics = train_in_parallel({variant: configs[variant] for variant in todo})
         seconds = round(time.perf_counter() - started, 1)
@@ -277,13 +270,42 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         print(f"[policies] {', '.join(todo)} trained side by side in {seconds:.0f} s")
     else:
         for variant in todo:
-            def work(config: PolicyTrainConfig = configs[variant]) -> dict[str, Any]:
+            def work(config: Any = configs[variant]) -> dict[str, Any]:
                 if device == "cpu":
                     _use_free_cpus()
                 return _json_safe(train_policy(config))
 
-            records[variant] = run_stage(Path(configs[variant].out), settings[variant], True, work, f"policy {variant}")
+            records[variant] = run_stage(Path(configs[variant].out), settings[variant], False, work, f"policy {variant}")
     return {variant: records[variant] for variant in preset.variants}
+
+
+def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device: str = "cpu") -> dict[str, Any]:
+    """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants."""
+    from c2c.policy.train import PolicyTrainConfig
+
+    configs = {}
+    for variant in preset.variants:
+        tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
+        steps = preset.policy_steps
+        configs[variant] = PolicyTrainConfig(
+            dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant), variant=variant,
+            preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
+            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device)
+    return configs
+
+
+def _resume_or_clear(config: Any, force: bool) -> None:
+    """Before a policy stage runs: an interrupted training of the same settings resumes from its last checkpoint;
+    anything else in its directory (a stage finished with other settings, a checkpoint of other settings, or
+    everything under ``--force``) is cleared."""
+    from c2c.policy.train import resumable_step
+
+    out = Path(config.out)
+    step = None if force or (out / STAGE_FILE).is_file() else resumable_step(config)
+    if step is None:
+        _clear(out)
+    else:
+        print(f"[policy {config.variant}] resuming its interrupted training from step {step} of {config.steps}")
 
 
 def _use_free_cpus() -> None:
@@ -337,7 +359,7 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
         atomic_write_json(launch, {"config": asdict(config), "resume": False})
         atomic_write_text(out / "threads", "1")
         env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", THREADS_FILE_ENV: str(out / "threads")}
-        log = open(out / "train.log", "w")  # noqa: SIM115 (closed below)
+        log = open(out / "train.log", "a")  # noqa: SIM115 (closed below); a resumed training appends
         process = subprocess.Popen([sys.executable, "-m", "c2c.policy.train", str(launch)], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, log)
@@ -656,7 +678,8 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 
 # `c2c run` options that override a preset's field (PipelinePreset.replace).
 OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
-                    "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task"}
+                    "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
+                    "variants": "--variants"}
 
 
 def preset_overrides(preset: PipelinePreset) -> list[str]:
@@ -670,7 +693,7 @@ def preset_overrides(preset: PipelinePreset) -> list[str]:
     for field_name, option in OVERRIDE_OPTIONS.items():
         value = getattr(preset, field_name)
         if value != getattr(named, field_name):
-            words += [option, str(value)]
+            words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
     return words
 
 

@@ -58,6 +58,12 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: eval_max_steps must be >= 1, got {self.eval_max_steps}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"preset {self.name!r}: image_shift must lie in [0, 32], got {self.image_shift}")
+        from c2c.policy.config import VARIANTS
+
+        unknown = [variant for variant in self.variants if variant not in VARIANTS]
+        if unknown or not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"preset {self.name!r}: variants must be distinct names among {', '.join(VARIANTS)}; "
+                              f"got {', '.join(self.variants) or 'none'}")
         if self.replan_every > 20:
             raise ConfigError(f"preset {self.name!r}: replan_every must be <= 20 (the exec chunk), got "
                               f"{self.replan_every}")

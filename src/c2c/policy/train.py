@@ -285,6 +285,16 @@ def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
     return {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "eval_every", "device")}
 
 
+def resumable_step(config: PolicyTrainConfig) -> int | None:
+    """The step of the checkpoint in ``config.out`` when it was written with these settings (so that training
+    resumes from it), else None (no checkpoint, or one of other settings)."""
+    path = Path(config.out) / CHECKPOINT
+    if not path.is_file():
+        return None
+    state = torch.load(path, weights_only=False, map_location="cpu")
+    return int(state["step"]) if state.get("config") == _comparable(config) else None
+
+
 def _save_state(path: Path, step: int, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
                 history: dict[str, list], config: PolicyTrainConfig) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
