@@ -347,7 +347,7 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
     run.add_argument("--device", default="cpu",
-                     help="where the policies train: cpu (default) | cuda | cuda:N (one variant after the other); "
+                     help="where the policies train: cpu (default) | cuda | cuda:N (the variants side by side on it); "
                      "the other stages run on the CPU")
     run.set_defaults(func=_run_pipeline)
 

@@ -234,12 +234,14 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
                    parallel: bool | None = None, device: str = "cpu") -> dict[str, dict]:
     """Train every variant with the same budget; returns ``{variant: stage record}``.
 
-    ``device`` ("cpu", "cuda", "cuda:N"): where the policies train; on a GPU they train one after the other. It is
-    not part of the stage's settings, so a run finished on one device is reused on another.
+    ``device`` ("cpu", "cuda", "cuda:N"): where the policies train. It is not part of the stage's settings, so a
+    run finished on one device is reused on another.
 
-    ``parallel`` (default: when there are at least two CPUs and two variants to train): one single-thread
-    process per variant at the same time. Small models use a second thread poorly (OpenMP synchronisation), so
-    on two cores this finishes the variants sooner than training them one after the other with two threads.
+    ``parallel`` (default: when there are at least two variants to train, and on the CPU at least two CPUs): one
+    process per variant at the same time. On the CPU each starts with one thread: small models use a second
+    thread poorly (OpenMP synchronisation), so on two cores this finishes the variants sooner than training them
+    one after the other with two threads. On a GPU the processes share it: the small backbones leave it mostly
+    idle at batch 32 (tiny on an H100: four side by side trained 2.6 times the samples per second of one alone).
     """
     from c2c.policy.train import train_policy
 
@@ -257,7 +259,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     for variant in todo:
         _resume_or_clear(configs[variant], force)
     if parallel is None:
-        parallel = (os.cpu_count() or 1) >= 2 and len(todo) >= 2 and device == "cpu"
+        parallel = len(todo) >= 2 and ((os.cpu_count() or 1) >= 2 or device != "cpu")
     if parallel and len(todo) >= 2:
         started = time.perf_counter()
         metrics = train_in_parallel({variant: configs[variant] for variant in todo})
