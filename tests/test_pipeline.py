@@ -135,6 +135,9 @@ def test_the_reproduce_command_names_every_override():
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
     # The one-line description names the backbone actually used.
     assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
+    assert "plan vs noplan with" in quick.summary
+    assert "MT10, 50 demonstrations per task, plan vs separate with" in get_preset("mt10").replace(
+        variants=("plan", "separate")).summary
     assert all("{" not in preset.summary for preset in PRESETS.values())
 
 

@@ -25,7 +25,7 @@ class PipelinePreset:
     image_size: int  # square camera images, pixels
     cameras: tuple[str, ...]  # Meta-World cameras recorded
     seed: int  # seed of the demonstration object placements
-    description: str  # one line; "{backbone}" is filled in by ``summary``
+    description: str  # one line; "{backbone}" and "{variants}" are filled in by ``summary``
     variants: tuple[str, ...] = ("plan", "noplan")  # policy variants trained with the same budget
     tokenizer_steps: int = 1500  # tokenizer optimisation steps (batch 256)
     tokenizer_codec: dict[str, Any] = field(default_factory=dict)  # CodecConfig overrides (tests use small codebooks)
@@ -70,8 +70,10 @@ class PipelinePreset:
 
     @property
     def summary(self) -> str:
-        """The description with this preset's backbone filled in (``--backbone`` may have changed it)."""
-        return self.description.replace("{backbone}", self.backbone)
+        """The description with this preset's backbone and variants filled in (``--backbone`` and ``--variants``
+        may have changed them)."""
+        variants = " vs ".join(self.variants)
+        return self.description.replace("{backbone}", self.backbone).replace("{variants}", variants)
 
     def replace(self, **changes: Any) -> PipelinePreset:
         """A copy with some settings changed (``c2c run --policy-steps ...``); the run caches by the new settings."""
@@ -89,7 +91,7 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="4 Meta-World tasks, plan vs noplan with the {backbone} backbone; about 20 minutes on 2 CPU "
+            description="4 Meta-World tasks, {variants} with the {backbone} backbone; about 20 minutes on 2 CPU "
             "cores",
             tokenizer_steps=300,
             backbone="nano",
@@ -105,7 +107,7 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="Meta-World MT10, 50 demonstrations per task, all four variants with the {backbone} backbone "
+            description="Meta-World MT10, 50 demonstrations per task, {variants} with the {backbone} backbone "
             "(hours on 2 CPU cores)",
             variants=("plan", "plan-hp40", "noplan", "separate"),
             # App. C.3's multi-stream model at CPU size. At the same reduced budget (2000 steps x 32, 5 unseen
@@ -122,8 +124,8 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             cameras=("corner2", "gripperPOV"),
             seed=0,
-            description="Meta-World MT50, 50 demonstrations per task, 10 trials per task (SmolVLA's protocol), the "
-            "{backbone} backbone",
+            description="Meta-World MT50, 50 demonstrations per task, 10 trials per task (SmolVLA's protocol), {variants} "
+            "with the {backbone} backbone",
             variants=("plan", "plan-hp40", "noplan", "separate"),
             backbone="tiny",
             policy_steps=30000,
@@ -145,7 +147,7 @@ def _libero_preset(suite: str) -> PipelinePreset:
         image_size=96,
         cameras=("image", "image2"),  # agentview and wrist, upright
         seed=0,
-        description=f"LIBERO {short}: our scripted demonstrations, plan vs noplan with the {{backbone}} backbone, the "
+        description=f"LIBERO {short}: our scripted demonstrations, {{variants}} with the {{backbone}} backbone, the "
         "official evaluation protocol (hours on 2 CPU cores)",
         simulator="libero",
         suite=suite,
