@@ -31,6 +31,16 @@ def test_a_bad_device_is_refused_before_any_stage_runs(tmp_path, capsys):
     assert not out.exists()  # no demonstrations were started
 
 
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+def test_a_bad_thread_count_is_refused_before_any_stage_runs(tmp_path, capsys, value):
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", "--preset", "quick", "--threads", value, "--out", str(out)])
+    assert exit_info.value.code == 2
+    assert f"expected a positive thread count or 'auto', got {value!r}" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_missing_dataset_names_the_file(tmp_path, capsys):
     assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err

@@ -132,6 +132,10 @@ def test_the_reproduce_command_names_every_override():
     for bad in (("plan", "plan-hp80"), (), ("plan", "plan")):
         with pytest.raises(ConfigError, match="variants must be distinct names among plan, plan-hp40"):
             quick.replace(variants=bad)
+    assert run_command(quick.replace(threads=0), Path("q")) == "c2c run --preset quick --out q --threads auto"
+    assert run_command(get_preset("mt10").replace(threads=4), Path("m")) == "c2c run --preset mt10 --out m --threads 4"
+    with pytest.raises(ConfigError, match="threads must be >= 0"):
+        quick.replace(threads=-1)
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
     # The one-line description names the backbone actually used.
     assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
@@ -174,3 +178,33 @@ def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsy
     assert all(r["skipped"] for r in stage_policies(preset, dataset, out, force=False, parallel=parallel).values())
     stage_policies(preset, dataset, out, force=True, parallel=parallel)
     assert "resuming" not in capsys.readouterr().out
+
+
+def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
+    """Demonstrations, tokenizer, two policies side by side and their evaluations, twice from scratch (--force)."""
+    import hashlib
+
+    from c2c.eval.pipeline import thread_schedule
+
+    preset, out = MINI.replace(threads=1), tmp_path / "run"
+
+    def fingerprint():
+        files = sorted(p for p in out.rglob("*") if p.suffix in (".safetensors", ".parquet"))
+        digests = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+        rollouts = {v: json.loads((out / "eval" / v / "results.json").read_text())["tasks"]["reach-v3"]["rollouts"]
+                    for v in ("plan", "noplan")}
+        return digests, [{k: r[k] for k in ("seed", "success", "steps")} for v in rollouts for r in rollouts[v]]
+
+    assert run_pipeline(preset, out, workers=1, parallel=True) == 0
+    first = fingerprint()
+    assert any("policy/plan" in name for name in first[0]) and any("tokenizer" in name for name in first[0])
+    assert run_pipeline(preset, out, force=True, workers=1, parallel=True) == 0
+    assert fingerprint() == first
+    # The thread counts used are in the records and the report.
+    plan = json.loads((out / "policy/plan/stage.json").read_text())["result"]
+    assert plan["threads"] == [{"step": 0, "threads": 1}]
+    assert json.loads((out / "tokenizer/joint/stage.json").read_text())["result"]["threads"] == 1
+    report = (out / "report.md").read_text()
+    assert "| threads |" in report and "changed while it ran" not in report
+    assert thread_schedule([{"step": 0, "threads": 1}, {"step": 741, "threads": 2}]) == "1, 2 from step 741"
+    assert thread_schedule(None) == "-"

@@ -203,3 +203,22 @@ def test_training_on_a_gpu_saves_a_policy_that_resumes_and_loads_on_the_cpu(work
     data = train_data.load_policy_data(workspace["dataset"], policy.action_tokenizer, workspace["tokenizer"],
                                        policy.config, workspace["root"] / "gpu-only")
     assert np.isfinite(policy.predict_action_chunk(data.batch(data.heldout_frames[:2]))).all()
+
+
+def test_the_thread_schedule_is_recorded_because_the_weights_depend_on_it(workspace, monkeypatch):
+    from c2c.policy.train import THREADS_FILE_ENV
+
+    # Pinned: one entry. CPU sums are split by thread, so the same schedule repeats the weights bit for bit.
+    first = train_policy(_config(workspace, "one-thread-a"), show_progress=False)
+    second = train_policy(_config(workspace, "one-thread-b"), show_progress=False)
+    assert first["threads"] == second["threads"] == [{"step": 0, "threads": 1}]
+    a, b = (load_file(str(workspace["root"] / name / WEIGHTS_FILE)) for name in ("one-thread-a", "one-thread-b"))
+    assert all(torch.equal(a[key], b[key]) for key in a)
+    # A side-by-side launcher raises the count through the threads file: the change and its step are recorded.
+    threads_file = workspace["root"] / "threads"
+    threads_file.write_text("2")
+    monkeypatch.setenv(THREADS_FILE_ENV, str(threads_file))
+    metrics = train_policy(_config(workspace, "raised"), show_progress=False)
+    assert metrics["threads"] == [{"step": 0, "threads": 1}, {"step": 1, "threads": 2}]
+    saved = json.loads((workspace["root"] / "raised" / "metrics.json").read_text())
+    assert saved["threads"] == metrics["threads"]

@@ -346,10 +346,28 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
+    run.add_argument("--threads", type=_threads_option, default=None,
+                     help="torch threads of the training stages: N pins them (N // k each for k policies side by "
+                     "side), so a rerun repeats the weights bit for bit; auto uses the cores other jobs leave free and "
+                     "hands a finished training's cores to the others (faster on a shared machine, but the weights "
+                     "then depend on its load). Default: the preset's (quick: 2; the others: auto)")
     run.add_argument("--device", default="cpu",
                      help="where the policies train: cpu (default) | cuda | cuda:N (the variants side by side on it); "
                      "the other stages run on the CPU")
     run.set_defaults(func=_run_pipeline)
+
+
+def _threads_option(text: str) -> int:
+    """``--threads``: a positive count, or ``auto`` (0)."""
+    if text.strip().lower() == "auto":
+        return 0
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive thread count or 'auto', got {text!r}")
+    return value
 
 
 def _run_pipeline(args: argparse.Namespace) -> int:
@@ -360,7 +378,8 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
                  "episodes_per_task": args.episodes_per_task,
-                 "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None}
+                 "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
+                 "threads": args.threads}
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)
 
 

@@ -219,8 +219,10 @@ def stage_tokenizers(preset: PipelinePreset, dataset_dir: Path, out: Path, force
         settings = {**asdict(config), "dataset": dataset_dir.name}
 
         def work(config: TokenizerTrainConfig = config) -> dict[str, Any]:
-            _use_free_cpus()
-            return _json_safe(train_tokenizer(config))
+            import torch
+
+            _use_threads(preset.threads)
+            return {**_json_safe(train_tokenizer(config)), "threads": torch.get_num_threads()}
 
         records[name] = run_stage(Path(config.out), settings, force, work, f"tokenizer {name}")
     return records
@@ -262,7 +264,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         parallel = len(todo) >= 2 and ((os.cpu_count() or 1) >= 2 or device != "cpu")
     if parallel and len(todo) >= 2:
         started = time.perf_counter()
-        metrics = train_in_parallel({variant: configs[variant] for variant in todo})
+        metrics = train_in_parallel({variant: configs[variant] for variant in todo}, threads=preset.threads)
         seconds = round(time.perf_counter() - started, 1)
         for variant in todo:
             record = {"settings": settings[variant], "result": _json_safe(metrics[variant]), "seconds": seconds,
@@ -274,7 +276,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         for variant in todo:
             def work(config: Any = configs[variant]) -> dict[str, Any]:
                 if device == "cpu":
-                    _use_free_cpus()
+                    _use_threads(preset.threads)
                 return _json_safe(train_policy(config))
 
             records[variant] = run_stage(Path(configs[variant].out), settings[variant], False, work, f"policy {variant}")
@@ -308,6 +310,16 @@ def _resume_or_clear(config: Any, force: bool) -> None:
         _clear(out)
     else:
         print(f"[policy {config.variant}] resuming its interrupted training from step {step} of {config.steps}")
+
+
+def _use_threads(threads: int) -> None:
+    """Pin torch to ``threads`` intra-op threads, or (0) use the cores other jobs leave free."""
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+    else:
+        _use_free_cpus()
 
 
 def _use_free_cpus() -> None:
@@ -344,9 +356,14 @@ def _clear(stage_dir: Path) -> None:
 PROGRESS = re.compile(r"(\d+)/(\d+) \[")
 
 
-def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dict[str, dict[str, Any]]:
-    """Train several policies at once, one single-thread process each (``python -m c2c.policy.train``); one
-    progress bar over all of them; each process's output goes to ``<out>/train.log``."""
+def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0,
+                      threads: int = 0) -> dict[str, dict[str, Any]]:
+    """Train several policies at once, one process each (``python -m c2c.policy.train``); one progress bar over
+    all of them; each process's output goes to ``<out>/train.log``.
+
+    ``threads`` 0: each starts with one thread, and the cores of a finished training (or freed by other jobs) go
+    to those still running. N: each runs ``max(1, N // len(configs))`` threads throughout (a rerun repeats the
+    weights bit for bit)."""
     from tqdm.auto import tqdm
 
     from c2c.errors import C2CError
@@ -355,17 +372,19 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
     from c2c.utils.threads import busy_cpus
 
     running = {}
+    start = max(1, threads // len(configs)) if threads else 1
     for variant, config in configs.items():
         out = Path(config.out)
         launch = out / "launch_config.json"
         atomic_write_json(launch, {"config": asdict(config), "resume": False})
-        atomic_write_text(out / "threads", "1")
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", THREADS_FILE_ENV: str(out / "threads")}
+        atomic_write_text(out / "threads", str(start))
+        env = {**os.environ, "OMP_NUM_THREADS": str(start), "MKL_NUM_THREADS": str(start),
+               THREADS_FILE_ENV: str(out / "threads")}
         log = open(out / "train.log", "a")  # noqa: SIM115 (closed below); a resumed training appends
         process = subprocess.Popen([sys.executable, "-m", "c2c.policy.train", str(launch)], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, log)
-    cpus, assigned = os.cpu_count() or 1, {variant: 1 for variant in configs}
+    cpus, assigned = os.cpu_count() or 1, {variant: start for variant in configs}
     total = sum(config.steps for config in configs.values())
     bar = tqdm(total=total, desc=f"policies ({', '.join(configs)}, side by side)", dynamic_ncols=True)
     try:
@@ -376,6 +395,9 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0) -> dic
             alive = [variant for variant, (process, _) in running.items() if process.poll() is None]
             if not alive:
                 break
+            if threads:  # pinned: the thread counts never change
+                time.sleep(poll_seconds)
+                continue
             # Cores not taken by other jobs are shared among the trainings still running (each runs its assigned
             # threads while it trains, so those are not "other" work).
             others = max(0, busy_cpus(samples=3, interval=0.05) - sum(assigned[v] for v in alive))
@@ -454,7 +476,7 @@ def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool,
                     "max_steps": preset.eval_max_steps, "replan_every": preset.replan_every, "videos": preset.videos}
 
         def work(policy_dir: Path = policy_dir, eval_dir: Path = eval_dir) -> dict[str, Any]:
-            _use_free_cpus()
+            _use_threads(preset.threads)
             results = evaluate_libero(policy_dir, preset.suite, tasks=tasks, trials=preset.eval_episodes,
                                       seed=preset.eval_seed, replan_every=preset.replan_every, videos=preset.videos,
                                       out=eval_dir, max_steps=preset.eval_max_steps, workers=workers)
@@ -576,15 +598,15 @@ def _success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> li
 def _tokenizer_section(tokenizers: dict[str, dict]) -> list[str]:
     lines = ["## Action tokenizer", "",
              "| tokenizer | tokens per chunk | exec L1 | plan L1 | codebook use (levels) | plan/exec overlap mass | "
-             "steps | time |",
-             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: |"]
+             "steps | threads | time |",
+             "| --- | ---: | ---: | ---: | --- | --- | ---: | ---: | ---: |"]
     for name, record in tokenizers.items():
         m = record["result"]
         usage = ", ".join(f"{100 * u:.0f}%" for u in m.get("usage", []))
         overlap = ", ".join(f"{o:.2f}" for o in m.get("overlap_mass", []) or [])
         plan_l1 = f"{m['plan/l1']:.4f}" if "plan/l1" in m else "-"
         lines.append(f"| {name} | {m.get('tokens_per_chunk')} | {m['exec/l1']:.4f} | {plan_l1} | {usage} | "
-                     f"{overlap or '-'} | {m.get('steps')} | {record['seconds']:.0f} s |")
+                     f"{overlap or '-'} | {m.get('steps')} | {m.get('threads', '-')} | {record['seconds']:.0f} s |")
     lines += ["", "L1 on held-out episodes, in normalized units (q01/q99 -> [-1, 1]). The codebooks have 4096 codes "
               "per level; small datasets use a fraction of them.", ""]
     return lines
@@ -593,8 +615,8 @@ def _tokenizer_section(tokenizers: dict[str, dict]) -> list[str]:
 def _policy_section(policies: dict[str, dict]) -> list[str]:
     lines = ["## Policy training", "",
              "| variant | backbone | parameters | steps x batch | held-out exec token accuracy | held-out exec L1 "
-             "(decoded) | time |",
-             "| --- | --- | ---: | --- | ---: | ---: | ---: |"]
+             "(decoded) | threads | time |",
+             "| --- | --- | ---: | --- | ---: | ---: | --- | ---: |"]
     for variant, record in policies.items():
         m = record["result"]
         held = m.get("heldout", {})
@@ -602,10 +624,24 @@ def _policy_section(policies: dict[str, dict]) -> list[str]:
         l1 = held.get("exec_l1")
         lines.append(f"| {variant} | {m['preset']} | {m['parameters'] / 1e6:.1f} M | {m['steps']} x "
                      f"{m['effective_batch_size']} | {_pct(accuracy) if accuracy is not None else '-'} | "
-                     f"{'-' if l1 is None else f'{l1:.4f}'} | {record['seconds']:.0f} s{_side_by_side(record)} |")
+                     f"{'-' if l1 is None else f'{l1:.4f}'} | {thread_schedule(m.get('threads'))} | "
+                     f"{record['seconds']:.0f} s{_side_by_side(record)} |")
+    if any(len(record["result"].get("threads") or []) > 1 for record in policies.values()):
+        lines += ["", "The thread count of a training changed while it ran (the cores of a finished side-by-side "
+                  "training, or cores other jobs freed, were handed over). CPU sums are split by thread, so a rerun "
+                  "that changes it at another step trains other weights; `c2c run --threads N` pins it."]
     lines += ["", "Training curves (EMA weights on held-out episodes):", ""]
     lines += [f"![{variant}](policy/{variant}/curves.png)" for variant in policies]
     return lines + [""]
+
+
+def thread_schedule(schedule: list[dict[str, int]] | None) -> str:
+    """``[{"step": 0, "threads": 1}, {"step": 741, "threads": 2}]`` -> "1, 2 from step 741" ("-": not recorded)."""
+    if not schedule:
+        return "-"
+    words = [str(schedule[0]["threads"])]
+    words += [f"{entry['threads']} from step {entry['step']}" for entry in schedule[1:]]
+    return ", ".join(words)
 
 
 def _side_by_side(record: dict[str, Any]) -> str:
@@ -681,7 +717,7 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 # `c2c run` options that override a preset's field (PipelinePreset.replace).
 OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
                     "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
-                    "variants": "--variants"}
+                    "variants": "--variants", "threads": "--threads"}
 
 
 def preset_overrides(preset: PipelinePreset) -> list[str]:
@@ -695,7 +731,10 @@ def preset_overrides(preset: PipelinePreset) -> list[str]:
     for field_name, option in OVERRIDE_OPTIONS.items():
         value = getattr(preset, field_name)
         if value != getattr(named, field_name):
-            words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
+            if field_name == "threads":
+                words += [option, str(value) if value else "auto"]
+            else:
+                words += [option, ",".join(value) if isinstance(value, tuple) else str(value)]
     return words
 
 

@@ -41,6 +41,11 @@ class PipelinePreset:
     simulator: str = "metaworld"  # metaworld | libero
     suite: str | None = None  # LIBERO suite (libero_spatial | libero_object | libero_goal | libero_10)
     image_shift: int = 0  # random-shift augmentation of training images, pixels (0: off)
+    # Intra-op threads of the training stages. 0 adapts to the cores other jobs leave free and hands a finished
+    # side-by-side training's cores to the others (fastest on a shared machine, but CPU sums are split by thread, so
+    # the weights then depend on the machine's load). N pins them: N for a tokenizer or a policy trained alone,
+    # N // k each for k policies side by side, never changed, so a rerun on the same machine repeats bit for bit.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if self.simulator not in SIMULATORS:
@@ -58,6 +63,9 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: eval_max_steps must be >= 1, got {self.eval_max_steps}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"preset {self.name!r}: image_shift must lie in [0, 32], got {self.image_shift}")
+        if int(self.threads) < 0:
+            raise ConfigError(f"preset {self.name!r}: threads must be >= 0 (0: adapt to the free cores), got "
+                              f"{self.threads}")
         from c2c.policy.config import VARIANTS
 
         unknown = [variant for variant in self.variants if variant not in VARIANTS]
@@ -99,6 +107,7 @@ PRESETS: dict[str, PipelinePreset] = {
             policy_batch_size=32,
             eval_episodes=10,
             eval_max_steps=160,  # the scripted experts need at most about 100 steps on these tasks
+            threads=2,  # its budget is set on 2 cores; pinned, so that two runs of `make demo` agree bit for bit
         ),
         PipelinePreset(
             name="mt10",

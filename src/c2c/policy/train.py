@@ -383,6 +383,7 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, dynamic_ncols=True,
                desc=f"policy ({config.variant})", disable=not (show_progress and processes.is_main))
     first_frames, started, samples = None, time.perf_counter(), 0
+    _note_threads(history, start_step)
     for step in bar:
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
@@ -394,6 +395,7 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
         ema.update(policy.model, step)
         if step % 20 == 0:
             _follow_thread_file()
+            _note_threads(history, step + 1)
         samples += frames.size * processes.count
         done = step + 1
         history["train"].append({"step": done, "loss": logs["loss"], "accuracy/exec": logs["accuracy/exec"]})
@@ -431,6 +433,16 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
 
 
 THREADS_FILE_ENV = "C2C_THREADS_FILE"  # a file holding the intra-op thread count this process should use
+
+
+def _note_threads(history: dict[str, list], step: int) -> None:
+    """Append ``{"step", "threads"}`` to ``history["threads"]`` when the intra-op thread count differs from the last
+    entry: CPU sums are split by thread, so the weights depend on this schedule (a run repeats bit for bit only
+    with the same one; ``c2c run --threads`` pins it)."""
+    schedule = history.setdefault("threads", [])
+    threads = torch.get_num_threads()
+    if not schedule or schedule[-1]["threads"] != threads:
+        schedule.append({"step": step, "threads": threads})
 
 
 def _follow_thread_file() -> None:
@@ -526,6 +538,7 @@ def _finish(out: Path, config: PolicyTrainConfig, policy: PlanExecutePolicy, ema
         "heldout": history["heldout"][-1], "heldout_episodes": data.info["heldout_episodes"],
         "eval_split": "heldout" if len(data.heldout_frames) else "train (no held-out episodes)",
         "codes_computed_this_run": data.info["codes_computed"],
+        "threads": history.get("threads", []),  # the intra-op thread schedule: [{"step", "threads"}, ...]
     }
 
 
