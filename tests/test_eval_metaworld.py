@@ -81,6 +81,18 @@ def test_rollouts_write_results_report_chart_and_videos(policy_dir, tmp_path):
         assert all(1 <= r["steps"] <= 15 and (r["success"] or r["steps"] == 15) for r in stats["rollouts"])
         assert [r["video"] for r in stats["rollouts"]] == [f"videos/{task}_ep0.mp4", None]
     assert results["tasks"]["reach-v3"]["in_training"] and not results["tasks"]["pick-place-v3"]["in_training"]
+    # How far every episode got, and where the failed ones stopped.
+    for task, stats in results["tasks"].items():
+        progress = [r["progress"] for r in stats["rollouts"]]
+        assert all(set(p) == {"hand_to_object_cm", "object_moved_cm", "object_to_goal_cm", "hand_to_goal_cm"}
+                   and all(value >= 0 for value in p.values()) for p in progress)
+        failed = [r["progress"] for r in stats["rollouts"] if not r["success"]]
+        if failed:
+            assert stats["failures"]["episodes"] == len(failed)
+            assert stats["failures"]["median_hand_to_object_cm"] == pytest.approx(
+                float(np.median([p["hand_to_object_cm"] for p in failed])), abs=0.051)
+        else:
+            assert stats["failures"] is None
     assert results["tasks"]["pick-place-v3"]["group"] == "hard"
     assert set(results["groups"]) == {"easy", "hard"}
     assert results["group_average"] == pytest.approx(
@@ -101,6 +113,8 @@ def test_rollouts_write_results_report_chart_and_videos(policy_dir, tmp_path):
     report = (out / "report.md").read_text()
     assert "| task | group | success rate |" in report and "pick-place-v3 (not trained on)" in report
     assert "| **average** |" in report and results["command"] in report
+    if any(stats["failures"] for stats in results["tasks"].values()):
+        assert "Where the failed episodes stopped" in report
     assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(path.name for path in (out / "videos").iterdir()) == ["pick-place-v3_ep0.mp4", "reach-v3_ep0.mp4"]
     steps = results["tasks"]["reach-v3"]["rollouts"][0]["steps"]
@@ -228,3 +242,19 @@ def test_two_worker_processes_match_one(policy_dir, tmp_path):
                 for task, stats in results["tasks"].items()}
 
     assert outcome(parallel) == outcome(inline)
+
+
+def test_episode_progress_measures_the_closest_approach_and_the_object_displacement():
+    from c2c.eval.metaworld_eval import EpisodeProgress
+
+    state = np.zeros(39)
+    state[0:3], state[4:7], state[36:39] = (0.0, 0.6, 0.2), (0.1, 0.6, 0.02), (0.1, 0.8, 0.02)
+    progress = EpisodeProgress(state)
+    state[0:3] = (0.1, 0.6, 0.05)  # the hand comes down to 3 cm above the puck
+    progress.update(state)
+    state[0:3], state[4:7] = (0.1, 0.7, 0.05), (0.1, 0.7, 0.02)  # and pushes it 10 cm towards the goal
+    progress.update(state)
+    state[0:3] = (0.1, 0.7, 0.3)  # then rises away
+    progress.update(state)
+    assert progress.result() == {"hand_to_object_cm": 3.0, "object_moved_cm": 10.0, "object_to_goal_cm": 10.0,
+                                 "hand_to_goal_cm": 10.4}

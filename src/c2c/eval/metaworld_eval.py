@@ -28,7 +28,12 @@ Output directory ``out``:
 ``results.json``  per task: success rate, successes/episodes, mean steps of the successes, mean wall seconds per
                   episode, every episode's placement seed, success and steps; the SmolVLA difficulty-group means
                   and their average when the tasks span several groups; the settings and the command line.
-``report.md``     the same as Markdown tables.
+                  Every episode also records how far it got, from Meta-World's state vector (hand xyz, its first
+                  object's xyz, the goal's xyz): the closest the hand came to the object and to the goal, the
+                  farthest the object moved from where it started, and the closest it came to the goal, in cm.
+``report.md``     the same as Markdown tables, with a table of where the failed episodes stopped (did the hand
+                  reach the object, did the object move, how near the goal it got): on multi-stage tasks it
+                  tells a policy that never reaches the object from one that moves it but misses the goal.
 ``success.png``   bar chart per task (and per group).
 ``videos/<task>_ep<k>.mp4``  the first ``videos`` episodes of every task: the policy's camera images, upscaled,
                   beside the decoded coarse plan (cumulative xyz per coarse step). Drawing the plan costs one more
@@ -63,6 +68,37 @@ META_WORLD_DIM = 4  # state (hand xyz + gripper) and action (xyz delta + gripper
 MAX_STEPS = 500  # Meta-World's episode limit
 VIDEO_FPS = 40  # half of the 80 Hz control rate: slow enough to follow the gripper
 RESULT_TIMEOUT_S = 5.0  # how often the main process checks that its workers are alive
+# Meta-World's (39,) state (partially_observable off): hand xyz, gripper, first object xyz + quaternion, second
+# object, the previous frame's 18 values, goal xyz.
+HAND, OBJECT, GOAL = slice(0, 3), slice(4, 7), slice(36, 39)
+MOVED_CM = 2.0  # an object displaced at least this far counts as moved (grasped, pushed, pulled or pressed)
+PROGRESS_KEYS = ("hand_to_object_cm", "object_moved_cm", "object_to_goal_cm", "hand_to_goal_cm")
+
+
+class EpisodeProgress:
+    """How far an episode got: closest hand-object, hand-goal and object-goal distances and the object's largest
+    displacement, in cm, from Meta-World's state after every step (the reset state included)."""
+
+    def __init__(self, raw_state: Any) -> None:
+        import numpy as np
+
+        self._start = np.asarray(raw_state[OBJECT], dtype=np.float64).copy()
+        self._best = {key: math.inf for key in PROGRESS_KEYS}
+        self._best["object_moved_cm"] = 0.0
+        self.update(raw_state)
+
+    def update(self, raw_state: Any) -> None:
+        import numpy as np
+
+        hand, obj, goal = (np.asarray(raw_state[part], dtype=np.float64) for part in (HAND, OBJECT, GOAL))
+        best = self._best
+        best["hand_to_object_cm"] = min(best["hand_to_object_cm"], 100 * float(np.linalg.norm(hand - obj)))
+        best["hand_to_goal_cm"] = min(best["hand_to_goal_cm"], 100 * float(np.linalg.norm(hand - goal)))
+        best["object_to_goal_cm"] = min(best["object_to_goal_cm"], 100 * float(np.linalg.norm(obj - goal)))
+        best["object_moved_cm"] = max(best["object_moved_cm"], 100 * float(np.linalg.norm(obj - self._start)))
+
+    def result(self) -> dict[str, float]:
+        return {key: round(value, 1) for key, value in self._best.items()}
 
 
 def eval_seed(seed: int, task: str, episode: int) -> int:
@@ -284,6 +320,7 @@ class _EpisodeRunner:
         try:
             with torch.inference_mode():
                 obs = env.reset(job.seed)
+                progress = EpisodeProgress(env.raw_state)
                 policy.reset()
                 success = False
                 while True:
@@ -299,6 +336,7 @@ class _EpisodeRunner:
                     if finished:
                         break
                     obs, success, _ = env.step(policy.select_action(obs))
+                    progress.update(env.raw_state)
             if video is not None:
                 video_started = time.perf_counter()
                 video.close()
@@ -310,7 +348,7 @@ class _EpisodeRunner:
         return {
             "task": job.task, "episode": job.episode, "seed": job.seed, "success": success, "steps": env.steps,
             "seconds": round(time.perf_counter() - started - video_seconds, 4),
-            "video": None if job.video is None else f"videos/{job.video.name}",
+            "video": None if job.video is None else f"videos/{job.video.name}", "progress": progress.result(),
         }
 
     def _fresh_plan_at(self, step: int) -> bool:
@@ -672,9 +710,11 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
     """Per-task statistics, difficulty-group means (several groups only) and the overall rate."""
     per_task: dict[str, Any] = {}
     for task in tasks:
-        rollouts = [{key: record[key] for key in ("episode", "seed", "success", "steps", "seconds", "video")}
+        rollouts = [{key: record[key] for key in ("episode", "seed", "success", "steps", "seconds", "video",
+                                                 "progress") if key in record}
                     for record in records if record["task"] == task]
         successes = sum(r["success"] for r in rollouts)
+        failed = [r["progress"] for r in rollouts if not r["success"] and "progress" in r]
         per_task[task] = {
             "group": difficulty_group(task),
             "in_training": (task in training.tasks) if training.tasks else None,
@@ -683,6 +723,7 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
             "episodes": len(rollouts),
             "mean_success_steps": _mean([r["steps"] for r in rollouts if r["success"]]),
             "mean_episode_seconds": _mean([r["seconds"] for r in rollouts]),
+            "failures": _failure_progress(failed),
             "rollouts": rollouts,
         }
     successes = sum(stats["successes"] for stats in per_task.values())
@@ -701,6 +742,19 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
         results["groups"] = groups
         results["group_average"] = _mean([stats["success_rate"] for stats in groups.values()])
     return results
+
+
+def _failure_progress(failed: list[dict[str, float]]) -> dict[str, Any] | None:
+    """Where the failed episodes stopped: medians of their closest distances, and how many moved the object."""
+    import statistics
+
+    if not failed:
+        return None
+    return {"episodes": len(failed),
+            "median_hand_to_object_cm": round(statistics.median(p["hand_to_object_cm"] for p in failed), 1),
+            "object_moved": sum(p["object_moved_cm"] >= MOVED_CM for p in failed),
+            "median_object_to_goal_cm": round(statistics.median(p["object_to_goal_cm"] for p in failed), 1),
+            "median_hand_to_goal_cm": round(statistics.median(p["hand_to_goal_cm"] for p in failed), 1)}
 
 
 def _percent(rate: float | None) -> str:
@@ -764,6 +818,16 @@ def markdown_report(results: dict[str, Any]) -> str:
         for group, stats in results["groups"].items():
             lines.append(f"| {group} | {len(stats['tasks'])} | {_percent(stats['success_rate'])} |")
         lines.append(f"| **average** | | **{_percent(results['group_average'])}** |")
+    failing = {task: stats["failures"] for task, stats in results["tasks"].items() if stats.get("failures")}
+    if failing:
+        lines += ["", "Where the failed episodes stopped (medians over them; Meta-World's first object of the task: "
+                  "the puck, peg, handle or button; distances in cm):", "",
+                  "| task | failed | closest hand-object | object moved >= "
+                  f"{MOVED_CM:g} cm | closest object-goal | closest hand-goal |", "|---|---:|---:|---:|---:|---:|"]
+        for task, stats in failing.items():
+            lines.append(f"| {task} | {stats['episodes']} | {stats['median_hand_to_object_cm']:.1f} | "
+                         f"{stats['object_moved']}/{stats['episodes']} | {stats['median_object_to_goal_cm']:.1f} | "
+                         f"{stats['median_hand_to_goal_cm']:.1f} |")
     if results["warnings"]:
         lines += ["", "Warnings:", ""] + [f"- {warning}" for warning in results["warnings"]]
     videos = [r["video"] for stats in results["tasks"].values() for r in stats["rollouts"] if r["video"]]
