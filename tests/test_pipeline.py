@@ -206,5 +206,7 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
     assert json.loads((out / "tokenizer/joint/stage.json").read_text())["result"]["threads"] == 1
     report = (out / "report.md").read_text()
     assert "| threads |" in report and "changed while it ran" not in report
+    if any(r["success"] is False for r in first[1]):  # a random 3-step policy fails its 8-step reach episode
+        assert "Where the failed episodes stopped" in report
     assert thread_schedule([{"step": 0, "threads": 1}, {"step": 741, "threads": 2}]) == "1, 2 from step 741"
     assert thread_schedule(None) == "-"

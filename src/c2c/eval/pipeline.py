@@ -589,10 +589,35 @@ def _success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> li
     if "group_average" in first:
         lines.append("| group average | | " + " | ".join(_pct(results[v].get("group_average")) for v in variants)
                      + " |")
+    lines += _failure_rows(variants, results)
     lines += ["", "Per-variant details, charts and videos: "
               + ", ".join(f"[{v}](eval/{v}/report.md)" for v in variants) + ".", ""]
     lines += [f"![{v}](eval/{v}/success.png)" for v in variants]
     return lines + [""]
+
+
+def _failure_rows(variants: list[str], results: dict[str, dict]) -> list[str]:
+    """Where each variant's failed episodes stopped, per task with failures (from the evaluations' progress)."""
+    from c2c.eval.metaworld_eval import MOVED_CM
+
+    tasks = [task for task in results[variants[0]]["tasks"]
+             if any((results[v]["tasks"][task].get("failures") or {}) for v in variants)]
+    if not tasks:
+        return []
+    lines = ["", f"Where the failed episodes stopped: failures, how many moved the task's object (>= {MOVED_CM:g} "
+             "cm), and the median closest hand-object, object-goal and hand-goal distances (cm; reach's goal is "
+             "for the hand):", "",
+             "| task | " + " | ".join(variants) + " |", "| --- | " + " | ".join("---" for _ in variants) + " |"]
+    for task in tasks:
+        cells = []
+        for variant in variants:
+            stats = results[variant]["tasks"][task].get("failures")
+            cells.append("-" if not stats else
+                         f"{stats['episodes']} failed, {stats['object_moved']} moved it; hand-object "
+                         f"{stats['median_hand_to_object_cm']:.1f}, object-goal {stats['median_object_to_goal_cm']:.1f}, "
+                         f"hand-goal {stats['median_hand_to_goal_cm']:.1f}")
+        lines.append(f"| {task} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _tokenizer_section(tokenizers: dict[str, dict]) -> list[str]:
