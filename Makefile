@@ -10,14 +10,15 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve check-lerobot check-openpi clean help
+.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve bench-threads check-lerobot check-openpi clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
 	@echo "make test   - run the test suite (simulator tests included); sets itself up"
 	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
 	@echo "make setup-libero - add the LIBERO simulator and its assets to $(VENV) (after setup)"
-	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy, bench-serve)"
+	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy, bench-serve, bench-threads)"
+	@echo "make bench-threads - the same training on 1 and 2 torch threads: do the weights agree?"
 	@echo "make bench-serve - c2c serve under load: 8 clients x 200 requests vs one client, bad inputs injected"
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
@@ -52,7 +53,7 @@ test: setup
 test-slow: setup
 	$(PY) -m pytest -m "slow"
 
-bench: bench-demos bench-tokenizer bench-policy bench-serve
+bench: bench-demos bench-tokenizer bench-policy bench-serve bench-threads
 
 bench-demos: setup
 	$(PY) benchmarks/bench_demo_fps.py
@@ -65,6 +66,9 @@ bench-policy: setup
 
 bench-serve: setup
 	$(PY) benchmarks/bench_serve.py --out runs/bench-serve
+
+bench-threads: setup
+	$(PY) benchmarks/bench_threads.py --out runs/bench-threads
 
 check-lerobot:
 	bash scripts/make_lerobot_venv.sh .venv-lerobot
