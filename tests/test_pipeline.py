@@ -210,3 +210,16 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
         assert "Where the failed episodes stopped" in report
     assert thread_schedule([{"step": 0, "threads": 1}, {"step": 741, "threads": 2}]) == "1, 2 from step 741"
     assert thread_schedule(None) == "-"
+
+
+def test_pinned_teams_on_busy_cores_are_announced(monkeypatch, capsys):
+    from c2c.eval import pipeline
+    from c2c.utils import threads
+
+    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(threads, "busy_cpus", lambda *a, **k: 1)  # another job holds one of the two cores
+    pipeline._warn_if_busy(2)
+    assert "pinned to 2 per process x 1, but only 1 of 2 CPUs are free now" in capsys.readouterr().out
+    pipeline._warn_if_busy(1, processes=2)  # one-thread processes do not stall on each other
+    pipeline._warn_if_busy(1)
+    assert capsys.readouterr().out == ""
