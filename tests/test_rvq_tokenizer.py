@@ -38,6 +38,28 @@ def test_quantizer_decode_of_codes_equals_quantized_output():
     assert set(losses) == {"commitment", "codebook"}
 
 
+def test_codebook_gradients_do_not_depend_on_the_thread_count_or_the_run():
+    """The codebook loss's gradient (Eq. 18) is summed over every latent that picked a code; with several CPU
+    threads that sum must still come out the same in every run, so a pinned tokenizer training repeats."""
+    from c2c.policy.testing import torch_threads
+
+    torch.manual_seed(0)
+    latents = torch.randn(20000, 16)
+    rvq = ResidualVectorQuantizer(dim=16, num_levels=3, codebook_size=512).train()
+    rvq.init_from_data(latents[:4096])
+
+    def gradient(threads: int) -> torch.Tensor:
+        rvq.zero_grad()
+        with torch_threads(threads):
+            _, _, losses = rvq(latents)
+            losses["codebook"].backward()
+        return rvq.codebooks.grad.clone()
+
+    first = gradient(1)
+    for threads in (2, 2, 2, 2):
+        assert torch.equal(gradient(threads), first)
+
+
 def test_residual_levels_reduce_the_error():
     torch.manual_seed(0)
     latents = torch.randn(2000, 8)

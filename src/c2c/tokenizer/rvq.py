@@ -105,7 +105,10 @@ class ResidualVectorQuantizer(nn.Module):
             book = self.codebooks[level]  # (K, D)
             with torch.no_grad():
                 index = _nearest(residual, book)  # (M,)
-            selected = book[index]  # (M, D), differentiable w.r.t. the codebook
+            # (M, D), differentiable w.r.t. the codebook. index_select, not book[index]: the backward of advanced
+            # indexing accumulates with atomic adds across CPU threads, so its codebook gradient changed from run
+            # to run on 2 threads; index_select's (index_add) is the same on any thread count.
+            selected = book.index_select(0, index)
             commitment.append(F.mse_loss(residual, selected.detach()))  # Eq. 17
             codebook.append(F.mse_loss(residual.detach(), selected))  # Eq. 18
             if self.training:
@@ -128,7 +131,8 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"codes must end with {self.num_levels} levels, got shape {tuple(codes.shape)}")
         total = torch.zeros(*codes.shape[:-1], self.dim, device=codes.device)
         for level in range(self.num_levels):
-            total = total + self.codebooks[level][codes[..., level]]
+            total = total + self.codebooks[level].index_select(0, codes[..., level].reshape(-1)).reshape(
+                *codes.shape[:-1], self.dim)
         return total
 
     @torch.no_grad()
