@@ -186,7 +186,7 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
 
     from c2c.eval.pipeline import thread_schedule
 
-    preset, out = MINI.replace(threads=1), tmp_path / "run"
+    preset, out = MINI.replace(threads=2), tmp_path / "run"  # as the quick preset: a 2-thread tokenizer
 
     def fingerprint():
         files = sorted(p for p in out.rglob("*") if p.suffix in (".safetensors", ".parquet"))
@@ -203,7 +203,7 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
     # The thread counts used are in the records and the report.
     plan = json.loads((out / "policy/plan/stage.json").read_text())["result"]
     assert plan["threads"] == [{"step": 0, "threads": 1}]
-    assert json.loads((out / "tokenizer/joint/stage.json").read_text())["result"]["threads"] == 1
+    assert json.loads((out / "tokenizer/joint/stage.json").read_text())["result"]["threads"] == 2
     report = (out / "report.md").read_text()
     assert "| threads |" in report and "changed while it ran" not in report
     if any(r["success"] is False for r in first[1]):  # a random 3-step policy fails its 8-step reach episode
