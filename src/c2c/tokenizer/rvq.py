@@ -131,8 +131,7 @@ class ResidualVectorQuantizer(nn.Module):
             raise ValueError(f"codes must end with {self.num_levels} levels, got shape {tuple(codes.shape)}")
         total = torch.zeros(*codes.shape[:-1], self.dim, device=codes.device)
         for level in range(self.num_levels):
-            total = total + self.codebooks[level].index_select(0, codes[..., level].reshape(-1)).reshape(
-                *codes.shape[:-1], self.dim)
+            total = total + self.codebooks[level][codes[..., level]]
         return total
 
     @torch.no_grad()
