@@ -180,10 +180,12 @@ def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsy
     assert "resuming" not in capsys.readouterr().out
 
 
-def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
-    """Demonstrations, tokenizer, two policies side by side and their evaluations, twice from scratch (--force)."""
+def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path, monkeypatch, capsys):
+    """Demonstrations, tokenizer, two policies side by side and their evaluations, twice from scratch (--force);
+    the second time noplan is evaluated in the background as a policy that finished first is."""
     import hashlib
 
+    from c2c.eval import pipeline
     from c2c.eval.pipeline import thread_schedule
 
     preset, out = MINI.replace(threads=2), tmp_path / "run"  # as the quick preset: a 2-thread tokenizer
@@ -198,8 +200,26 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
     assert run_pipeline(preset, out, workers=1, parallel=True) == 0
     first = fingerprint()
     assert any("policy/plan" in name for name in first[0]) and any("tokenizer" in name for name in first[0])
+
+    # Again, with noplan's evaluation run in the background as when its training ends first (which of the two
+    # miniature trainings ends first, if either does by a poll, depends on timing, so it is triggered by hand here
+    # and train_in_parallel's part is tested with stand-in processes below).
+    real = pipeline.train_in_parallel
+
+    def noplan_first(configs, poll_seconds=2.0, threads=0, on_finish=None):
+        metrics = real(configs, poll_seconds=poll_seconds, threads=threads)
+        on_finish("noplan", 1)
+        return metrics
+
+    monkeypatch.setattr(pipeline, "train_in_parallel", noplan_first)
+    capsys.readouterr()
     assert run_pipeline(preset, out, force=True, workers=1, parallel=True) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("[eval noplan] running") == 1 and printed.count("[eval plan] running") == 1
+    assert "[eval noplan] starts on the 1 core(s) its training freed" in printed
     assert fingerprint() == first
+    assert "| eval noplan | " in (out / "report.md").read_text()
+    assert "while the other policies trained" in (out / "report.md").read_text()
     # The thread counts used are in the records and the report.
     plan = json.loads((out / "policy/plan/stage.json").read_text())["result"]
     assert plan["threads"] == [{"step": 0, "threads": 1}]
@@ -210,6 +230,49 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path):
         assert "Where the failed episodes stopped" in report
     assert thread_schedule([{"step": 0, "threads": 1}, {"step": 741, "threads": 2}]) == "1, 2 from step 741"
     assert thread_schedule(None) == "-"
+
+
+class _StandInProcess:
+    """A training process that ends (return code 0) after ``polls`` polls."""
+
+    def __init__(self, polls):
+        self.polls, self.returncode = polls, None
+
+    def poll(self):
+        self.polls -= 1
+        if self.polls <= 0:
+            self.returncode = 0
+        return self.returncode
+
+    def terminate(self):
+        pass
+
+
+@pytest.mark.parametrize("threads", [2, 0], ids=["pinned", "auto"])
+def test_a_side_by_side_training_that_ends_first_frees_its_cores_only_when_pinned(tmp_path, monkeypatch, threads):
+    from c2c.eval import pipeline
+
+    polls = {"plan": 6, "noplan": 2}  # noplan ends first
+    configs = {}
+    for variant in polls:
+        out = tmp_path / variant
+        out.mkdir()
+        (out / "metrics.json").write_text(json.dumps({"variant": variant}))
+        configs[variant] = replace(pipeline.policy_configs(MINI, tmp_path / "data", tmp_path)[variant], out=str(out))
+
+    def popen(command, **kwargs):
+        return _StandInProcess(polls[json.loads(open(command[-1]).read())["config"]["variant"]])
+
+    monkeypatch.setattr(pipeline.subprocess, "Popen", popen)
+    monkeypatch.setattr("c2c.utils.threads.busy_cpus", lambda *a, **k: 0)
+    finished = []
+    metrics = pipeline.train_in_parallel(configs, poll_seconds=0.0, threads=threads,
+                                         on_finish=lambda variant, cores: finished.append((variant, cores)))
+    assert metrics == {"plan": {"variant": "plan"}, "noplan": {"variant": "noplan"}}
+    # Pinned: noplan's core is offered while plan trains (plan, the last, is not). Auto: it goes to plan instead.
+    assert finished == ([("noplan", 1)] if threads else [])
+    if not threads:
+        assert (tmp_path / "plan" / "threads").read_text().strip() == str(pipeline.os.cpu_count())
 
 
 def test_pinned_teams_on_busy_cores_are_announced(monkeypatch, capsys):

@@ -233,7 +233,8 @@ def tokenizer_name(variant: str, plan_horizon: int) -> str:
 
 
 def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool,
-                   parallel: bool | None = None, device: str = "cpu") -> dict[str, dict]:
+                   parallel: bool | None = None, device: str = "cpu",
+                   on_finish: Callable[[str, int], None] | None = None) -> dict[str, dict]:
     """Train every variant with the same budget; returns ``{variant: stage record}``.
 
     ``device`` ("cpu", "cuda", "cuda:N"): where the policies train. It is not part of the stage's settings, so a
@@ -244,6 +245,9 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     thread poorly (OpenMP synchronisation), so on two cores this finishes the variants sooner than training them
     one after the other with two threads. On a GPU the processes share it: the small backbones leave it mostly
     idle at batch 32 (tiny on an H100: four side by side trained 2.6 times the samples per second of one alone).
+
+    ``on_finish(variant, freed_threads)``: called when a side-by-side training with pinned threads finishes while
+    others still run, after its stage record is written (``run_pipeline`` evaluates it on the cores it freed).
     """
     from c2c.policy.train import train_policy
 
@@ -264,14 +268,25 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         parallel = len(todo) >= 2 and ((os.cpu_count() or 1) >= 2 or device != "cpu")
     if parallel and len(todo) >= 2:
         started = time.perf_counter()
-        metrics = train_in_parallel({variant: configs[variant] for variant in todo}, threads=preset.threads)
-        seconds = round(time.perf_counter() - started, 1)
-        for variant in todo:
-            record = {"settings": settings[variant], "result": _json_safe(metrics[variant]), "seconds": seconds,
+
+        def record_stage(variant: str, metrics: dict[str, Any]) -> None:
+            record = {"settings": settings[variant], "result": _json_safe(metrics),
+                      "seconds": round(time.perf_counter() - started, 1),
                       "parallel_with": [v for v in todo if v != variant]}
             atomic_write_json(Path(configs[variant].out) / STAGE_FILE, record)
             records[variant] = {**record, "skipped": False}
-        print(f"[policies] {', '.join(todo)} trained side by side in {seconds:.0f} s")
+
+        def finished_early(variant: str, freed_threads: int) -> None:
+            record_stage(variant, json.loads((Path(configs[variant].out) / "metrics.json").read_text()))
+            if on_finish is not None:
+                on_finish(variant, freed_threads)
+
+        metrics = train_in_parallel({variant: configs[variant] for variant in todo}, threads=preset.threads,
+                                    on_finish=finished_early)
+        for variant in todo:
+            if variant not in records:
+                record_stage(variant, metrics[variant])
+        print(f"[policies] {', '.join(todo)} trained side by side in {time.perf_counter() - started:.0f} s")
     else:
         for variant in todo:
             def work(config: Any = configs[variant]) -> dict[str, Any]:
@@ -370,14 +385,15 @@ def _clear(stage_dir: Path) -> None:
 PROGRESS = re.compile(r"(\d+)/(\d+) \[")
 
 
-def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0,
-                      threads: int = 0) -> dict[str, dict[str, Any]]:
+def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0, threads: int = 0,
+                      on_finish: Callable[[str, int], None] | None = None) -> dict[str, dict[str, Any]]:
     """Train several policies at once, one process each (``python -m c2c.policy.train``); one progress bar over
     all of them; each process's output goes to ``<out>/train.log``.
 
     ``threads`` 0: each starts with one thread, and the cores of a finished training (or freed by other jobs) go
     to those still running. N: each runs ``max(1, N // len(configs))`` threads throughout (a rerun repeats the
-    weights bit for bit)."""
+    weights bit for bit), and ``on_finish(variant, its threads)`` is called when one finishes while others still
+    run: its cores are free for other work that does not touch the trainings."""
     from tqdm.auto import tqdm
 
     from c2c.errors import C2CError
@@ -400,7 +416,7 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0,
         process = subprocess.Popen([sys.executable, "-m", "c2c.policy.train", str(launch)], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, log)
-    cpus, assigned = os.cpu_count() or 1, {variant: start for variant in configs}
+    cpus, assigned, reported = os.cpu_count() or 1, {variant: start for variant in configs}, set()
     total = sum(config.steps for config in configs.values())
     bar = tqdm(total=total, desc=f"policies ({', '.join(configs)}, side by side)", dynamic_ncols=True)
     try:
@@ -412,6 +428,11 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0,
             if not alive:
                 break
             if threads:  # pinned: the thread counts never change
+                for variant, (process, _) in running.items():
+                    if variant not in reported and process.returncode == 0:
+                        reported.add(variant)
+                        if on_finish is not None:
+                            on_finish(variant, start)
                 time.sleep(poll_seconds)
                 continue
             # Cores not taken by other jobs are shared among the trainings still running (each runs its assigned
@@ -452,8 +473,11 @@ def _logged_step(log: Path) -> int:
     return int(matches[-1][0]) if matches else 0
 
 
-def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None) -> dict[str, dict]:
-    """Closed-loop evaluation of every trained variant on the same unseen placements."""
+def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None,
+                      variants: list[str] | None = None, done: dict[str, dict] | None = None,
+                      show_progress: bool = True) -> dict[str, dict]:
+    """Closed-loop evaluation of every trained variant (or of ``variants``) on the same unseen placements.
+    ``done``: records of evaluations this run already made (kept as they are, even with ``force``)."""
     if preset.simulator == "libero":
         return stage_libero_evaluations(preset, out, force, workers)
     from c2c.envs.metaworld_tasks import resolve_tasks
@@ -461,7 +485,10 @@ def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: i
 
     tasks = resolve_tasks(list(preset.tasks))
     records = {}
-    for variant in preset.variants:
+    for variant in variants or preset.variants:
+        if done and variant in done:
+            records[variant] = done[variant]
+            continue
         policy_dir, eval_dir = out / "policy" / variant, out / "eval" / variant
         settings = {"policy": variant, "policy_stage": _stage_stamp(policy_dir), "tasks": tasks,
                     "episodes": preset.eval_episodes, "seed": preset.eval_seed, "max_steps": preset.eval_max_steps,
@@ -471,11 +498,62 @@ def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: i
             results = evaluate_metaworld(policy_dir=policy_dir, tasks=tasks, episodes=preset.eval_episodes,
                                          seed=preset.eval_seed, replan_every=preset.replan_every,
                                          max_steps=preset.eval_max_steps, videos=preset.videos, workers=workers,
-                                         out=eval_dir)
+                                         out=eval_dir, show_progress=show_progress)
             return _json_safe(results)
 
         records[variant] = run_stage(eval_dir, settings, force, work, f"eval {variant}")
     return records
+
+
+class EarlyEvaluations:
+    """Meta-World evaluations of policies that finished training while others still train with pinned threads,
+    one at a time in a background thread, on the cores the finished training freed (they would idle otherwise).
+
+    Nothing the trainings compute depends on it (their thread counts are pinned), and an evaluation's result does
+    not depend on when it runs or on its worker count (one torch thread per episode runner either way).
+    """
+
+    def __init__(self, preset: PipelinePreset, out: Path, force: bool) -> None:
+        import queue
+        import threading
+
+        self.preset, self.out, self.force = preset, out, force
+        self.records: dict[str, dict] = {}
+        self.error: BaseException | None = None
+        self._queue: Any = queue.Queue()
+        self._thread = threading.Thread(target=self._work, name="early-evaluations", daemon=True)
+        self._thread.start()
+
+    def start(self, variant: str, freed_threads: int) -> None:
+        """Queue ``variant``'s evaluation with ``freed_threads`` workers (called as its training finishes)."""
+        from tqdm.auto import tqdm
+
+        tqdm.write(f"[eval {variant}] starts on the {freed_threads} core(s) its training freed; the others still train")
+        self._queue.put((variant, freed_threads))
+
+    def _work(self) -> None:
+        import torch
+
+        while (job := self._queue.get()) is not None:
+            variant, workers = job
+            if self.error is not None:
+                continue
+            try:
+                torch.set_num_threads(1)  # this process trains nothing; each episode runner uses one thread
+                records = stage_evaluations(self.preset, self.out, self.force, workers=workers, variants=[variant],
+                                            show_progress=False)
+                self.records.update({name: {**record, "while_training": not record["skipped"]}
+                                     for name, record in records.items()})
+            except BaseException as error:  # noqa: BLE001 - raised again by join() in the main thread
+                self.error = error
+
+    def join(self) -> dict[str, dict]:
+        """Wait for the queued evaluations; their records, or the first one's error raised again."""
+        self._queue.put(None)
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+        return self.records
 
 
 def stage_libero_evaluations(preset: PipelinePreset, out: Path, force: bool,
@@ -748,6 +826,7 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
     lines += ["```", "", "| stage | wall time |", "| --- | ---: |"]
     for name, record in stage_times.items():
         note = (" (earlier run)" if record.get("skipped") else "") + _side_by_side(record)
+        note += " (while the other policies trained)" if record.get("while_training") else ""
         lines.append(f"| {name} | {record['seconds']:.0f} s{note} |")
     lines += [f"| **this run, all stages** | **{seconds:.0f} s** |", ""]
     path = out / "report.md"
@@ -795,8 +874,12 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
     tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
-    policies = stage_policies(chosen, dataset_dir, out, force, parallel, device)
-    evaluations = stage_evaluations(chosen, out, force, workers)
+    # With pinned threads, a policy that finishes first is evaluated while the others train (on its freed cores).
+    early = EarlyEvaluations(chosen, out, force) if chosen.threads and chosen.simulator == "metaworld" else None
+    policies = stage_policies(chosen, dataset_dir, out, force, parallel, device,
+                              on_finish=early.start if early is not None else None)
+    done = early.join() if early is not None else None
+    evaluations = stage_evaluations(chosen, out, force, workers, done=done)
     seconds = time.perf_counter() - start
     report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command)
     tasks = len(next(iter(evaluations.values()))["result"]["tasks"]) if evaluations else 0
