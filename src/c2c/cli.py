@@ -348,9 +348,10 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
     run.add_argument("--threads", type=_threads_option, default=None,
                      help="torch threads of the training stages: N pins them (N // k each for k policies side by "
-                     "side), so a rerun repeats the weights bit for bit; auto uses the cores other jobs leave free and "
-                     "hands a finished training's cores to the others (faster on a shared machine, but the weights "
-                     "then depend on its load). Default: the preset's (quick: 2; the others: auto)")
+                     "side; a finished one's cores then evaluate it while the others train), so a rerun repeats the "
+                     "weights bit for bit; auto uses the cores other jobs leave free and hands a finished training's "
+                     "cores to the others (faster on a shared machine, but the weights then depend on its load). "
+                     "Default: the preset's (quick: 2; the others: auto)")
     run.add_argument("--device", default="cpu",
                      help="where the policies train: cpu (default) | cuda | cuda:N (the variants side by side on it); "
                      "the other stages run on the CPU")
