@@ -244,6 +244,31 @@ def test_two_worker_processes_match_one(policy_dir, tmp_path):
     assert outcome(parallel) == outcome(inline)
 
 
+@pytest.mark.sim
+def test_episodes_in_this_process_run_on_one_thread_as_in_a_worker(policy_dir, tmp_path, monkeypatch):
+    """CPU sums are split by thread: inline episodes use one thread, as each worker process does, so an evaluation's
+    episodes do not depend on its worker count; the caller's thread count comes back afterwards."""
+    import torch
+
+    from c2c.eval import metaworld_eval
+
+    seen, real = [], metaworld_eval._EpisodeRunner.run
+
+    def run(self, job):
+        seen.append(torch.get_num_threads())
+        return real(self, job)
+
+    monkeypatch.setattr(metaworld_eval._EpisodeRunner, "run", run)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        evaluate_metaworld(policy_dir, "reach", episodes=2, seed=0, max_steps=2, out=tmp_path / "eval", workers=1,
+                           show_progress=False)
+        assert seen == [1, 1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_episode_progress_measures_the_closest_approach_and_the_object_displacement():
     from c2c.eval.metaworld_eval import EpisodeProgress
 

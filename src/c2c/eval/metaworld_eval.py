@@ -643,15 +643,20 @@ def _run_jobs(jobs: list[_Job], settings: _Settings, workers: int, policy: Any,
 
 
 def _run_inline(jobs: list[_Job], settings: _Settings, policy: Any, progress: _Progress) -> list[dict[str, Any]]:
-    """Run in this process; a passed-in policy gets its config and train/eval mode back afterwards."""
+    """Run in this process; a passed-in policy gets its config and train/eval mode back afterwards, the process
+    its torch thread count. Episodes run on one torch thread, as in every worker process, so that an evaluation's
+    episodes do not depend on its worker count (CPU sums are split by thread)."""
+    import torch
+
     if policy is None:
         policy = _load_policy(settings)
-    original, was_training = policy.config, policy.training
+    original, was_training, threads = policy.config, policy.training, torch.get_num_threads()
     if settings.replan_every is not None:
         policy.config = policy.config.replace(replan_every=settings.replan_every)
     policy.eval()
     runner = _EpisodeRunner(policy, settings)
     records = []
+    torch.set_num_threads(1)
     try:
         for job in jobs:
             records.append(runner.run(job))
@@ -660,6 +665,7 @@ def _run_inline(jobs: list[_Job], settings: _Settings, policy: Any, progress: _P
         runner.close()
         policy.config = original
         policy.train(was_training)
+        torch.set_num_threads(threads)
     return records
 
 

@@ -539,7 +539,7 @@ class EarlyEvaluations:
             if self.error is not None:
                 continue
             try:
-                torch.set_num_threads(1)  # this process trains nothing; each episode runner uses one thread
+                torch.set_num_threads(1)  # nothing else runs torch in this process while the others train
                 records = stage_evaluations(self.preset, self.out, self.force, workers=workers, variants=[variant],
                                             show_progress=False)
                 self.records.update({name: {**record, "while_training": not record["skipped"]}
