@@ -532,14 +532,11 @@ class EarlyEvaluations:
         self._queue.put((variant, freed_threads))
 
     def _work(self) -> None:
-        import torch
-
         while (job := self._queue.get()) is not None:
             variant, workers = job
             if self.error is not None:
                 continue
             try:
-                torch.set_num_threads(1)  # nothing else runs torch in this process while the others train
                 records = stage_evaluations(self.preset, self.out, self.force, workers=workers, variants=[variant],
                                             show_progress=False)
                 self.records.update({name: {**record, "while_training": not record["skipped"]}
