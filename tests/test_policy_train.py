@@ -136,6 +136,10 @@ def test_learning_rate_warms_up_then_decays():
     assert lr_at(999, config) == pytest.approx(3e-5, rel=1e-2)  # cosine down to 10% of the peak
     paper = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="paligemma-3b", steps=60000)
     assert (paper.lr, paper.warmup_steps, paper.weight_decay) == (2.5e-5, 1000, 1e-10)  # C.2
+    quick = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="nano", steps=900)
+    assert (quick.lr, quick.warmup_steps, quick.ema_decay) == (2e-3, 100, 0.995)  # measured on the quick preset
+    mt10 = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="tiny-multistream", steps=8000)
+    assert mt10.lr == 5e-4  # the MT10 preset's reported runs
 
 
 @pytest.mark.slow  # 20-30 s: torchrun starts two processes that each import transformers

@@ -205,7 +205,8 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--batch-size", type=int, default=16, help="samples per process and micro-step (default 16)")
     train.add_argument("--grad-accum", type=int, default=1, help="micro-steps per optimisation step (default 1)")
     train.add_argument("--lr", type=float, default=None,
-                       help="peak AdamW learning rate (default: 3e-4 tiny, 2.5e-5 paligemma-3b as in the paper)")
+                       help="peak AdamW learning rate (default: 3e-4 tiny, 2e-3 nano, 5e-4 tiny-multistream, 2.5e-5 "
+                       "paligemma-3b as in the paper)")
     train.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
     train.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: the preset's)")
     train.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the weights (default 0.999)")
