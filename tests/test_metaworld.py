@@ -177,9 +177,9 @@ def test_fast_drawing_keeps_physics(metaworld_env_module) -> None:
 
     MetaWorldEnv = metaworld_env_module.MetaWorldEnv
     seed = 828710810  # placement_seed(0, "door-open-v3", 0)
-    plain = run_expert(MetaWorldEnv("door-open-v3", cameras=()), seed=seed)[1]
+    plain = run_expert(MetaWorldEnv("door-open-v3", cameras=()), seed=seed)[-1]
     with MetaWorldEnv("door-open-v3", cameras=("corner2",), image_size=32, fast_drawing=True) as env:
-        fast = run_expert(env, seed=seed)[1]
+        fast = run_expert(env, seed=seed)[-1]
     assert plain.success and plain == fast  # same length and same digest of every state
 
 
@@ -292,3 +292,42 @@ def test_placement_seeds_are_stable(metaworld_env_module) -> None:
     seeds = {placement_seed(0, task, attempt) for task in TASKS for attempt in range(100)}
     assert len(seeds) == 200 and all(0 <= seed < 2**31 for seed in seeds)
     assert placement_seed(0, "reach-v3", 3) == placement_seed(0, "reach-v3", 3) != placement_seed(1, "reach-v3", 3)
+
+
+@pytest.mark.sim
+def test_noise_injection_records_the_experts_labels(tmp_path, metaworld_env_module) -> None:
+    """With --action-noise the env executes perturbed actions while the dataset records the expert's own action
+    for each recorded state; the rollout repeats for the same placement, and the setting is part of the cache key."""
+    from c2c.data.lerobot import LeRobotDataset
+    from c2c.envs.metaworld_demos import placement_seed, run_expert
+
+    MetaWorldEnv = metaworld_env_module.MetaWorldEnv
+    seed = placement_seed(7, "reach-v3", 0)
+    env = MetaWorldEnv("reach-v3", cameras=())
+    labels, executed, outcome = run_expert(env, seed, action_noise=0.3)
+    again = run_expert(env, seed, action_noise=0.3)
+    clean_labels, clean_executed, clean = run_expert(env, seed)
+    assert outcome == again[2] and np.array_equal(labels, again[0])  # the noise is seeded by the placement
+    np.testing.assert_array_equal(clean_labels, clean_executed)
+    assert outcome.digest != clean.digest and not np.array_equal(labels, executed)
+    np.testing.assert_array_equal(labels[:, 3], executed[:, 3])  # the gripper is never perturbed
+    assert np.abs(executed).max() <= 1.0
+
+    out = tmp_path / "noisy"
+    report = _generate(out, episodes=1, tasks="reach-v3", action_noise=0.3)
+    dataset = LeRobotDataset(out)
+    assert dataset.extra_info["action_noise"] == 0.3
+    episode = dataset.episode(0)
+    assert episode.metadata["seed"] == seed and episode.length == outcome.length == report.total_frames
+    np.testing.assert_array_equal(episode.actions, labels)
+    # Each recorded action is the expert's action for the recorded state: re-executing the rollout's own
+    # (perturbed) actions reproduces the states, and the expert asked at each of them gives the label.
+    env.reset(seed=seed)
+    for t, action in enumerate(executed):
+        np.testing.assert_array_equal(env.state, episode.states[t])
+        np.testing.assert_allclose(env.expert_action(), episode.actions[t], atol=1e-6)
+        env.step(action)
+    with pytest.raises(ConfigError, match="action_noise: 0.3 -> None|--overwrite"):
+        _generate(out, episodes=1, tasks="reach-v3")
+    with pytest.raises(ConfigError, match="action_noise must lie in"):
+        _generate(tmp_path / "bad", episodes=1, tasks="reach-v3", action_noise=1.5)

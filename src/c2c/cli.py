@@ -46,6 +46,10 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     mw.add_argument("--max-steps", type=int, default=500, help="episode step limit (default 500)")
     mw.add_argument("--max-attempts-factor", type=int, default=4,
                     help="give up on a task after episodes x this many attempts (default 4)")
+    mw.add_argument("--action-noise", type=float, default=0.0,
+                    help="noise injection (DART): the env executes the expert's action plus Gaussian noise of this "
+                    "standard deviation on x, y, z (action range [-1, 1]) while the expert's own action is "
+                    "recorded, so the demonstrations show recoveries (default 0: none)")
     mw.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     mw.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
     mw.set_defaults(func=_run_data_metaworld)
@@ -93,6 +97,7 @@ def _run_data_metaworld(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         max_attempts_factor=args.max_attempts_factor,
         overwrite=args.overwrite,
+        action_noise=args.action_noise,
     )
     print(report.summary())
     return 0

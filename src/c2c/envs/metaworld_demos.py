@@ -76,34 +76,59 @@ class Attempt:
     digest: str  # sha1 of the 39-dim states from reset to the last step
 
 
-def run_expert(env: MetaWorldEnv, seed: int, tail_steps: int = SUCCESS_TAIL_STEPS) -> tuple[np.ndarray, Attempt]:
+def noise_rng(seed: int) -> np.random.Generator:
+    """The generator of the executed-action noise of placement ``seed`` (independent of the placement itself)."""
+    digest = hashlib.sha256(f"c2c/metaworld/action-noise/{seed}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def run_expert(
+    env: MetaWorldEnv, seed: int, tail_steps: int = SUCCESS_TAIL_STEPS, action_noise: float = 0.0,
+) -> tuple[np.ndarray, np.ndarray, Attempt]:
     """Roll the scripted expert out from placement ``seed`` until success + ``tail_steps`` or ``env.max_steps``.
 
-    Returns the actions (T, 4) float32 and the outcome (``attempt`` is left at -1 for the caller to set).
+    ``action_noise`` > 0 (noise injection, as DART, Laskey et al. 2017): until the first success the env executes
+    the expert's action plus Gaussian noise of this standard deviation on the three position dims (the action
+    range is [-1, 1], 1 = 1 cm per step), clipped to the range; the label stays the expert's own action for the
+    state it saw. The expert, a state-feedback controller, then corrects the drift, so the demonstrations show
+    recoveries from states a clean rollout never visits. 0 (the default) executes the labels.
+
+    Returns the labels (T, 4), the executed actions (T, 4), both float32, and the outcome (``attempt`` is left at
+    -1 for the caller to set).
     """
     env.reset(seed)
+    rng = noise_rng(seed) if action_noise > 0 else None
     hasher = hashlib.sha1(env.raw_state.tobytes())
-    actions = []
+    actions, executed = [], []
     first_success: int | None = None
     done = False
     while not done:
         action = env.expert_action()
-        _, success, done = env.step(action)
+        applied = action
+        if rng is not None and first_success is None:
+            applied = action.copy()
+            applied[:3] += rng.normal(0.0, action_noise, 3).astype(np.float32)
+            applied = np.clip(applied, -1.0, 1.0).astype(np.float32)
+        _, success, done = env.step(applied)
         actions.append(action)
+        executed.append(applied)
         hasher.update(env.raw_state.tobytes())
         if success and first_success is None:
             first_success = env.steps
         if first_success is not None and env.steps >= first_success + tail_steps:
             break
     outcome = Attempt(-1, seed, first_success is not None, len(actions), hasher.hexdigest())
-    return np.stack(actions).astype(np.float32), outcome
+    return np.stack(actions).astype(np.float32), np.stack(executed).astype(np.float32), outcome
 
 
-def replay_with_cameras(env: MetaWorldEnv, seed: int, actions: np.ndarray, digest: str) -> dict[str, np.ndarray]:
+def replay_with_cameras(
+    env: MetaWorldEnv, seed: int, actions: np.ndarray, digest: str, labels: np.ndarray | None = None,
+) -> dict[str, np.ndarray]:
     """Replay ``actions`` from placement ``seed`` recording every frame; checks the states reproduce ``digest``.
 
     Returns ``{"actions": (T, 4), "states": (T, 4), "<camera>": (T, H, W, 3) uint8}``: frame t is the observation
-    the expert saw before taking action t.
+    the expert saw before taking action t. ``labels``: the actions to record instead of the executed ones (the
+    expert's own actions of a noise-injected rollout, see :func:`run_expert`).
     """
     length = len(actions)
     size = env.image_size
@@ -122,7 +147,8 @@ def replay_with_cameras(env: MetaWorldEnv, seed: int, actions: np.ndarray, diges
             f"{env.task} placement seed {seed}: replaying the expert's actions with cameras on did not reproduce "
             f"the states of the rollout (MuJoCo was expected to be deterministic here); please report this"
         )
-    return {"actions": np.asarray(actions, np.float32), "states": states, **images}
+    recorded = actions if labels is None else labels
+    return {"actions": np.asarray(recorded, np.float32), "states": states, **images}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -224,7 +250,8 @@ class _RecordJob:
     task: str
     attempt: int
     seed: int
-    actions: np.ndarray  # (T, 4) float32
+    actions: np.ndarray  # (T, 4) float32, executed
+    labels: np.ndarray | None  # (T, 4) float32 to record instead (noise injection), else None
     digest: str
     cameras: tuple[str, ...]
     image_size: int
@@ -248,7 +275,7 @@ def _record(job: _RecordJob) -> tuple[str, int, int]:
             job.task, cameras=job.cameras, image_size=job.image_size, max_steps=job.max_steps,
             fast_drawing=job.fast_drawing,
         )
-    arrays = replay_with_cameras(env, job.seed, job.actions, job.digest)
+    arrays = replay_with_cameras(env, job.seed, job.actions, job.digest, job.labels)
     save_episode_arrays(job.path, arrays)
     return job.task, job.attempt, len(job.actions)
 
@@ -487,11 +514,13 @@ def generate_metaworld_demos(
     show_progress: bool = True,
     workers: int | None = None,
     fast_drawing: bool = True,
+    action_noise: float = 0.0,
 ) -> GenerationReport:
     """Make ``episodes_per_task`` successful scripted demonstrations per task into a LeRobot dataset at ``out``.
 
     ``workers``: processes that render (default: the usable CPUs; 1 renders in this process).
     ``fast_drawing``: see :class:`c2c.envs.metaworld_env.MetaWorldEnv`.
+    ``action_noise``: noise injected into the executed actions (see :func:`run_expert`; 0: none).
     See the module docstring for the procedure and the cache.
     """
     from c2c.data.lerobot import LeRobotDataset, LeRobotWriter, is_complete_dataset
@@ -502,11 +531,16 @@ def generate_metaworld_demos(
     if not cameras:
         raise ConfigError("at least one camera is needed (e.g. corner2,gripperPOV)")
     _check_request(episodes_per_task, image_size, seed, max_steps, max_attempts_factor)
+    action_noise = float(action_noise)
+    if not 0.0 <= action_noise <= 1.0:
+        raise ConfigError(f"action_noise must lie in [0, 1] (the action range is [-1, 1]), got {action_noise}")
     out = Path(out)
     settings = {  # what a recorded episode depends on: the cache is valid for these
         "cache_format": WORK_FORMAT, "seed": seed, "image_size": image_size, "cameras": list(cameras),
         "max_steps": max_steps, "success_tail_steps": SUCCESS_TAIL_STEPS, "fast_drawing": fast_drawing,
     }
+    if action_noise > 0:  # only then, so that caches and datasets made before the option stay valid
+        settings["action_noise"] = action_noise
     request = {
         "generator": "metaworld", "tasks": task_names, "episodes_per_task": episodes_per_task,
         "max_attempts_factor": max_attempts_factor, **settings,
@@ -516,7 +550,8 @@ def generate_metaworld_demos(
         raise ConfigError(f"--out {out} is a file, not a directory")
     if is_complete_dataset(out) and not overwrite:
         existing = LeRobotDataset(out).extra_info
-        if all(existing.get(key) == value for key, value in request.items()):
+        if (all(existing.get(key) == value for key, value in request.items())
+                and existing.get("action_noise", 0.0) == action_noise):
             return _report_existing(out, existing, started)
         raise ConfigError(
             f"{out} already holds a dataset made with other settings; pass --overwrite to replace it (recorded "
@@ -624,13 +659,14 @@ class _Generation:
 
     def _roll_out(self, env: MetaWorldEnv, index: int, cached: Attempt | None) -> Attempt:
         seed = placement_seed(self.work.settings["seed"], env.task, index)
-        actions, outcome = run_expert(env, seed)
+        noise = float(self.work.settings.get("action_noise", 0.0))
+        labels, actions, outcome = run_expert(env, seed, action_noise=noise)
         outcome.attempt = index
         if cached is not None and cached != outcome:
             raise C2CError(f"{env.task} attempt {index}: the rollout differs from the one cached in {self.work.root}")
         if outcome.success:
             self.recorder.submit(_RecordJob(
-                env.task, index, seed, actions, outcome.digest, self.cameras, self.work.settings["image_size"],
+                env.task, index, seed, actions, labels if noise > 0 else None, outcome.digest, self.cameras, self.work.settings["image_size"],
                 env.max_steps, self.fast_drawing, self.work.episode_path(env.task, index),
             ))
         return outcome
