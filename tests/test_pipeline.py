@@ -136,6 +136,9 @@ def test_the_reproduce_command_names_every_override():
     assert run_command(get_preset("mt10").replace(threads=4), Path("m")) == "c2c run --preset mt10 --out m --threads 4"
     with pytest.raises(ConfigError, match="threads must be >= 0"):
         quick.replace(threads=-1)
+    assert run_command(quick.replace(action_noise=0.3), Path("q")) == "c2c run --preset quick --out q --action-noise 0.3"
+    with pytest.raises(ConfigError, match="action_noise must lie in"):
+        quick.replace(action_noise=2.0)
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
     # The one-line description names the backbone actually used.
     assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
@@ -286,3 +289,15 @@ def test_pinned_teams_on_busy_cores_are_announced(monkeypatch, capsys):
     pipeline._warn_if_busy(1, processes=2)  # one-thread processes do not stall on each other
     pipeline._warn_if_busy(1)
     assert capsys.readouterr().out == ""
+
+
+def test_action_noise_names_its_own_dataset():
+    """Noise injection makes another dataset; without it the settings (and so the cached dataset's name) are the
+    ones of the runs made before the option existed."""
+    from c2c.eval.pipeline import _data_settings, _settings_hash
+
+    quick = get_preset("quick")
+    assert "action_noise" not in _data_settings(quick)
+    assert _settings_hash(_data_settings(quick)) == "ec1b8b81d5"  # runs/quick/data/metaworld-ec1b8b81d5
+    noisy = _data_settings(quick.replace(action_noise=0.3))
+    assert noisy["action_noise"] == 0.3 and _settings_hash(noisy) != _settings_hash(_data_settings(quick))

@@ -349,6 +349,9 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      help="override the preset's evaluation episodes per task (LIBERO: trials per task)")
     run.add_argument("--episodes-per-task", type=int, default=None,
                      help="override the preset's demonstrations per task")
+    run.add_argument("--action-noise", type=float, default=None,
+                     help="Meta-World: noise injected into the demonstrations' executed actions (DART, see c2c data "
+                     "metaworld --help); default: the preset's")
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
@@ -384,7 +387,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     check_device(args.device)  # before hours of demonstrations, not after
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
-                 "episodes_per_task": args.episodes_per_task,
+                 "episodes_per_task": args.episodes_per_task, "action_noise": args.action_noise,
                  "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
                  "threads": args.threads}
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)

@@ -59,6 +59,8 @@ def _data_settings(preset: PipelinePreset) -> dict[str, Any]:
         "cameras": list(preset.cameras),
         "seed": preset.seed,
     }
+    if preset.action_noise:  # only when set, so that the datasets made before the option keep their names
+        settings["action_noise"] = float(preset.action_noise)
     if preset.suite is not None:
         settings["suite"] = preset.suite
         settings["fast_drawing"] = True  # our renderer on simplified meshes (LiberoEnv); evaluations follow it
@@ -135,6 +137,7 @@ def stage_demos(preset: PipelinePreset, out: Path, force: bool) -> Path:
         seed=preset.seed,
         out=dataset_dir,
         overwrite=force,
+        action_noise=preset.action_noise,
     )
     print(report.summary())
     return dataset_dir
@@ -834,7 +837,7 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 # `c2c run` options that override a preset's field (PipelinePreset.replace).
 OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
                     "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
-                    "variants": "--variants", "threads": "--threads"}
+                    "action_noise": "--action-noise", "variants": "--variants", "threads": "--threads"}
 
 
 def preset_overrides(preset: PipelinePreset) -> list[str]:

@@ -41,6 +41,7 @@ class PipelinePreset:
     simulator: str = "metaworld"  # metaworld | libero
     suite: str | None = None  # LIBERO suite (libero_spatial | libero_object | libero_goal | libero_10)
     image_shift: int = 0  # random-shift augmentation of training images, pixels (0: off)
+    action_noise: float = 0.0  # Meta-World demos: noise injected into the executed actions (DART; 0: off)
     # Intra-op threads of the training stages. 0 adapts to the cores other jobs leave free and hands a finished
     # side-by-side training's cores to the others (fastest on a shared machine, but CPU sums are split by thread, so
     # the weights then depend on the machine's load). N pins them: N for a tokenizer or a policy trained alone,
@@ -63,6 +64,10 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: eval_max_steps must be >= 1, got {self.eval_max_steps}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"preset {self.name!r}: image_shift must lie in [0, 32], got {self.image_shift}")
+        if not 0.0 <= float(self.action_noise) <= 1.0:
+            raise ConfigError(f"preset {self.name!r}: action_noise must lie in [0, 1], got {self.action_noise}")
+        if self.simulator != "metaworld" and self.action_noise:
+            raise ConfigError(f"preset {self.name!r}: action_noise applies to Meta-World demonstrations only")
         if int(self.threads) < 0:
             raise ConfigError(f"preset {self.name!r}: threads must be >= 0 (0: adapt to the free cores), got "
                               f"{self.threads}")
