@@ -136,7 +136,8 @@ def test_the_reproduce_command_names_every_override():
     assert run_command(get_preset("mt10").replace(threads=4), Path("m")) == "c2c run --preset mt10 --out m --threads 4"
     with pytest.raises(ConfigError, match="threads must be >= 0"):
         quick.replace(threads=-1)
-    assert run_command(quick.replace(action_noise=0.3), Path("q")) == "c2c run --preset quick --out q --action-noise 0.3"
+    noisy = quick.replace(action_noise=0.3)
+    assert run_command(noisy, Path("q")) == "c2c run --preset quick --out q --action-noise 0.3"
     with pytest.raises(ConfigError, match="action_noise must lie in"):
         quick.replace(action_noise=2.0)
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist

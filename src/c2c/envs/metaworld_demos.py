@@ -666,8 +666,9 @@ class _Generation:
             raise C2CError(f"{env.task} attempt {index}: the rollout differs from the one cached in {self.work.root}")
         if outcome.success:
             self.recorder.submit(_RecordJob(
-                env.task, index, seed, actions, labels if noise > 0 else None, outcome.digest, self.cameras, self.work.settings["image_size"],
-                env.max_steps, self.fast_drawing, self.work.episode_path(env.task, index),
+                env.task, index, seed, actions, labels if noise > 0 else None, outcome.digest, self.cameras,
+                self.work.settings["image_size"], env.max_steps, self.fast_drawing,
+                self.work.episode_path(env.task, index),
             ))
         return outcome
 
