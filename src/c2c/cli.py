@@ -54,6 +54,30 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     mw.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
     mw.set_defaults(func=_run_data_metaworld)
 
+    take = data_sub.add_parser(
+        "metaworld-takeover",
+        help="DAgger-style aggregation: the scripted expert takes over from states a trained policy reached",
+        description="From new placements the policy acts for a random number of steps (a multiple of 10 up to "
+        "--policy-steps), then Meta-World's scripted expert finishes the task. The base dataset's episodes plus "
+        "the frames from each takeover on, labelled with the expert's actions, go into a new dataset at --out; "
+        "train a policy on it with `c2c policy train` as usual.",
+    )
+    take.add_argument("--policy", type=Path, required=True, help="policy directory (c2c policy train --out)")
+    take.add_argument("--dataset", type=Path, required=True,
+                      help="the `c2c data metaworld` dataset the policy was trained on (copied into --out)")
+    take.add_argument("--episodes", type=int, required=True, help="takeover placements per task")
+    take.add_argument("--seed", type=int, default=100, help="seed of the takeover placements (default 100)")
+    take.add_argument("--tasks", default=None, help="comma list of tasks (default: the dataset's)")
+    take.add_argument("--policy-steps", type=int, default=150,
+                      help="the most steps the policy acts before the takeover (default 150)")
+    take.add_argument("--replan-every", type=int, default=None,
+                      help="steps between policy calls (default: the policy's config)")
+    take.add_argument("--workers", type=int, default=None,
+                      help="worker processes (default: the usable CPUs; 1 runs in this process)")
+    take.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    take.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    take.set_defaults(func=_run_data_takeover)
+
     lib = data_sub.add_parser(
         "libero",
         help="scripted LIBERO demonstrations (libero_object, libero_spatial) -> LeRobot v3 dataset",
@@ -98,6 +122,18 @@ def _run_data_metaworld(args: argparse.Namespace) -> int:
         max_attempts_factor=args.max_attempts_factor,
         overwrite=args.overwrite,
         action_noise=args.action_noise,
+    )
+    print(report.summary())
+    return 0
+
+
+def _run_data_takeover(args: argparse.Namespace) -> int:
+    from c2c.envs.metaworld_takeover import collect_takeovers
+
+    report = collect_takeovers(
+        policy_dir=args.policy, dataset=args.dataset, episodes_per_task=args.episodes, seed=args.seed, out=args.out,
+        tasks=args.tasks, policy_steps=args.policy_steps, replan_every=args.replan_every, workers=args.workers,
+        overwrite=args.overwrite,
     )
     print(report.summary())
     return 0

@@ -242,6 +242,11 @@ def _policy_config(policy_dir: Path, policy: Any) -> Any:
     return PolicyConfig.from_dict(policy_dict)
 
 
+def read_policy_config(policy_dir: Path) -> Any:
+    """``policy_dir``'s config, after checking that the directory holds a saved policy's files."""
+    return _policy_config(Path(policy_dir), None)
+
+
 def check_metaworld_policy(config: Any, where: str) -> None:
     """Refuse a policy config that cannot act in Meta-World: 4-dim state and action, Meta-World camera names."""
     from c2c.envs.metaworld_env import CAMERAS, check_cameras
