@@ -302,3 +302,55 @@ def test_action_noise_names_its_own_dataset():
     assert _settings_hash(_data_settings(quick)) == "ec1b8b81d5"  # runs/quick/data/metaworld-ec1b8b81d5
     noisy = _data_settings(quick.replace(action_noise=0.3))
     assert noisy["action_noise"] == 0.3 and _settings_hash(noisy) != _settings_hash(_data_settings(quick))
+
+
+def test_a_takeover_round_trains_again_and_evaluates_those_policies(tmp_path, capsys):
+    from pathlib import Path
+
+    from c2c.data.lerobot import LeRobotDataset
+
+    preset = replace(MINI, takeover_episodes=2, variants=("plan",))
+    out = tmp_path / "run"
+    assert run_pipeline(preset, out, workers=1) == 0
+    stages = _stamps(out)
+    assert set(stages) == {"tokenizer/joint/stage.json", "policy/plan/stage.json", "takeover/plan/stage.json",
+                           "policy-takeover/plan/stage.json", "eval/plan/stage.json"}
+    counts = json.loads((out / "takeover/plan/stage.json").read_text())["result"]["counts"]["reach-v3"]
+    assert counts["recorded"] >= 1 and sum(counts[key] for key in ("recorded", "policy-success",
+                                                                  "expert-failed")) == 2
+    data = LeRobotDataset(out / "takeover/plan/data")
+    assert data.num_episodes == MINI.episodes_per_task + counts["recorded"]
+    trained = json.loads((out / "policy-takeover/plan/train_config.json").read_text())
+    assert Path(trained["dataset"]) == out / "takeover/plan/data"
+    evaluated = json.loads((out / "eval/plan/results.json").read_text())
+    assert f"--policy {out / 'policy-takeover/plan'}" in evaluated["command"]
+    report = (out / "report.md").read_text()
+    assert "## Expert takeovers" in report and "| plan | reach-v3 | " in report
+    assert f"c2c data metaworld-takeover --policy {out / 'policy/plan'}" in report
+    assert f"c2c policy train --dataset {out / 'takeover/plan/data'}" in report
+    assert "(policy-takeover/plan/curves.png)" in report and "(policy/plan/curves.png)" in report
+
+    capsys.readouterr()
+    assert run_pipeline(preset, out, workers=1) == 0
+    assert _stamps(out) == stages and capsys.readouterr().out.count("done already") == 5
+
+    # Other takeovers: the takeover stage, the training on its dataset and the evaluation are redone, no more.
+    assert run_pipeline(replace(preset, takeover_episodes=1), out, workers=1) == 0
+    after = _stamps(out)
+    assert {name for name in stages if after[name] != stages[name]} == {
+        "takeover/plan/stage.json", "policy-takeover/plan/stage.json", "eval/plan/stage.json"}
+
+
+def test_takeover_options_are_checked_and_named():
+    from pathlib import Path
+
+    from c2c.eval.pipeline import run_command
+
+    quick = get_preset("quick")
+    assert quick.takeover_episodes == 0  # the preset's pipeline is unchanged by the option
+    assert run_command(quick.replace(takeover_episodes=25), Path("q")) == ("c2c run --preset quick --out q "
+                                                                           "--takeover-episodes 25")
+    with pytest.raises(ConfigError, match="takeover_episodes must be >= 0"):
+        quick.replace(takeover_episodes=-1)
+    with pytest.raises(ConfigError, match="takeover_episodes applies to Meta-World only"):
+        get_preset("libero-object").replace(takeover_episodes=5)

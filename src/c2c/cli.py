@@ -388,6 +388,11 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--action-noise", type=float, default=None,
                      help="Meta-World: noise injected into the demonstrations' executed actions (DART, see c2c data "
                      "metaworld --help); default: the preset's")
+    run.add_argument("--takeover-episodes", type=int, default=None,
+                     help="Meta-World: after training, the scripted expert takes over from this many rollouts per "
+                     "task of each variant (c2c data metaworld-takeover); each variant is trained again, with the "
+                     "same budget, on the demonstrations plus its takeovers and that policy is evaluated (default: "
+                     "the preset's; 0: off)")
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
@@ -424,6 +429,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
                  "episodes_per_task": args.episodes_per_task, "action_noise": args.action_noise,
+                 "takeover_episodes": args.takeover_episodes,
                  "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
                  "threads": args.threads}
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)

@@ -231,13 +231,46 @@ def stage_tokenizers(preset: PipelinePreset, dataset_dir: Path, out: Path, force
     return records
 
 
+TAKEOVER_SEED = 100  # placements of the takeover rollouts (c2c data metaworld-takeover's default --seed)
+TAKEOVER_ROOT = "policy-takeover"  # where the policies trained on demonstrations plus takeovers go
+
+
+def takeover_dataset(out: Path, variant: str) -> Path:
+    return out / "takeover" / variant / "data"
+
+
+def stage_takeovers(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool,
+                    workers: int | None = None) -> dict[str, dict]:
+    """Expert takeovers from each variant's rollouts (``out/policy/<variant>``) into
+    :func:`takeover_dataset`, the demonstrations plus the takeovers; returns ``{variant: stage record}``."""
+    from c2c.envs.metaworld_takeover import collect_takeovers
+
+    records = {}
+    for variant in preset.variants:
+        policy_dir, stage_dir = out / "policy" / variant, out / "takeover" / variant
+        settings = {"policy": variant, "policy_stage": _stage_stamp(policy_dir), "dataset": dataset_dir.name,
+                    "episodes": preset.takeover_episodes, "seed": TAKEOVER_SEED, "replan_every": preset.replan_every}
+
+        def work(policy_dir: Path = policy_dir, variant: str = variant) -> dict[str, Any]:
+            report = collect_takeovers(policy_dir=policy_dir, dataset=dataset_dir,
+                                       episodes_per_task=preset.takeover_episodes, seed=TAKEOVER_SEED,
+                                       out=takeover_dataset(out, variant), replan_every=preset.replan_every,
+                                       workers=workers, overwrite=True)
+            print(report.summary())
+            return {"counts": report.counts(), "base_episodes": report.base_episodes}
+
+        records[variant] = run_stage(stage_dir, settings, force, work, f"takeover {variant}")
+    return records
+
+
 def tokenizer_name(variant: str, plan_horizon: int) -> str:
     return variant if plan_horizon == 160 else f"{variant}-hp{plan_horizon}"
 
 
 def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: bool,
                    parallel: bool | None = None, device: str = "cpu",
-                   on_finish: Callable[[str, int], None] | None = None) -> dict[str, dict]:
+                   on_finish: Callable[[str, int], None] | None = None, root: str = "policy",
+                   datasets: dict[str, Path] | None = None) -> dict[str, dict]:
     """Train every variant with the same budget; returns ``{variant: stage record}``.
 
     ``device`` ("cpu", "cuda", "cuda:N"): where the policies train. It is not part of the stage's settings, so a
@@ -251,13 +284,18 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
 
     ``on_finish(variant, freed_threads)``: called when a side-by-side training with pinned threads finishes while
     others still run, after its stage record is written (``run_pipeline`` evaluates it on the cores it freed).
+
+    ``root``: the policies go to ``out/root/<variant>``; ``datasets``: a dataset per variant instead of
+    ``dataset_dir`` (the takeover round: each variant's demonstrations plus its own takeovers).
     """
     from c2c.policy.train import train_policy
 
-    configs, records = policy_configs(preset, dataset_dir, out, device), {}
-    settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"}, "dataset": dataset_dir.name,
-                          "tokenizer": Path(config.tokenizer).name}
+    configs, records = policy_configs(preset, dataset_dir, out, device, root, datasets), {}
+    settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"},
+                          "dataset": Path(config.dataset).name, "tokenizer": Path(config.tokenizer).name}
                 for variant, config in configs.items()}
+    for variant in datasets or {}:  # a takeover dataset lives in its stage's directory: redo when that stage reran
+        settings[variant]["dataset_stage"] = _stage_stamp(Path(configs[variant].dataset).parent)
     todo = []
     for variant, config in configs.items():
         record = None if force else finished_stage(Path(config.out), settings[variant])
@@ -289,7 +327,8 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
         for variant in todo:
             if variant not in records:
                 record_stage(variant, metrics[variant])
-        print(f"[policies] {', '.join(todo)} trained side by side in {time.perf_counter() - started:.0f} s")
+        label = "policies" if root == "policy" else root
+        print(f"[{label}] {', '.join(todo)} trained side by side in {time.perf_counter() - started:.0f} s")
     else:
         for variant in todo:
             def work(config: Any = configs[variant]) -> dict[str, Any]:
@@ -297,12 +336,15 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
                     _use_threads(preset.threads)
                 return _json_safe(train_policy(config))
 
-            records[variant] = run_stage(Path(configs[variant].out), settings[variant], False, work, f"policy {variant}")
+            records[variant] = run_stage(Path(configs[variant].out), settings[variant], False, work,
+                                         f"{root.replace('-', ' ')} {variant}")
     return {variant: records[variant] for variant in preset.variants}
 
 
-def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device: str = "cpu") -> dict[str, Any]:
-    """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants."""
+def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device: str = "cpu", root: str = "policy",
+                   datasets: dict[str, Path] | None = None) -> dict[str, Any]:
+    """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants (into
+    ``out/root/<variant>``, on ``datasets[variant]`` when given, else on ``dataset_dir``)."""
     from c2c.policy.train import PolicyTrainConfig
 
     configs = {}
@@ -310,7 +352,8 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
         tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
         steps = preset.policy_steps
         configs[variant] = PolicyTrainConfig(
-            dataset=str(dataset_dir), tokenizer=str(tokenizer), out=str(out / "policy" / variant), variant=variant,
+            dataset=str((datasets or {}).get(variant, dataset_dir)), tokenizer=str(tokenizer),
+            out=str(out / root / variant), variant=variant,
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
             checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device)
     return configs
@@ -478,9 +521,10 @@ def _logged_step(log: Path) -> int:
 
 def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: int | None = None,
                       variants: list[str] | None = None, done: dict[str, dict] | None = None,
-                      show_progress: bool = True) -> dict[str, dict]:
+                      show_progress: bool = True, root: str = "policy") -> dict[str, dict]:
     """Closed-loop evaluation of every trained variant (or of ``variants``) on the same unseen placements.
-    ``done``: records of evaluations this run already made (kept as they are, even with ``force``)."""
+    ``done``: records of evaluations this run already made (kept as they are, even with ``force``). ``root``: the
+    policies are ``out/root/<variant>`` (``policy-takeover`` after a takeover round)."""
     if preset.simulator == "libero":
         return stage_libero_evaluations(preset, out, force, workers)
     from c2c.envs.metaworld_tasks import resolve_tasks
@@ -492,10 +536,12 @@ def stage_evaluations(preset: PipelinePreset, out: Path, force: bool, workers: i
         if done and variant in done:
             records[variant] = done[variant]
             continue
-        policy_dir, eval_dir = out / "policy" / variant, out / "eval" / variant
+        policy_dir, eval_dir = out / root / variant, out / "eval" / variant
         settings = {"policy": variant, "policy_stage": _stage_stamp(policy_dir), "tasks": tasks,
                     "episodes": preset.eval_episodes, "seed": preset.eval_seed, "max_steps": preset.eval_max_steps,
                     "replan_every": preset.replan_every, "videos": preset.videos}
+        if root != "policy":  # only then, so that the evaluations of runs made before the option stay valid
+            settings["policy_root"] = root
 
         def work(policy_dir: Path = policy_dir, eval_dir: Path = eval_dir) -> dict[str, Any]:
             results = evaluate_metaworld(policy_dir=policy_dir, tasks=tasks, episodes=preset.eval_episodes,
@@ -516,11 +562,11 @@ class EarlyEvaluations:
     not depend on when it runs or on its worker count (one torch thread per episode runner either way).
     """
 
-    def __init__(self, preset: PipelinePreset, out: Path, force: bool) -> None:
+    def __init__(self, preset: PipelinePreset, out: Path, force: bool, root: str = "policy") -> None:
         import queue
         import threading
 
-        self.preset, self.out, self.force = preset, out, force
+        self.preset, self.out, self.force, self.root = preset, out, force, root
         self.records: dict[str, dict] = {}
         self.error: BaseException | None = None
         self._queue: Any = queue.Queue()
@@ -541,7 +587,7 @@ class EarlyEvaluations:
                 continue
             try:
                 records = stage_evaluations(self.preset, self.out, self.force, workers=workers, variants=[variant],
-                                            show_progress=False)
+                                            show_progress=False, root=self.root)
                 self.records.update({name: {**record, "while_training": not record["skipped"]}
                                      for name, record in records.items()})
             except BaseException as error:  # noqa: BLE001 - raised again by join() in the main thread
@@ -731,8 +777,9 @@ def _tokenizer_section(tokenizers: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _policy_section(policies: dict[str, dict]) -> list[str]:
-    lines = ["## Policy training", "",
+def _policy_section(policies: dict[str, dict], root: str = "policy",
+                    title: str = "## Policy training") -> list[str]:
+    lines = [title, "",
              "| variant | backbone | parameters | steps x batch | held-out exec token accuracy | held-out exec L1 "
              "(decoded) | threads | time |",
              "| --- | --- | ---: | --- | ---: | ---: | --- | ---: |"]
@@ -750,8 +797,26 @@ def _policy_section(policies: dict[str, dict]) -> list[str]:
                   "training, or cores other jobs freed, were handed over). CPU sums are split by thread, so a rerun "
                   "that changes it at another step trains other weights; `c2c run --threads N` pins it."]
     lines += ["", "Training curves (EMA weights on held-out episodes):", ""]
-    lines += [f"![{variant}](policy/{variant}/curves.png)" for variant in policies]
+    lines += [f"![{variant}]({root}/{variant}/curves.png)" for variant in policies]
     return lines + [""]
+
+
+def _takeover_section(preset: PipelinePreset, takeover: dict[str, dict]) -> list[str]:
+    lines = ["## Expert takeovers", "",
+             f"Each variant below was first trained on the demonstrations alone (`policy/<variant>`); from "
+             f"{preset.takeover_episodes} new placements per task it then acted for a random number of steps (a "
+             f"multiple of 10 up to 150) before the scripted expert took over and finished the task (`c2c data "
+             f"metaworld-takeover`, seed {TAKEOVER_SEED}). The frames from each takeover on, labelled with the "
+             f"expert's actions, were added to the demonstrations and the variant was trained again from scratch with "
+             f"the same budget (`{TAKEOVER_ROOT}/<variant>`); the success table evaluates those policies.", "",
+             "| variant | task | takeovers recorded | policy succeeded first | expert failed | frames added |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for variant, record in takeover["takeovers"].items():
+        for task, row in record["result"]["counts"].items():
+            lines.append(f"| {variant} | {task} | {row['recorded']} | {row['policy-success']} | "
+                         f"{row['expert-failed']} | {row['frames']} |")
+    lines.append("")
+    return lines + _policy_section(takeover["policies"], "policy", "### The policies before the takeovers")
 
 
 def thread_schedule(schedule: list[dict[str, int]] | None) -> str:
@@ -770,7 +835,9 @@ def _side_by_side(record: dict[str, Any]) -> str:
 
 def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: dict[str, Any],
                  tokenizers: dict[str, dict], policies: dict[str, dict], evaluations: dict[str, dict],
-                 seconds: float, command: str) -> Path:
+                 seconds: float, command: str, takeover: dict[str, dict] | None = None) -> Path:
+    """``takeover``: ``{"policies": first-round policy records, "takeovers": takeover stage records}`` when the run
+    had a takeover round (``policies`` are then the second round's, in ``policy-takeover/``)."""
     from c2c.data.lerobot import LeRobotDataset
 
     dataset = LeRobotDataset(dataset_dir)
@@ -807,20 +874,37 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
         "",
     ]
     lines += _tokenizer_section(tokenizers)
-    lines += _policy_section(policies)
+    root = "policy" if takeover is None else TAKEOVER_ROOT
+    if takeover is not None:
+        lines += _takeover_section(preset, takeover)
+    lines += _policy_section(policies, root, "## Policy training" if takeover is None else
+                             "## Policy training on the demonstrations plus the takeovers")
     stage_times = {f"tokenizer {k}": v for k, v in tokenizers.items()}
-    stage_times.update({f"policy {k}": v for k, v in policies.items()})
+    if takeover is not None:
+        stage_times.update({f"policy {k} (before the takeovers)": v for k, v in takeover["policies"].items()})
+        stage_times.update({f"takeover {k}": v for k, v in takeover["takeovers"].items()})
+    stage_times.update({f"{root.replace('-', ' ')} {k}": v for k, v in policies.items()})
     stage_times.update({f"eval {k}": v for k, v in evaluations.items()})
     lines += ["## Reproduce", "", "```", command, "```", "", "Each stage by hand:", "", "```"]
     for name, record in tokenizers.items():
         config = record["settings"]
         lines.append(f"c2c tokenizer train --dataset {dataset_dir} --out {config['out']} --variant {config['variant']} "
                      f"--plan-horizon {config['plan_horizon']} --steps {config['steps']}")
-    for variant, record in policies.items():
-        config = record["settings"]
-        lines.append(f"c2c policy train --dataset {dataset_dir} --tokenizer {out / 'tokenizer' / config['tokenizer']} "
-                     f"--out {config['out']} --variant {variant} --preset {config['preset']} --steps {config['steps']} "
-                     f"--batch-size {config['batch_size']}")
+    def train_lines(records: dict[str, dict], datasets: dict[str, Path]) -> list[str]:
+        return [f"c2c policy train --dataset {datasets.get(variant, dataset_dir)} --tokenizer "
+                f"{out / 'tokenizer' / record['settings']['tokenizer']} --out {record['settings']['out']} --variant "
+                f"{variant} --preset {record['settings']['preset']} --steps {record['settings']['steps']} "
+                f"--batch-size {record['settings']['batch_size']}" for variant, record in records.items()]
+
+    if takeover is None:
+        lines += train_lines(policies, {})
+    else:
+        lines += train_lines(takeover["policies"], {})
+        for variant, record in takeover["takeovers"].items():
+            lines.append(f"c2c data metaworld-takeover --policy {out / 'policy' / variant} --dataset {dataset_dir} "
+                         f"--episodes {record['settings']['episodes']} --seed {record['settings']['seed']} "
+                         f"--replan-every {record['settings']['replan_every']} --out {takeover_dataset(out, variant)}")
+        lines += train_lines(policies, {variant: takeover_dataset(out, variant) for variant in policies})
     for variant, record in evaluations.items():
         lines.append(record["result"].get("command", ""))
     lines += ["```", "", "| stage | wall time |", "| --- | ---: |"]
@@ -837,7 +921,8 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 # `c2c run` options that override a preset's field (PipelinePreset.replace).
 OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
                     "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
-                    "action_noise": "--action-noise", "variants": "--variants", "threads": "--threads"}
+                    "action_noise": "--action-noise", "takeover_episodes": "--takeover-episodes",
+                    "variants": "--variants", "threads": "--threads"}
 
 
 def preset_overrides(preset: PipelinePreset) -> list[str]:
@@ -874,14 +959,21 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     dataset_dir = stage_demos(chosen, out, force)
     windows = stage_windows(dataset_dir, out, layout=chosen.simulator)
     tokenizers = stage_tokenizers(chosen, dataset_dir, out, force)
+    root, datasets, takeover = "policy", None, None
+    if chosen.takeover_episodes:  # train, let the expert take over from each variant's rollouts, train again
+        first = stage_policies(chosen, dataset_dir, out, force, parallel, device)
+        takeover = {"policies": first, "takeovers": stage_takeovers(chosen, dataset_dir, out, force, workers)}
+        root, datasets = TAKEOVER_ROOT, {variant: takeover_dataset(out, variant) for variant in chosen.variants}
     # With pinned threads, a policy that finishes first is evaluated while the others train (on its freed cores).
-    early = EarlyEvaluations(chosen, out, force) if chosen.threads and chosen.simulator == "metaworld" else None
+    early = (EarlyEvaluations(chosen, out, force, root) if chosen.threads and chosen.simulator == "metaworld"
+             else None)
     policies = stage_policies(chosen, dataset_dir, out, force, parallel, device,
-                              on_finish=early.start if early is not None else None)
+                              on_finish=early.start if early is not None else None, root=root, datasets=datasets)
     done = early.join() if early is not None else None
-    evaluations = stage_evaluations(chosen, out, force, workers, done=done)
+    evaluations = stage_evaluations(chosen, out, force, workers, done=done, root=root)
     seconds = time.perf_counter() - start
-    report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command)
+    report = write_report(out, chosen, dataset_dir, windows, tokenizers, policies, evaluations, seconds, command,
+                          takeover=takeover)
     tasks = len(next(iter(evaluations.values()))["result"]["tasks"]) if evaluations else 0
     print(f"\n{'variant':<12} success (mean over {tasks} tasks)")
     for variant, record in evaluations.items():

@@ -42,6 +42,9 @@ class PipelinePreset:
     suite: str | None = None  # LIBERO suite (libero_spatial | libero_object | libero_goal | libero_10)
     image_shift: int = 0  # random-shift augmentation of training images, pixels (0: off)
     action_noise: float = 0.0  # Meta-World demos: noise injected into the executed actions (DART; 0: off)
+    # Meta-World: expert takeovers per task from each trained variant's rollouts (c2c data metaworld-takeover);
+    # the variant is then trained again, with the same budget, on the demonstrations plus its takeovers (0: off).
+    takeover_episodes: int = 0
     # Intra-op threads of the training stages. 0 adapts to the cores other jobs leave free and hands a finished
     # side-by-side training's cores to the others (fastest on a shared machine, but CPU sums are split by thread, so
     # the weights then depend on the machine's load). N pins them: N for a tokenizer or a policy trained alone,
@@ -68,6 +71,10 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: action_noise must lie in [0, 1], got {self.action_noise}")
         if self.simulator != "metaworld" and self.action_noise:
             raise ConfigError(f"preset {self.name!r}: action_noise applies to Meta-World demonstrations only")
+        if int(self.takeover_episodes) < 0:
+            raise ConfigError(f"preset {self.name!r}: takeover_episodes must be >= 0, got {self.takeover_episodes}")
+        if self.simulator != "metaworld" and self.takeover_episodes:
+            raise ConfigError(f"preset {self.name!r}: takeover_episodes applies to Meta-World only")
         if int(self.threads) < 0:
             raise ConfigError(f"preset {self.name!r}: threads must be >= 0 (0: adapt to the free cores), got "
                               f"{self.threads}")
