@@ -348,6 +348,8 @@ def test_takeover_options_are_checked_and_named():
 
     quick = get_preset("quick")
     assert quick.takeover_episodes == 0  # the preset's pipeline is unchanged by the option
+    assert "25 expert takeovers per task" in quick.replace(takeover_episodes=25).summary
+    assert "takeover" not in quick.summary
     assert run_command(quick.replace(takeover_episodes=25), Path("q")) == ("c2c run --preset quick --out q "
                                                                            "--takeover-episodes 25")
     with pytest.raises(ConfigError, match="takeover_episodes must be >= 0"):

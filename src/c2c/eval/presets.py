@@ -93,7 +93,11 @@ class PipelinePreset:
         """The description with this preset's backbone and variants filled in (``--backbone`` and ``--variants``
         may have changed them)."""
         variants = " vs ".join(self.variants)
-        return self.description.replace("{backbone}", self.backbone).replace("{variants}", variants)
+        summary = self.description.replace("{backbone}", self.backbone).replace("{variants}", variants)
+        if self.takeover_episodes:  # the description's time is for one training round
+            summary += (f"; then {self.takeover_episodes} expert takeovers per task from each variant's rollouts and "
+                        f"a second training round (more than twice as long)")
+        return summary
 
     def replace(self, **changes: Any) -> PipelinePreset:
         """A copy with some settings changed (``c2c run --policy-steps ...``); the run caches by the new settings."""
