@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -50,6 +51,16 @@ def synthetic_dataset(tmp_path) -> Path:
             writer.add_episode(episode)
         writer.finalize({"generator": "synthetic"})
     return root
+
+
+@pytest.fixture(scope="module")
+def metaworld_env_module():
+    """c2c.envs.metaworld_env (imported before mujoco: it picks OSMesa); skips when metaworld is not installed."""
+    if importlib.util.find_spec("metaworld") is None:
+        pytest.skip("metaworld is not installed (pip install -e '.[sim]')")
+    from c2c.envs import metaworld_env
+
+    return metaworld_env
 
 
 @pytest.fixture(scope="session")

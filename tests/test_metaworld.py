@@ -5,7 +5,6 @@ The name tests need no simulator; the others are marked ``sim`` (MuJoCo through 
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
 
@@ -59,15 +58,6 @@ def test_instruction_and_difficulty() -> None:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The simulator.
-
-
-@pytest.fixture(scope="module")
-def metaworld_env_module():
-    if importlib.util.find_spec("metaworld") is None:
-        pytest.skip("metaworld is not installed (pip install -e '.[sim]')")
-    from c2c.envs import metaworld_env  # before mujoco: it picks OSMesa
-
-    return metaworld_env
 
 
 @pytest.mark.sim

@@ -5,7 +5,6 @@ Simulator tests are marked ``sim``; about 30 s on 2 cores.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -31,15 +30,6 @@ def test_takeover_placements_and_steps_are_stable_and_apart_from_the_demos():
     assert all(step % TAKEOVER_PERIOD == 0 and TAKEOVER_PERIOD <= step <= 150 for step in steps)
     assert len(set(steps)) > 5  # spread over the range
     assert {takeover_step(seed, 10) for seed in seeds} == {10}
-
-
-@pytest.fixture(scope="module")
-def metaworld_env_module():
-    if importlib.util.find_spec("metaworld") is None:
-        pytest.skip("metaworld is not installed (pip install -e '.[sim]')")
-    from c2c.envs import metaworld_env  # before mujoco: it picks OSMesa
-
-    return metaworld_env
 
 
 @pytest.mark.sim

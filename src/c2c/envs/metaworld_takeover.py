@@ -39,14 +39,13 @@ import numpy as np
 
 from c2c.constants import OBS_STATE, image_key
 from c2c.data.episodes import Episode
+from c2c.envs.metaworld_demos import SEED_BITS, SUCCESS_TAIL_STEPS
 from c2c.envs.metaworld_env import ACTION_NAMES, CONTROL_HZ, MAX_EPISODE_STEPS, STATE_NAMES, MetaWorldEnv
 from c2c.envs.metaworld_tasks import instruction, resolve_tasks
 from c2c.errors import ConfigError, DatasetError
 
 TAKEOVER_PERIOD = 10  # the policy acts a multiple of this many steps before the expert takes over
-SUCCESS_TAIL_STEPS = 10  # as the demonstrations: steps recorded after the first success
 OPEN_GRIPPER = 0.8  # gripper reading (obs[3], 1 = fully open) under which a non-grasping expert reopens it
-SEED_BITS = 31
 
 
 def takeover_seed(seed: int, task: str, index: int) -> int:
@@ -125,6 +124,8 @@ def run_takeover(env: MetaWorldEnv, policy: Any, task: str, index: int, seed: in
 
 @dataclass(frozen=True)
 class _Settings:
+    """What a worker needs (picklable); ``policy_dir`` and ``replan_every`` as the evaluation's settings."""
+
     policy_dir: str
     replan_every: int | None
     cameras: tuple[str, ...]
@@ -136,17 +137,10 @@ class _Settings:
 _worker: dict[str, Any] = {}
 
 
-def _load_policy(settings: _Settings) -> Any:
-    from c2c.policy.policy import PlanExecutePolicy
-
-    policy = PlanExecutePolicy.from_pretrained(settings.policy_dir).eval()
-    if settings.replan_every is not None:
-        policy.config = policy.config.replace(replan_every=settings.replan_every)
-    return policy
-
-
 def _init_worker(settings: _Settings, in_process: bool = False) -> None:
     import torch
+
+    from c2c.eval.metaworld_eval import _load_policy
 
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
@@ -322,17 +316,13 @@ def collect_takeovers(
     return report
 
 
-def _usable_cpus() -> int:
-    from c2c.utils.threads import usable_cpus
-
-    return usable_cpus()
-
-
 def _run_all(jobs: list[tuple[str, int, int]], settings: _Settings, workers: int | None,
              show_progress: bool) -> list[Takeover]:
     from tqdm import tqdm
 
-    count = min(workers or _usable_cpus(), len(jobs))
+    from c2c.utils.threads import usable_cpus
+
+    count = min(workers or usable_cpus(), len(jobs))
     results: list[Takeover] = []
     with tqdm(total=len(jobs), desc="takeovers", unit="ep", disable=not show_progress, dynamic_ncols=True) as bar:
         def advance(item: Takeover) -> None:
