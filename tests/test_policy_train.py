@@ -226,3 +226,33 @@ def test_the_thread_schedule_is_recorded_because_the_weights_depend_on_it(worksp
     assert metrics["threads"] == [{"step": 0, "threads": 1}, {"step": 1, "threads": 2}]
     saved = json.loads((workspace["root"] / "raised" / "metrics.json").read_text())
     assert saved["threads"] == metrics["threads"]
+
+
+def test_init_from_starts_at_a_trained_policys_ema_weights(workspace):
+    base = workspace["root"] / "init_base"
+    train_policy(_config(workspace, "init_base"), show_progress=False)
+    # lr 0: the fine-tuned weights are exactly those it started from, the base's EMA (what evaluation used).
+    train_policy(_config(workspace, "init_tuned", steps=1, lr=0.0, init_from=str(base)), show_progress=False)
+    started = load_file(str(base / EMA_WEIGHTS_FILE))
+    tuned = load_file(str(workspace["root"] / "init_tuned" / WEIGHTS_FILE))
+    assert started.keys() == tuned.keys()
+    for key in started:
+        np.testing.assert_array_equal(started[key].numpy(), tuned[key].numpy(), err_msg=key)
+    saved = json.loads((workspace["root"] / "init_tuned" / "train_config.json").read_text())
+    assert saved["init_from"] == str(base)
+
+
+def test_init_from_is_checked_against_the_policy_and_its_tokenizer(workspace):
+    base = workspace["root"] / "check_base"
+    train_policy(_config(workspace, "check_base", steps=1), show_progress=False)
+    with pytest.raises(ConfigError, match=r"config.json: missing"):
+        train_policy(_config(workspace, "bad1", init_from=str(workspace["root"] / "nowhere")), show_progress=False)
+    with pytest.raises(ConfigError, match=r"--init-from .*check_base: the policy there differs .* variant"):
+        train_policy(_config(workspace, "bad2", variant="noplan", init_from=str(base)), show_progress=False)
+    other = workspace["root"] / "tokenizer_seed1"
+    train_tokenizer(TokenizerTrainConfig(dataset=str(workspace["dataset"]), out=str(other), steps=1, batch_size=8,
+                                         kmeans_samples=64, codec=TINY_CODEC, seed=1), show_progress=False)
+    with pytest.raises(ConfigError, match=r"another action tokenizer than --tokenizer"):
+        train_policy(_config(workspace, "bad3", tokenizer=str(other), init_from=str(base)), show_progress=False)
+    for name in ("bad1", "bad2", "bad3"):  # refused before anything was trained
+        assert not (workspace["root"] / name / "training_state.pt").exists()

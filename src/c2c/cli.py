@@ -267,6 +267,9 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="cpu (default) | cuda | cuda:N: where the weights and batches live (one process)")
     train.add_argument("--num-processes", type=int, default=1, help="data-parallel CPU processes (default 1)")
     train.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from")
+    train.add_argument("--init-from", type=Path, default=None,
+                       help="start from this trained policy's weights (fine-tuning, e.g. on a dataset extended by "
+                       "c2c data metaworld-takeover); same backbone, variant, cameras and tokenizer")
 
     def run_train(args: argparse.Namespace) -> int:
         from c2c.policy.train import PolicyTrainConfig, format_metrics, launch_processes, train_policy
@@ -278,7 +281,7 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
             max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
-            device=args.device,
+            device=args.device, init_from=None if args.init_from is None else str(args.init_from),
         )
         if args.num_processes > 1 and config.device != "cpu":
             raise ConfigError(f"--device {config.device}: --num-processes {args.num_processes} trains data-parallel "

@@ -120,6 +120,7 @@ class PolicyTrainConfig:
     resize_images: bool = False  # resize dataset images to the preset's size with PIL (else a size mismatch fails)
     image_shift: int = 0  # random-shift augmentation: shift training images by up to this many pixels (0: off)
     device: str = "cpu"  # torch device of the weights and batches: cpu | cuda | cuda:N (one process)
+    init_from: str | None = None  # start from this trained policy's weights (its EMA), e.g. after takeovers
     policy: dict[str, Any] = field(default_factory=dict)  # other PolicyConfig fields (token_order, state_encoding)
 
     def __post_init__(self) -> None:
@@ -323,6 +324,39 @@ def _load_state(path: Path, policy: PlanExecutePolicy, ema: EMA, optimizer: torc
     return int(state["step"]), state["history"]
 
 
+def init_weights(policy: PlanExecutePolicy, source: str | Path) -> None:
+    """Copy a trained policy's weights (its EMA when saved, as evaluation uses) into ``policy``: fine-tuning, e.g.
+    on a dataset extended by expert takeovers. The two must agree on everything but the seed: backbone, variant,
+    cameras, horizons, vocabulary and the action tokenizer (its weights and statistics included)."""
+    source = Path(source)
+    trained = PlanExecutePolicy.from_pretrained(source)
+    mine, theirs = policy.config.to_dict(), trained.config.to_dict()
+    differ = sorted(k for k in set(mine) | set(theirs) if k != "seed" and mine.get(k) != theirs.get(k))
+    if differ:
+        raise ConfigError(f"--init-from {source}: the policy there differs from this training's in "
+                          f"{', '.join(differ)} ({', '.join(f'{k}={theirs.get(k)!r}' for k in differ)})")
+    if not same_tokenizer(policy.action_tokenizer, trained.action_tokenizer):
+        raise ConfigError(f"--init-from {source}: it was trained with another action tokenizer than --tokenizer "
+                          "(codebooks or statistics differ); fine-tune with the tokenizer it was trained with")
+    words = [p.instruction_tokenizer.tokenizer.get_vocab() for p in (trained, policy)]
+    if trained.model.vocabulary != policy.model.vocabulary or words[0] != words[1]:
+        raise ConfigError(f"--init-from {source}: its vocabulary ({trained.model.vocabulary.to_dict()}) or its "
+                          "instruction tokens differ from this dataset's: the datasets' instructions differ")
+    try:
+        policy.model.load_state_dict(trained.model.state_dict())
+    except RuntimeError as err:
+        raise ConfigError(f"--init-from {source}: its weights do not fit this policy ({str(err).splitlines()[0]})") from None
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """Whether two RVQ action tokenizers are the same: variant, codec settings, statistics and codebooks."""
+    if (a.name, a.variant, a.config.to_dict(), a.normalizers.to_dict()) != \
+            (b.name, b.variant, b.config.to_dict(), b.normalizers.to_dict()):
+        return False
+    ours, theirs = a.codecs.state_dict(), b.codecs.state_dict()
+    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
 def _optimizer(model: torch.nn.Module, config: PolicyTrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (not on biases, norms or the state projection's bias)."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -363,6 +397,8 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
                           "on a GPU")
     torch.manual_seed(config.seed)
     policy = PlanExecutePolicy.build(policy_cfg, tokenizer, instructions=data.instructions)
+    if config.init_from and not checkpoint_path.is_file():  # a resume reads its own checkpoint instead
+        init_weights(policy, config.init_from)
     policy.to(config.device)  # the weights are initialised on the CPU, so a seed gives the same start everywhere
     ema = EMA(policy.model, config.ema_decay)
     optimizer = _optimizer(policy.model, config)
