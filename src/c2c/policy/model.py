@@ -17,6 +17,8 @@ Example::
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass, fields
 from typing import NamedTuple
 
@@ -146,8 +148,9 @@ class PlanExecuteVLA(nn.Module):
         The mask is always given: PaliGemma configs set Gemma's ``use_bidirectional_attention``, so without a mask
         the decoder would attend everywhere. A 4-D mask reaches the attention kernels unchanged in transformers 5.
         """
-        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions, cache=cache,
-                                  use_cache=cache is not None)
+        cached = {cache_keyword(type(self.language_model)): cache} if cache is not None else {}
+        out = self.language_model(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
+                                  use_cache=cache is not None, **cached)
         return out.last_hidden_state
 
     def logits(self, hidden: torch.Tensor, low: int = 0, high: int | None = None) -> torch.Tensor:
@@ -234,3 +237,17 @@ class PlanExecuteVLA(nn.Module):
                 metrics[f"loss/{name}"] = token_loss[:, selected].mean()
                 metrics[f"accuracy/{name}"] = correct[:, selected].mean()
         return metrics
+
+
+@functools.cache
+def cache_keyword(decoder: type) -> str:
+    """The name under which ``decoder.forward`` takes its KV cache: ``past_key_values`` up to transformers 5.2x,
+    ``cache`` since (the old name then only warns). An unknown keyword would be swallowed by ``**kwargs`` and every
+    decoding step would attend to its own token alone, so the name is read off the installed signature."""
+    parameters = inspect.signature(decoder.forward).parameters
+    for name in ("cache", "past_key_values"):
+        if name in parameters:
+            return name
+    raise RuntimeError(f"{decoder.__name__}.forward takes neither 'cache' nor 'past_key_values': this transformers "
+                       "release is not supported (see pyproject.toml)")
+
