@@ -340,6 +340,17 @@ def test_a_takeover_round_trains_again_and_evaluates_those_policies(tmp_path, ca
     assert {name for name in stages if after[name] != stages[name]} == {
         "takeover/plan/stage.json", "policy-takeover/plan/stage.json", "eval/plan/stage.json"}
 
+    # Fine-tuning the first policy instead: the same takeovers, only the second training and its evaluation redone.
+    assert run_pipeline(replace(preset, takeover_episodes=1, takeover_finetune_steps=1), out, workers=1) == 0
+    tuned = _stamps(out)
+    assert {name for name in after if tuned[name] != after[name]} == {"policy-takeover/plan/stage.json",
+                                                                      "eval/plan/stage.json"}
+    trained = json.loads((out / "policy-takeover/plan/train_config.json").read_text())
+    assert trained["init_from"] == str(out / "policy/plan") and trained["steps"] == 1
+    report = (out / "report.md").read_text()
+    assert f"--steps 1 --batch-size {MINI.policy_batch_size} --init-from {out / 'policy/plan'}" in report
+    assert "first policy was fine-tuned on them for 1 steps" in report
+
 
 def test_takeover_options_are_checked_and_named():
     from pathlib import Path
@@ -356,3 +367,10 @@ def test_takeover_options_are_checked_and_named():
         quick.replace(takeover_episodes=-1)
     with pytest.raises(ConfigError, match="takeover_episodes applies to Meta-World only"):
         get_preset("libero-object").replace(takeover_episodes=5)
+    tuned = quick.replace(takeover_episodes=25, takeover_finetune_steps=450)
+    assert "and 450 steps of fine-tuning on them" in tuned.summary
+    assert run_command(tuned, Path("q")) == "c2c run --preset quick --out q --takeover-episodes 25 --takeover-finetune 450"
+    with pytest.raises(ConfigError, match="takeover_finetune_steps needs takeover_episodes > 0"):
+        quick.replace(takeover_finetune_steps=450)
+    with pytest.raises(ConfigError, match="takeover_finetune_steps must be >= 0"):
+        quick.replace(takeover_episodes=25, takeover_finetune_steps=-1)

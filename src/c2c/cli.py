@@ -396,6 +396,10 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      "task of each variant (c2c data metaworld-takeover); each variant is trained again, with the "
                      "same budget, on the demonstrations plus its takeovers and that policy is evaluated (default: "
                      "the preset's; 0: off)")
+    run.add_argument("--takeover-finetune", type=int, default=None, metavar="STEPS",
+                     help="with --takeover-episodes: instead of training each variant again from scratch, fine-tune "
+                     "its first policy for STEPS steps on the demonstrations plus its takeovers (c2c policy train "
+                     "--init-from; default: the preset's; 0: from scratch)")
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
@@ -432,7 +436,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
                  "episodes_per_task": args.episodes_per_task, "action_noise": args.action_noise,
-                 "takeover_episodes": args.takeover_episodes,
+                 "takeover_episodes": args.takeover_episodes, "takeover_finetune_steps": args.takeover_finetune,
                  "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
                  "threads": args.threads}
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)

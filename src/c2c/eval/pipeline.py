@@ -294,6 +294,12 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"},
                           "dataset": Path(config.dataset).name, "tokenizer": Path(config.tokenizer).name}
                 for variant, config in configs.items()}
+    for variant, config in configs.items():  # a fine-tuning starts from a policy of this run: name it, not its path
+        if config.init_from is None:
+            settings[variant].pop("init_from", None)  # as before the option existed: finished stages stay valid
+        else:
+            settings[variant]["init_from"] = f"policy/{variant}"
+            settings[variant]["init_stage"] = _stage_stamp(Path(config.init_from))
     for variant in datasets or {}:  # a takeover dataset lives in its stage's directory: redo when that stage reran
         settings[variant]["dataset_stage"] = _stage_stamp(Path(configs[variant].dataset).parent)
     todo = []
@@ -348,14 +354,16 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
     from c2c.policy.train import PolicyTrainConfig
 
     configs = {}
+    finetune = root == TAKEOVER_ROOT and preset.takeover_finetune_steps > 0  # from the first round's policies
     for variant in preset.variants:
         tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
-        steps = preset.policy_steps
+        steps = preset.takeover_finetune_steps if finetune else preset.policy_steps
         configs[variant] = PolicyTrainConfig(
             dataset=str((datasets or {}).get(variant, dataset_dir)), tokenizer=str(tokenizer),
             out=str(out / root / variant), variant=variant,
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
-            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device)
+            checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device,
+            init_from=str(out / "policy" / variant) if finetune else None)
     return configs
 
 
@@ -807,8 +815,11 @@ def _takeover_section(preset: PipelinePreset, takeover: dict[str, dict]) -> list
              f"{preset.takeover_episodes} new placements per task it then acted for a random number of steps (a "
              f"multiple of 10 up to 150) before the scripted expert took over and finished the task (`c2c data "
              f"metaworld-takeover`, seed {TAKEOVER_SEED}). The frames from each takeover on, labelled with the "
-             f"expert's actions, were added to the demonstrations and the variant was trained again from scratch with "
-             f"the same budget (`{TAKEOVER_ROOT}/<variant>`); the success table evaluates those policies.", "",
+             f"expert's actions, were added to the demonstrations and "
+             + (f"the variant's first policy was fine-tuned on them for {preset.takeover_finetune_steps} steps "
+                if preset.takeover_finetune_steps else "the variant was trained again from scratch with the same "
+                "budget ")
+             + f"(`{TAKEOVER_ROOT}/<variant>`); the success table evaluates those policies.", "",
              "| variant | task | takeovers recorded | policy succeeded first | expert failed | frames added |",
              "| --- | --- | ---: | ---: | ---: | ---: |"]
     for variant, record in takeover["takeovers"].items():
@@ -894,7 +905,9 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
         return [f"c2c policy train --dataset {datasets.get(variant, dataset_dir)} --tokenizer "
                 f"{out / 'tokenizer' / record['settings']['tokenizer']} --out {record['settings']['out']} --variant "
                 f"{variant} --preset {record['settings']['preset']} --steps {record['settings']['steps']} "
-                f"--batch-size {record['settings']['batch_size']}" for variant, record in records.items()]
+                f"--batch-size {record['settings']['batch_size']}"
+                + (f" --init-from {out / record['settings']['init_from']}" if record['settings'].get('init_from')
+                   else "") for variant, record in records.items()]
 
     if takeover is None:
         lines += train_lines(policies, {})
@@ -922,6 +935,7 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
 OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-steps", "policy_steps": "--policy-steps",
                     "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
                     "action_noise": "--action-noise", "takeover_episodes": "--takeover-episodes",
+                    "takeover_finetune_steps": "--takeover-finetune",
                     "variants": "--variants", "threads": "--threads"}
 
 

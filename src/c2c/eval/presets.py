@@ -45,6 +45,9 @@ class PipelinePreset:
     # Meta-World: expert takeovers per task from each trained variant's rollouts (c2c data metaworld-takeover);
     # the variant is then trained again, with the same budget, on the demonstrations plus its takeovers (0: off).
     takeover_episodes: int = 0
+    # The takeover round's training: 0 trains each variant again from scratch with the same budget; N > 0 instead
+    # fine-tunes its first-round policy for N steps (c2c policy train --init-from) on the same data.
+    takeover_finetune_steps: int = 0
     # Intra-op threads of the training stages. 0 adapts to the cores other jobs leave free and hands a finished
     # side-by-side training's cores to the others (fastest on a shared machine, but CPU sums are split by thread, so
     # the weights then depend on the machine's load). N pins them: N for a tokenizer or a policy trained alone,
@@ -75,6 +78,12 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: takeover_episodes must be >= 0, got {self.takeover_episodes}")
         if self.simulator != "metaworld" and self.takeover_episodes:
             raise ConfigError(f"preset {self.name!r}: takeover_episodes applies to Meta-World only")
+        if int(self.takeover_finetune_steps) < 0:
+            raise ConfigError(f"preset {self.name!r}: takeover_finetune_steps must be >= 0, got "
+                              f"{self.takeover_finetune_steps}")
+        if self.takeover_finetune_steps and not self.takeover_episodes:
+            raise ConfigError(f"preset {self.name!r}: takeover_finetune_steps needs takeover_episodes > 0 (there is "
+                              "no takeover round to fine-tune on)")
         if int(self.threads) < 0:
             raise ConfigError(f"preset {self.name!r}: threads must be >= 0 (0: adapt to the free cores), got "
                               f"{self.threads}")
@@ -94,7 +103,10 @@ class PipelinePreset:
         may have changed them)."""
         variants = " vs ".join(self.variants)
         summary = self.description.replace("{backbone}", self.backbone).replace("{variants}", variants)
-        if self.takeover_episodes:  # the description's time is for one training round
+        if self.takeover_episodes and self.takeover_finetune_steps:
+            summary += (f"; then {self.takeover_episodes} expert takeovers per task from each variant's rollouts and "
+                        f"{self.takeover_finetune_steps} steps of fine-tuning on them")
+        elif self.takeover_episodes:  # the description's time is for one training round
             summary += (f"; then {self.takeover_episodes} expert takeovers per task from each variant's rollouts and "
                         f"a second training round (more than twice as long)")
         return summary
