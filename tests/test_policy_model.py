@@ -153,3 +153,26 @@ def test_valid_id_loss_is_the_cross_entropy_of_the_constrained_distribution(vari
     used = allowed.any(0)
     assert grad[used].abs().sum() > 0
 
+
+
+def test_transformers_releases_that_mask_differently_are_refused():
+    from c2c.policy.model import cache_keyword, check_transformers
+
+    for version in ("5.4.0", "5.17.0", "5.24.0"):
+        check_transformers(version)
+    for version in ("5.3.0", "4.57.6", "6.0.0"):
+        with pytest.raises(ImportError, match=r"transformers >= 5.4, < 6 \(found " + version.replace(".", r"\.")):
+            check_transformers(version)
+
+    class Old(torch.nn.Module):
+        def forward(self, inputs_embeds=None, past_key_values=None, **kwargs): ...
+
+    class New(torch.nn.Module):
+        def forward(self, inputs_embeds=None, cache=None, **kwargs): ...
+
+    class Neither(torch.nn.Module):
+        def forward(self, inputs_embeds=None, **kwargs): ...
+
+    assert cache_keyword(Old) == "past_key_values" and cache_keyword(New) == "cache"
+    with pytest.raises(RuntimeError, match="takes neither 'cache' nor 'past_key_values'"):
+        cache_keyword(Neither)

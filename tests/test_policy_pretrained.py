@@ -32,8 +32,9 @@ def test_pretrained_backbone_loads_its_weights_and_tokenizer(backbone_dir, tmp_p
     policy = PlanExecutePolicy.build(_config(backbone_dir), random_action_tokenizer("joint"))
     # The backbone's own weights, not a fresh initialisation.
     saved = load_file(str(backbone_dir / "model.safetensors"))
-    # (saved in PaliGemma's hub layout, "language_model.model.layers...": the loader maps the names)
-    key = next(k for k in saved if k.startswith("language_model") and k.endswith("layers.0.self_attn.q_proj.weight"))
+    # (recent transformers save PaliGemma's hub layout, "language_model.model.layers...", older 5.x releases
+    # "model.language_model.layers...": the loader maps the names)
+    key = next(k for k in saved if "language_model" in k and k.endswith("layers.0.self_attn.q_proj.weight"))
     q_proj = policy.model.backbone.model.language_model.layers[0].self_attn.q_proj.weight
     torch.testing.assert_close(q_proj, saved[key])
     # Its text tokenizer with PaliGemma's prompt convention: <bos> + text + "\n".

@@ -24,6 +24,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import transformers
+from packaging.version import Version
 from torch import nn
 from transformers import PaliGemmaForConditionalGeneration
 
@@ -250,4 +252,17 @@ def cache_keyword(decoder: type) -> str:
             return name
     raise RuntimeError(f"{decoder.__name__}.forward takes neither 'cache' nor 'past_key_values': this transformers "
                        "release is not supported (see pyproject.toml)")
+
+
+MIN_TRANSFORMERS = "5.4"  # as pyproject.toml: older 5.x releases attend differently under the 4-D suffix masks
+
+
+def check_transformers(version: str) -> None:
+    """Refuse transformers releases that would train and decode a different model without an error."""
+    if not Version(MIN_TRANSFORMERS) <= Version(version) < Version("6"):
+        raise ImportError(f"c2c needs transformers >= {MIN_TRANSFORMERS}, < 6 (found {version}): 5.0-5.3 apply "
+                          f"Gemma's attention masks differently; pip install 'transformers>={MIN_TRANSFORMERS},<6'")
+
+
+check_transformers(transformers.__version__)
 
