@@ -224,8 +224,10 @@ class Processes:
         return gathered
 
     def wait(self) -> None:
+        # A plain gloo barrier: accelerate's wait_for_everyone() names a CUDA device per rank whenever a GPU is
+        # visible, which fails for the second CPU process on a one-GPU machine ("invalid device ordinal").
         if self.accelerator:
-            self.accelerator.wait_for_everyone()
+            torch.distributed.barrier()
 
 
 def check_device(device: str) -> torch.device:
@@ -640,7 +642,8 @@ def launch_processes(config: PolicyTrainConfig, count: int, resume: bool = False
     atomic_write_json(launch, {"config": asdict(config), "resume": resume})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                "-m", "c2c.policy.train", str(launch)]
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    # CPU processes: a visible GPU would only make torch.distributed pick CUDA devices per rank.
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "CUDA_VISIBLE_DEVICES": ""}
     result = subprocess.run(command, env=env, check=False)
     if result.returncode != 0:
         raise C2CError(f"{count} training processes failed (exit status {result.returncode}); see the output above")
