@@ -243,9 +243,9 @@ class PlanExecuteVLA(nn.Module):
 
 @functools.cache
 def cache_keyword(decoder: type) -> str:
-    """The name under which ``decoder.forward`` takes its KV cache: ``past_key_values`` up to transformers 5.2x,
-    ``cache`` since (the old name then only warns). An unknown keyword would be swallowed by ``**kwargs`` and every
-    decoding step would attend to its own token alone, so the name is read off the installed signature."""
+    """The name under which ``decoder.forward`` takes its KV cache: ``past_key_values`` up to transformers
+    5.23, ``cache`` from 5.24 (the old name then only warns). An unknown keyword would be swallowed by ``**kwargs``
+    and no step would see the cache, so the name is read off the installed signature."""
     parameters = inspect.signature(decoder.forward).parameters
     for name in ("cache", "past_key_values"):
         if name in parameters:
