@@ -369,7 +369,8 @@ def test_takeover_options_are_checked_and_named():
         get_preset("libero-object").replace(takeover_episodes=5)
     tuned = quick.replace(takeover_episodes=25, takeover_finetune_steps=450)
     assert "and 450 steps of fine-tuning on them" in tuned.summary
-    assert run_command(tuned, Path("q")) == "c2c run --preset quick --out q --takeover-episodes 25 --takeover-finetune 450"
+    assert run_command(tuned, Path("q")) == ("c2c run --preset quick --out q --takeover-episodes 25 "
+                                             "--takeover-finetune 450")
     with pytest.raises(ConfigError, match="takeover_finetune_steps needs takeover_episodes > 0"):
         quick.replace(takeover_finetune_steps=450)
     with pytest.raises(ConfigError, match="takeover_finetune_steps must be >= 0"):

@@ -347,7 +347,8 @@ def init_weights(policy: PlanExecutePolicy, source: str | Path) -> None:
     try:
         policy.model.load_state_dict(trained.model.state_dict())
     except RuntimeError as err:
-        raise ConfigError(f"--init-from {source}: its weights do not fit this policy ({str(err).splitlines()[0]})") from None
+        first_line = str(err).splitlines()[0]
+        raise ConfigError(f"--init-from {source}: its weights do not fit this policy ({first_line})") from None
 
 
 def same_tokenizer(a: Any, b: Any) -> bool:
