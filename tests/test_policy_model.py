@@ -154,7 +154,6 @@ def test_valid_id_loss_is_the_cross_entropy_of_the_constrained_distribution(vari
     assert grad[used].abs().sum() > 0
 
 
-
 def test_transformers_releases_that_mask_differently_are_refused():
     from c2c.policy.model import cache_keyword, check_transformers
 

@@ -265,4 +265,3 @@ def check_transformers(version: str) -> None:
 
 
 check_transformers(transformers.__version__)
-

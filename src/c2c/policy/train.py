@@ -337,7 +337,7 @@ def init_weights(policy: PlanExecutePolicy, source: str | Path) -> None:
     if differ:
         raise ConfigError(f"--init-from {source}: the policy there differs from this training's in "
                           f"{', '.join(differ)} ({', '.join(f'{k}={theirs.get(k)!r}' for k in differ)})")
-    if not same_tokenizer(policy.action_tokenizer, trained.action_tokenizer):
+    if not policy.action_tokenizer.same_as(trained.action_tokenizer):
         raise ConfigError(f"--init-from {source}: it was trained with another action tokenizer than --tokenizer "
                           "(codebooks or statistics differ); fine-tune with the tokenizer it was trained with")
     words = [p.instruction_tokenizer.tokenizer.get_vocab() for p in (trained, policy)]
@@ -349,15 +349,6 @@ def init_weights(policy: PlanExecutePolicy, source: str | Path) -> None:
     except RuntimeError as err:
         first_line = str(err).splitlines()[0]
         raise ConfigError(f"--init-from {source}: its weights do not fit this policy ({first_line})") from None
-
-
-def same_tokenizer(a: Any, b: Any) -> bool:
-    """Whether two RVQ action tokenizers are the same: variant, codec settings, statistics and codebooks."""
-    if (a.name, a.variant, a.config.to_dict(), a.normalizers.to_dict()) != \
-            (b.name, b.variant, b.config.to_dict(), b.normalizers.to_dict()):
-        return False
-    ours, theirs = a.codecs.state_dict(), b.codecs.state_dict()
-    return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def _optimizer(model: torch.nn.Module, config: PolicyTrainConfig) -> torch.optim.AdamW:

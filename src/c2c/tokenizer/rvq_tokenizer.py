@@ -137,6 +137,14 @@ class RVQTokenizer(ActionTokenizer):
         return np.asarray(codes) + offsets
 
     # --- persistence -----------------------------------------------------------------------------------------
+    def same_as(self, other: object) -> bool:
+        """Whether ``other`` is the same tokenizer: variant, codec settings, statistics and codebooks."""
+        if not isinstance(other, RVQTokenizer) or (self.variant, self.config.to_dict(), self.normalizers.to_dict()) \
+                != (other.variant, other.config.to_dict(), other.normalizers.to_dict()):
+            return False
+        ours, theirs = self.codecs.state_dict(), other.codecs.state_dict()
+        return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
     def save_pretrained(self, directory: str | Path) -> Path:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
