@@ -10,7 +10,7 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve bench-threads check-lerobot check-openpi clean help
+.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve bench-threads check-lerobot check-openpi check-min-transformers clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
@@ -23,6 +23,7 @@ help:
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
 	@echo "make check-openpi - openpi-client's WebsocketClientPolicy against c2c serve (throwaway venv)"
+	@echo "make check-min-transformers - the model tests on the lowest transformers release we support (throwaway venv)"
 
 setup: $(STAMP)
 
@@ -81,5 +82,20 @@ check-openpi: setup
 	$(OPENPI_VENV)/bin/python -m pip install --quiet "numpy<2" openpi-client typing_extensions
 	C2C_OPENPI_PYTHON=$(abspath $(OPENPI_VENV))/bin/python $(PY) -m pytest -m openpi tests/test_serve_openpi.py
 
+# The lowest transformers release pyproject.toml admits, in a throwaway venv, under the model, decoding, training
+# and serving tests: releases differ in attention masks and in the decoder's cache keyword (one renamed it).
+MINTF_VENV ?= .cache/min-transformers-venv
+MIN_TRANSFORMERS = $(shell sed -n 's/^ *"transformers>=\([0-9.]*\).*/\1/p' pyproject.toml)
+check-min-transformers:
+	@test -n "$(MIN_TRANSFORMERS)" || { echo "no 'transformers>=X' line in pyproject.toml" >&2; exit 2; }
+	@test -x $(MINTF_VENV)/bin/python || $(PYTHON) -m venv $(MINTF_VENV)
+	@$(MINTF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	@$(MINTF_VENV)/bin/python -c "import torch" 2>/dev/null || $(MINTF_VENV)/bin/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(MINTF_VENV)/bin/python -m pip install --quiet -e ".[dev]" "transformers==$(MIN_TRANSFORMERS).*"
+	$(MINTF_VENV)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	$(MINTF_VENV)/bin/python -m pytest -q tests/test_policy_model.py tests/test_policy_decoding.py \
+		tests/test_multistream.py tests/test_policy_train.py tests/test_policy_api.py tests/test_policy_pretrained.py \
+		tests/test_serve.py -m "not slow"
+
 clean:
-	rm -rf $(VENV) .venv-lerobot $(OPENPI_VENV) .pytest_cache build src/*.egg-info
+	rm -rf $(VENV) .venv-lerobot $(OPENPI_VENV) $(MINTF_VENV) .pytest_cache build src/*.egg-info
