@@ -403,6 +403,9 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
                      "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
+    run.add_argument("--cameras", type=_comma_list, default=None,
+                     help="Meta-World: cameras recorded and seen by the policies, primary first (default: the "
+                     "preset's; quick: corner2, the others: corner2,gripperPOV)")
     run.add_argument("--threads", type=_threads_option, default=None,
                      help="torch threads of the training stages: N pins them (N // k each for k policies side by "
                      "side; a finished one's cores then evaluate it while the others train), so a rerun repeats the "
@@ -438,7 +441,7 @@ def _run_pipeline(args: argparse.Namespace) -> int:
                  "episodes_per_task": args.episodes_per_task, "action_noise": args.action_noise,
                  "takeover_episodes": args.takeover_episodes, "takeover_finetune_steps": args.takeover_finetune,
                  "variants": tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants else None,
-                 "threads": args.threads}
+                 "cameras": tuple(args.cameras) if args.cameras is not None else None, "threads": args.threads}
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)
 
 

@@ -36,7 +36,6 @@ if "MUJOCO_GL" not in os.environ:
 if os.environ["MUJOCO_GL"] == "osmesa":
     os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
 
-import difflib  # noqa: E402
 import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
@@ -44,10 +43,9 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from c2c.constants import OBS_STATE, TASK, image_key  # noqa: E402
-from c2c.envs.metaworld_tasks import instruction, resolve_tasks  # noqa: E402
+from c2c.envs.metaworld_tasks import CAMERAS, check_cameras, instruction, resolve_tasks  # noqa: E402,F401
 from c2c.errors import C2CError, ConfigError  # noqa: E402
 
-CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "gripperPOV", "behindGripper")
 DEFAULT_CAMERAS = ("corner2", "gripperPOV")
 # Cameras between the fingers looking down: the arm above them is never in view, so it is not drawn for them.
 CAMERAS_INSIDE_HAND = frozenset({"gripperPOV"})
@@ -259,19 +257,6 @@ def _is_upside_down(data: mujoco.MjData, camera_id: int) -> bool:
 
 # ---------------------------------------------------------------------------------------------------------------
 # The environment.
-
-
-def check_cameras(cameras: tuple[str, ...] | list[str]) -> tuple[str, ...]:
-    """The cameras as a tuple; raises :class:`ConfigError` naming an unknown or repeated camera."""
-    cameras = tuple(cameras)
-    for camera in cameras:
-        if camera not in CAMERAS:
-            close = difflib.get_close_matches(camera, CAMERAS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown Meta-World camera {camera!r}{hint} (known: {', '.join(CAMERAS)})")
-    if len(set(cameras)) != len(cameras):
-        raise ConfigError(f"cameras are repeated: {', '.join(cameras)}")
-    return cameras
 
 
 def _make_metaworld_env(task: str) -> Any:

@@ -1,6 +1,6 @@
-"""Meta-World task names, benchmark groups and language instructions.
+"""Meta-World task names, benchmark groups, language instructions and camera names.
 
-Kept free of simulator imports so that configs and the command line can check task names without MuJoCo. The
+Kept free of simulator imports so that configs and the command line can check task and camera names without MuJoCo. The
 lists are written out here; ``tests/test_metaworld.py`` checks them against metaworld's own MT10/MT50 tables.
 
 Example::
@@ -19,6 +19,22 @@ from typing import Iterable
 from c2c.errors import ConfigError
 
 TASK_SUFFIX = "-v3"
+
+# The cameras of Meta-World's scene (sawyer_xyz_base.xml).
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "gripperPOV", "behindGripper")
+
+
+def check_cameras(cameras: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """The cameras as a tuple; raises :class:`ConfigError` naming an unknown or repeated camera."""
+    cameras = tuple(cameras)
+    for camera in cameras:
+        if camera not in CAMERAS:
+            close = difflib.get_close_matches(camera, CAMERAS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown Meta-World camera {camera!r}{hint} (known: {', '.join(CAMERAS)})")
+    if len(set(cameras)) != len(cameras):
+        raise ConfigError(f"cameras are repeated: {', '.join(cameras)}")
+    return cameras
 
 # metaworld.env_dict.MT10_V3, in its order.
 MT10: tuple[str, ...] = (
