@@ -41,6 +41,16 @@ def test_a_bad_thread_count_is_refused_before_any_stage_runs(tmp_path, capsys, v
     assert not out.exists()
 
 
+@pytest.mark.parametrize("value, message", [("corner9", "unknown Meta-World camera 'corner9'"),
+                                            ("", "cameras must name at least one camera")])
+def test_bad_cameras_are_refused_before_any_stage_runs(tmp_path, capsys, value, message):
+    out = tmp_path / "run"
+    assert main(["run", "--preset", "quick", "--cameras", value, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err
+    assert not out.exists()
+
+
 def test_missing_dataset_names_the_file(tmp_path, capsys):
     assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err

@@ -140,6 +140,15 @@ def test_the_reproduce_command_names_every_override():
     assert run_command(noisy, Path("q")) == "c2c run --preset quick --out q --action-noise 0.3"
     with pytest.raises(ConfigError, match="action_noise must lie in"):
         quick.replace(action_noise=2.0)
+    two = quick.replace(cameras=("corner2", "gripperPOV"))
+    assert run_command(two, Path("q")) == "c2c run --preset quick --out q --cameras corner2,gripperPOV"
+    for bad, message in (((), "cameras must name at least one camera"),
+                         (("corner9",), "unknown Meta-World camera 'corner9'; did you mean 'corner'"),
+                         (("corner2", "corner2"), "cameras are repeated: corner2, corner2")):
+        with pytest.raises(ConfigError, match=message):
+            quick.replace(cameras=bad)
+    with pytest.raises(ConfigError, match="cameras apply to Meta-World presets only"):
+        get_preset("libero-goal").replace(cameras=("image",))
     assert run_command(MINI, Path("x")) == "c2c run --preset mini --out x"  # made in code: no options exist
     # The one-line description names the backbone actually used.
     assert "nano backbone" in quick.summary and "tiny-multistream backbone" in changed.summary
