@@ -343,7 +343,9 @@ def test_a_takeover_round_trains_again_and_evaluates_those_policies(tmp_path, ca
 
     capsys.readouterr()
     assert run_pipeline(preset, out, workers=1) == 0
-    assert _stamps(out) == stages and capsys.readouterr().out.count("done already") == 5
+    rerun = capsys.readouterr().out
+    assert _stamps(out) == stages and rerun.count("done already") == 5
+    assert "add --cameras" not in rerun  # the one-camera note is for presets without the wrist camera
 
     # Other takeovers: the takeover stage, the training on its dataset and the evaluation are redone, no more.
     assert run_pipeline(replace(preset, takeover_episodes=1), out, workers=1) == 0
