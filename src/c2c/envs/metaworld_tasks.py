@@ -1,7 +1,7 @@
 """Meta-World task names, benchmark groups, language instructions and camera names.
 
-Kept free of simulator imports so that configs and the command line can check task and camera names without MuJoCo. The
-lists are written out here; ``tests/test_metaworld.py`` checks them against metaworld's own MT10/MT50 tables.
+Kept free of simulator imports so that configs and the command line can check task and camera names without
+MuJoCo. The lists are written out here; ``tests/test_metaworld.py`` checks them against metaworld's own MT10/MT50 tables.
 
 Example::
 
@@ -35,6 +35,7 @@ def check_cameras(cameras: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     if len(set(cameras)) != len(cameras):
         raise ConfigError(f"cameras are repeated: {', '.join(cameras)}")
     return cameras
+
 
 # metaworld.env_dict.MT10_V3, in its order.
 MT10: tuple[str, ...] = (
