@@ -1,7 +1,8 @@
 """Meta-World task names, benchmark groups, language instructions and camera names.
 
 Kept free of simulator imports so that configs and the command line can check task and camera names without
-MuJoCo. The lists are written out here; ``tests/test_metaworld.py`` checks them against metaworld's own MT10/MT50 tables.
+MuJoCo. The lists are written out here; ``tests/test_metaworld.py`` checks them against metaworld's own MT10/MT50
+tables.
 
 Example::
 
