@@ -43,7 +43,7 @@ import mujoco  # noqa: E402
 import numpy as np  # noqa: E402
 
 from c2c.constants import OBS_STATE, TASK, image_key  # noqa: E402
-from c2c.envs.metaworld_tasks import CAMERAS, check_cameras, instruction, resolve_tasks  # noqa: E402,F401
+from c2c.envs.metaworld_tasks import check_cameras, instruction, resolve_tasks  # noqa: E402
 from c2c.errors import C2CError, ConfigError  # noqa: E402
 
 DEFAULT_CAMERAS = ("corner2", "gripperPOV")

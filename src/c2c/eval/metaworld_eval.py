@@ -249,7 +249,7 @@ def read_policy_config(policy_dir: Path) -> Any:
 
 def check_metaworld_policy(config: Any, where: str) -> None:
     """Refuse a policy config that cannot act in Meta-World: 4-dim state and action, Meta-World camera names."""
-    from c2c.envs.metaworld_env import CAMERAS, check_cameras
+    from c2c.envs.metaworld_tasks import CAMERAS, check_cameras
 
     for key in ("state_dim", "action_dim"):
         value = getattr(config, key)
