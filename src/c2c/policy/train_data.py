@@ -1,7 +1,6 @@
-"""Policy training data: every frame of a dataset in memory, with its frozen tokenizer codes computed once.
+"""Policy training data: every frame of a dataset (images in memory or streamed), with its frozen tokenizer codes.
 
-What one frame carries (the batch format of ``PlanExecutePolicy.forward``): the camera images (uint8, kept in
-memory: the datasets trained on a CPU are small, and the size is checked against a limit first), the raw state,
+What one frame carries (the batch format of ``PlanExecutePolicy.forward``): the camera images (uint8), the raw state,
 the instruction, the exec codes of its exec window (A[t : t + He]) and, for plan variants, the plan codes of its
 coarse plan (Eq. 3-4 over A[t : t + Hp], Hp from the variant: 160, or 40 for ``plan-hp40``, always K steps).
 
@@ -9,13 +8,20 @@ The codes come from the frozen action tokenizer. Encoding every frame costs seco
 computed once and cached in the output directory under a key made of the tokenizer's files, the dataset's actions
 and the window spec; a rerun (or a resume) reads the cache.
 
+Images are either decoded once into memory (loader "memory": small datasets; the size is checked against a limit
+first) or decoded per batch from the files (loader "stream", :mod:`c2c.data.streaming`: ``images`` then holds lazy
+per-camera accessors, and :func:`batch_loader` builds the batches in DataLoader workers). Both give the same pixels.
+
 Held-out episodes follow the tokenizer's rule (``c2c.tokenizer.data.split_episodes`` with the tokenizer's holdout
 fraction and seed), so a policy is never evaluated on episodes its tokenizer was fitted on.
 
 Example::
 
-    data = load_policy_data(dataset_dir, tokenizer_dir, policy_config, out_dir)
+    data = load_policy_data(dataset_dir, tokenizer, tokenizer_dir, policy_config, out_dir, loader="auto")
     batch = data.batch(data.train_frames[:16])       # images, observation.state, task, codes.exec (+ codes.plan)
+    for batches in batch_loader(data, lambda step: draw_frames(data.train_frames, 0, step, 16, 2)[:, 0],
+                                range(100), workers=2):
+        ...                                          # per step: grad_accum batches, images as torch uint8
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE, TASK, camera_name, image_key
+from c2c.data.streaming import FrameStore, check_decodable, frame_tasks, resize_frame, step_batch_iterator
 from c2c.data.windows import WindowSpec, dataset_windows
 from c2c.errors import ConfigError
 from c2c.policy.config import PolicyConfig
@@ -40,6 +47,7 @@ from c2c.utils.io import atomic_write_bytes, atomic_write_json
 
 CODES_DIR = "codes"  # cache directory inside the training output directory
 ENCODE_BATCH = 2048  # windows per tokenizer call while computing codes
+LOADERS = ("memory", "stream", "auto")  # images decoded once into memory, per batch from the files, or by size
 
 
 @dataclass(frozen=True)
@@ -135,10 +143,7 @@ def image_memory_bytes(num_frames: int, num_cameras: int, image_size: int) -> in
 
 
 def _resize(frames: np.ndarray, size: int) -> np.ndarray:
-    from PIL import Image
-
-    return np.stack([np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR))
-                     for frame in frames])  # (T, size, size, 3)
+    return np.stack([resize_frame(frame, size) for frame in frames])  # (T, size, size, 3)
 
 
 def check_cameras(dataset: Any, config: PolicyConfig, resize: bool) -> None:
@@ -159,7 +164,7 @@ def check_cameras(dataset: Any, config: PolicyConfig, resize: bool) -> None:
 class PolicyData:
     """Every frame of a dataset, ready to be batched."""
 
-    images: dict[str, np.ndarray]  # camera -> (N, H, W, 3) uint8
+    images: dict[str, Any]  # camera -> (N, H, W, 3) uint8: an array (memory) or a lazy CameraFrames (stream)
     states: np.ndarray  # (N, S) float32, raw
     tasks: np.ndarray  # (N,) object: instruction of each frame
     codes: dict[str, np.ndarray]  # "exec" (and "plan") -> (N, Np, R) target codes
@@ -185,10 +190,15 @@ class PolicyData:
 
 def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path, config: PolicyConfig, out: Path, *,
                      holdout_fraction: float | None = None, holdout_seed: int | None = None,
-                     max_image_gb: float = 8.0, resize_images: bool = False) -> PolicyData:
-    """Read a dataset for training ``config`` (check sizes, split, codes from the cache or computed once)."""
+                     max_image_gb: float = 8.0, resize_images: bool = False, loader: str = "memory") -> PolicyData:
+    """Read a dataset for training ``config`` (check sizes, split, codes from the cache or computed once).
+
+    ``loader``: "memory" decodes every image now (refused over ``max_image_gb``), "stream" decodes the frames of each
+    batch when it is made, "auto" picks memory when the images fit under ``max_image_gb``, else stream."""
     from c2c.data.lerobot import LeRobotDataset
 
+    if loader not in LOADERS:
+        raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
     dataset = LeRobotDataset(dataset_dir)
     record = read_tokenizer_record(tokenizer_dir)
     check_tokenizer_for_policy(config, tokenizer, record, tokenizer_dir)
@@ -196,21 +206,28 @@ def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path, con
     arrays = dataset.frame_arrays([ACTION, OBS_STATE, EPISODE_INDEX])
     actions, episodes = arrays[ACTION].astype(np.float32), arrays[EPISODE_INDEX]
     needed = image_memory_bytes(len(actions), len(config.cameras), config.image_size)
-    if needed > max_image_gb * 2**30:
+    fits = needed <= max_image_gb * 2**30
+    mode = ("memory" if fits else "stream") if loader == "auto" else loader
+    if mode == "memory" and not fits:
         raise ConfigError(f"{dataset_dir}: its {len(actions)} frames x {len(config.cameras)} cameras of "
                           f"{config.image_size} px need {needed / 2**30:.1f} GiB in memory, over the "
-                          f"{max_image_gb:g} GiB limit (raise --max-image-gb, or use fewer frames or cameras)")
+                          f"{max_image_gb:g} GiB limit (raise --max-image-gb, use fewer frames or cameras, or "
+                          "stream the images with loader='stream')")
+    check_decodable(dataset, config.cameras)  # before anything slow: one line naming a file this PyAV cannot decode
     spec = policy_window_spec(config, record, Path(dataset_dir))
     codes, exec_chunks, computed = load_or_compute_codes(tokenizer, tokenizer_dir, actions, episodes, spec,
                                                          Path(out) / CODES_DIR)
-    images, tasks = _load_frames(dataset, config, len(actions), resize_images)
+    if mode == "memory":
+        images, tasks = _load_frames(dataset, config, len(actions), resize_images)
+    else:
+        images, tasks = _stream_frames(dataset, config, len(actions))
     fraction = record.holdout_fraction if holdout_fraction is None else holdout_fraction
     seed = record.seed if holdout_seed is None else holdout_seed
     train_eps, held_eps = split_episodes(episodes, fraction, seed)  # the tokenizer's rule and settings
     frames = np.arange(len(actions))
     info = {"train_episodes": train_eps.tolist(), "heldout_episodes": held_eps.tolist(),
             "holdout_fraction": fraction, "holdout_seed": seed, "window_spec": asdict(spec),
-            "codes_computed": computed, "num_frames": len(actions), "image_bytes": needed}
+            "codes_computed": computed, "num_frames": len(actions), "image_bytes": needed, "loader": mode}
     return PolicyData(images=images, states=arrays[OBS_STATE].astype(np.float32), tasks=tasks, codes=codes,
                       exec_chunks=exec_chunks, train_frames=frames[np.isin(episodes, train_eps)],
                       heldout_frames=frames[np.isin(episodes, held_eps)], info=info)
@@ -234,6 +251,25 @@ def _load_frames(dataset: Any, config: PolicyConfig, num_frames: int, resize: bo
     if start != num_frames:
         raise ConfigError(f"{dataset.root}: episodes hold {start} frames but the data files hold {num_frames}")
     return images, tasks
+
+
+def _stream_frames(dataset: Any, config: PolicyConfig, num_frames: int) -> tuple[dict[str, Any], np.ndarray]:
+    """Lazy per-camera images (decoded per batch) and every frame's instruction; nothing is decoded here."""
+    store = FrameStore(dataset, config.cameras, config.image_size)
+    if store.num_frames != num_frames:
+        raise ConfigError(f"{dataset.root}: episodes hold {store.num_frames} frames but the data files hold "
+                          f"{num_frames}")
+    return {camera: store.camera(camera) for camera in config.cameras}, frame_tasks(dataset)
+
+
+def batch_loader(data: PolicyData, frames_of_step: Callable[[int], np.ndarray], steps: range, *, workers: int = 0,
+                 pin_memory: bool = False, prefetch_factor: int = 2) -> Iterator[list[dict[str, Any]]]:
+    """Per step of ``steps``, in order: the list of ``data.batch(row)`` for each row of ``frames_of_step(step)`` (this
+    process's (grad_accum, B) frames, e.g. ``draw_frames(...)[:, rank]``). Images are torch uint8 (B, H, W, 3)
+    tensors (pinned when ``pin_memory`` and a GPU is present), the other entries as ``data.batch`` gives them.
+    ``workers`` > 0 builds steps ahead in persistent DataLoader workers; the batches are the same for any count."""
+    return step_batch_iterator(data.batch, frames_of_step, steps, workers=workers, pin_memory=pin_memory,
+                               prefetch_factor=prefetch_factor)
 
 
 def draw_frames(population: np.ndarray, seed: int, step: int, batch_size: int, grad_accum: int = 1,
