@@ -10,7 +10,9 @@ any); a pretrained PaliGemma keeps its size and the action ids overwrite the *ta
 pi0-FAST does: its last 128 ids (PaliGemma's ``<seg>`` tokens) are left alone and the ids right below them are
 taken, which overwrites the 1,024 ``<loc>`` detection tokens and then the rarest Gemma text tokens. For the
 paper's 3 x 4096 codes that is ids 244,735-257,022 (actions) and 257,023 (end) of 257,152; the separate-tokenizer
-variant takes twice as many action ids (232,447-257,022); ``bins`` state tokens take 256 more below them.
+variant takes twice as many action ids (232,447-257,022); ``bins`` state tokens take 256 more below them. The size
+is the backbone's own embedding rows: 257,152 for pi0-FAST (``pi0fast.py``), 257,216 for transformers' PaliGemma-3B
+(padded past its tokenizer). ``check_pretrained_text_ids`` refuses a layout whose ids hold a special text token.
 
 State. Two encodings, chosen by ``PolicyConfig.state_encoding``:
 
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -63,7 +66,8 @@ class VocabularyLayout:
 
     @classmethod
     def tail(cls, vocab_size: int, action_size: int, state_bins: int = 0) -> VocabularyLayout:
-        """Pretrained PaliGemma: [text ...][state bins][actions][end][128 reserved] at the top of its vocabulary."""
+        """Pretrained PaliGemma: [text ...][state bins][actions][end][128 reserved] at the top of its vocabulary
+        (``vocab_size``: the backbone's embedding rows)."""
         end_id = vocab_size - PALIGEMMA_RESERVED_TAIL - 1
         action_start = end_id - action_size
         state_start = action_start - state_bins
@@ -74,6 +78,33 @@ class VocabularyLayout:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+CONTROL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>")  # Gemma's control tokens, special even when not marked so
+
+
+def special_token_ids(tokenizer: Any) -> dict[int, str]:
+    """{id: token} of a ``tokenizers.Tokenizer``'s special added tokens and Gemma's control tokens it knows."""
+    found = {int(i): token.content for i, token in tokenizer.get_added_tokens_decoder().items() if token.special}
+    for token in CONTROL_TOKENS:
+        index = tokenizer.token_to_id(token)
+        if index is not None:
+            found[int(index)] = token
+    return found
+
+
+def check_pretrained_text_ids(vocabulary: VocabularyLayout, tokenizer: Any, where: str = "text tokenizer") -> None:
+    """A pretrained backbone's text tokenizer must fit its embedding rows, and the ids taken for state bins, actions
+    and the end token must hold none of its special or control tokens (they would no longer mean what they did)."""
+    special = special_token_ids(tokenizer)
+    top = max((int(i) for i in tokenizer.get_vocab(with_added_tokens=False).values() if i not in special), default=-1)
+    if top >= vocabulary.total:
+        raise ConfigError(f"{where}: token id {top} lies past the backbone's {vocabulary.total} embedding rows")
+    taken = sorted((i, token) for i, token in special.items() if vocabulary.state_start <= i <= vocabulary.end_id)
+    if taken:
+        listed = ", ".join(f"{token!r} ({i})" for i, token in taken[:3]) + (" ..." if len(taken) > 3 else "")
+        raise ConfigError(f"{where}: special tokens {listed} lie in the ids [{vocabulary.state_start}, "
+                          f"{vocabulary.end_id}] taken by state bins, actions and the end token")
 
 
 @dataclass(frozen=True)
