@@ -8,12 +8,15 @@ prefix-LM mask (see ``tokens.attention_mask``). Weight names stay PaliGemma's, s
 - ``tiny`` (and any non-pretrained preset): built from the preset's sizes with random weights, the vocabulary
   sized as text + state bins + action codes + end (``VocabularyLayout.appended``).
 - ``paligemma-3b``: ``from_pretrained(backbone_path, local_files_only=True)``; nothing is downloaded. Its
-  vocabulary keeps its size and action ids take its tail (``VocabularyLayout.tail``).
+  vocabulary keeps its size (its embedding rows) and action ids take its tail (``VocabularyLayout.tail``).
+  ``backbone_path`` may also be a LeRobot pi0fast directory: its PaliGemma loads through ``pi0fast.py`` (vocabulary
+  257,152) and its text tokenizer comes from ``pi0fast.load_pi0fast_text_tokenizer``.
 
 Example::
 
     model = build_backbone(config, vocab_size=layout.total, pad_id=0)     # random tiny
     model = load_pretrained_backbone("/models/paligemma-3b-pt-224")      # real weights
+    model = load_pretrained_backbone("/models/pi0fast_base")             # pi0-FAST's PaliGemma
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration
 
 from c2c.errors import ConfigError
 from c2c.policy.config import PolicyConfig
+from c2c.policy.instructions import InstructionTokenizer
 
 # SDPA takes the boolean 4-D prefix-LM mask directly; "eager" would need an additive float mask.
 ATTENTION_IMPLEMENTATION = "sdpa"
@@ -62,20 +66,36 @@ def backbone_from_config(hf_config: PaliGemmaConfig | dict[str, Any]) -> PaliGem
 
 
 def load_pretrained_backbone(directory: str | Path) -> PaliGemmaForConditionalGeneration:
-    """A pretrained PaliGemma from a local directory (config.json + safetensors), in fp32, never downloading."""
+    """A pretrained PaliGemma from a local directory (config.json + safetensors), in fp32, never downloading: a
+    transformers PaliGemma directory or a LeRobot pi0fast one (``pi0fast.load_pi0fast_backbone``)."""
+    from c2c.policy.pi0fast import is_pi0fast_directory, load_pi0fast_backbone
+
     directory = Path(directory)
     config_path = directory / "config.json"
     if not config_path.is_file():
-        raise ConfigError(f"{config_path}: missing (backbone_path must be a local PaliGemma directory)")
+        raise ConfigError(f"{config_path}: missing (backbone_path must be a local PaliGemma or pi0fast directory)")
+    if is_pi0fast_directory(directory):
+        return load_pi0fast_backbone(directory)
     model_type = json.loads(config_path.read_text()).get("model_type")
     if model_type != "paligemma":
-        raise ConfigError(f"{config_path}: model_type is {model_type!r}, expected 'paligemma'")
+        raise ConfigError(f"{config_path}: model_type is {model_type!r}, expected 'paligemma' (or a LeRobot "
+                          f"pi0fast config, type 'pi0_fast')")
     try:
         model = PaliGemmaForConditionalGeneration.from_pretrained(
             str(directory), local_files_only=True, dtype=torch.float32, attn_implementation=ATTENTION_IMPLEMENTATION)
     except OSError as err:
         raise ConfigError(f"{directory}: cannot load the PaliGemma weights ({str(err).splitlines()[0]})") from None
     return model
+
+
+def load_pretrained_text_tokenizer(directory: str | Path) -> InstructionTokenizer:
+    """The text tokenizer of a pretrained backbone directory: its tokenizer.json, or for a pi0fast directory
+    ``pi0fast.load_pi0fast_text_tokenizer`` (the directory, else ``$C2C_TEXT_TOKENIZER``)."""
+    from c2c.policy.pi0fast import is_pi0fast_directory, load_pi0fast_text_tokenizer
+
+    if is_pi0fast_directory(directory):
+        return load_pi0fast_text_tokenizer(directory)
+    return InstructionTokenizer.from_backbone(directory)
 
 
 def check_backbone_fits(config: PolicyConfig, model: PaliGemmaForConditionalGeneration) -> None:
@@ -95,4 +115,5 @@ def image_tokens_per_camera(model: PaliGemmaForConditionalGeneration) -> int:
 
 
 def text_vocab_size(model: PaliGemmaForConditionalGeneration) -> int:
-    return int(model.config.text_config.vocab_size)
+    """The backbone's own vocabulary: its embedding rows (257,152 for pi0-FAST, 257,216 for transformers')."""
+    return int(model.get_input_embeddings().weight.shape[0])

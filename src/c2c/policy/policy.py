@@ -41,7 +41,14 @@ from torch import nn
 
 from c2c.constants import OBS_STATE
 from c2c.errors import ConfigError
-from c2c.policy.backbone import backbone_from_config, build_backbone, check_backbone_fits, load_pretrained_backbone
+from c2c.policy.backbone import (
+    backbone_from_config,
+    build_backbone,
+    check_backbone_fits,
+    load_pretrained_backbone,
+    load_pretrained_text_tokenizer,
+    text_vocab_size,
+)
 from c2c.policy.vision import install_vision_encoder
 from c2c.policy.config import PolicyConfig
 from c2c.policy.decoding import generate_suffix
@@ -54,7 +61,7 @@ from c2c.policy.multistream import (
     multistream_from_paligemma,
 )
 from c2c.policy.processing import ObservationProcessor, batch_codes
-from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
+from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout, check_pretrained_text_ids
 from c2c.tokenizer import load_tokenizer
 from c2c.utils.io import atomic_write_json
 
@@ -94,7 +101,8 @@ def check_action_tokenizer(config: PolicyConfig, tokenizer: Any, where: str = "a
 
 
 def vocabulary_for(config: PolicyConfig, tokenizer: Any, text_vocab_size: int) -> VocabularyLayout:
-    """Appended after the text vocabulary (fresh backbone) or in the tail of a pretrained one."""
+    """Appended after the text vocabulary (fresh backbone) or in the tail of a pretrained one (``text_vocab_size``:
+    the pretrained backbone's embedding rows, 257,152 for pi0-FAST)."""
     bins = config.state_bins if config.state_encoding == "bins" else 0
     if config.preset.pretrained:
         return VocabularyLayout.tail(text_vocab_size, tokenizer.vocabulary_size, bins)
@@ -154,9 +162,11 @@ class PlanExecutePolicy(nn.Module):
         """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone."""
         check_action_tokenizer(config, action_tokenizer)
         if config.preset.pretrained:
-            backbone = load_pretrained_backbone(config.backbone_path)
-            instruction_tokenizer = InstructionTokenizer.from_backbone(config.backbone_path)
-            vocabulary = vocabulary_for(config, action_tokenizer, int(backbone.config.text_config.vocab_size))
+            backbone = load_pretrained_backbone(config.backbone_path)  # a PaliGemma or LeRobot pi0fast directory
+            instruction_tokenizer = load_pretrained_text_tokenizer(config.backbone_path)
+            vocabulary = vocabulary_for(config, action_tokenizer, text_vocab_size(backbone))  # its embedding rows
+            check_pretrained_text_ids(vocabulary, instruction_tokenizer.tokenizer,
+                                      where=f"{config.backbone_path}: text tokenizer")
         else:
             if not instructions:
                 raise ConfigError("instructions: a fresh backbone needs the dataset's instruction strings to "
