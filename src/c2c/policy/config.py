@@ -61,12 +61,12 @@ own weights in every layer, attending jointly in one head space. ``text`` sizes 
 
 ``paligemma-3b-multistream``: C.3's model: PaliGemma-3B's weights as the VLM stream (2048 wide, 18 layers, 8 heads,
     1 KV head, head dim 256; from ``backbone_path``) and fresh 1024-wide proprio and action streams (MLP 4096, as
-    pi0's Gemma-300M action expert; C.3 gives no MLP size). C.3 initialises all streams from pi0-FAST, whose
-    checkpoint is not a transformers PaliGemma directory; here only the VLM stream is pretrained.
+    pi0's Gemma-300M action expert; C.3 gives no MLP size). C.3 initialises all streams from pi0-FAST; here only the
+    VLM stream is pretrained (``backbone_path``: a PaliGemma or a LeRobot pi0fast directory, ``pi0fast.py``).
 
 ``paligemma-3b``: the paper's backbone (SigLIP-So400m/14 at 224 px + Gemma-2B: 18 layers, width 2048, 8 heads,
-    1 KV head, head dim 256), loaded with its real weights and text tokenizer from ``backbone_path``; nothing is
-    downloaded.
+    1 KV head, head dim 256), loaded with its real weights and text tokenizer from ``backbone_path``: a transformers
+    PaliGemma directory or a LeRobot pi0fast one (pi0-FAST's PaliGemma, ``pi0fast.py``); nothing is downloaded.
 
 Example::
 
@@ -258,7 +258,7 @@ class PolicyConfig:
     plan_steps: int = 20  # K: coarse plan steps (paper B.3)
     token_order: str = "codebook-major"  # codebook-major: all level-1 tokens of a branch, then level 2, ...
     backbone: str = "tiny"  # backbone preset name (PRESETS)
-    backbone_path: str | None = None  # local directory of a pretrained PaliGemma (pretrained presets only)
+    backbone_path: str | None = None  # local PaliGemma or LeRobot pi0fast directory (pretrained presets only)
     max_instruction_tokens: int = 24  # instruction tokens in the prefix (padded / truncated)
     state_encoding: str = "projection"  # projection: one learned prefix embedding; bins: S tokens of 256 bins
     state_bins: int = 256  # bins per state dimension when state_encoding == "bins" (pi0-FAST uses 256)
