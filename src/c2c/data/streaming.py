@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from c2c.constants import EPISODE_INDEX, FRAME_INDEX, OBS_IMAGES_PREFIX, TASK_INDEX, camera_name, image_key
+from c2c.constants import EPISODE_INDEX, FRAME_INDEX, OBS_IMAGES_PREFIX, camera_name, image_key
 from c2c.data.video import _pyav
 from c2c.errors import ConfigError, DatasetError
 
@@ -65,6 +65,7 @@ class _VideoReader:
         if self.stream.codec_context is not None:
             self.stream.codec_context.thread_count = DECODER_THREADS
         self.keyframes = self._keyframe_indices()
+        self.to_rgb = av.video.reformatter.VideoReformatter()  # kept: a fresh one per frame costs ~5 ms at 256 px
         self.frames: Iterator[Any] | None = None  # the running decode
         self.position = -1  # index of the last frame it decoded
 
@@ -107,12 +108,19 @@ class _VideoReader:
         self.frames = self.container.decode(self.stream)
         self.position = -1
 
+    def _rgb(self, frame: Any) -> np.ndarray:
+        """The pixels of ``frame.to_ndarray(format="rgb24")`` (what the in-memory path reads)."""
+        try:
+            return self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
+        except TypeError:  # PyAV < 14 has no threads argument
+            return self.to_rgb.reformat(frame, format="rgb24").to_ndarray()
+
     def _decode_until(self, index: int) -> np.ndarray | None:
         assert self.frames is not None
         for frame in self.frames:
             self.position = round(float(frame.pts * self.stream.time_base) * self.fps)
             if self.position == index:
-                return frame.to_ndarray(format="rgb24")
+                return self._rgb(frame)
             if self.position > index:
                 break  # the seek landed past it
         else:
@@ -288,20 +296,6 @@ def episode_file(dataset: Any, row: dict[str, Any], key: str) -> Path:
         raise DatasetError(f"{dataset.root} episode {row[EPISODE_INDEX]}: '{key}' is a video feature but "
                            f"video_path or {columns} are missing")
     return dataset.root / template.format(video_key=key, chunk_index=row[columns[0]], file_index=row[columns[1]])
-
-
-def frame_tasks(dataset: Any) -> np.ndarray:
-    """(N,) object: each frame's instruction, that of its episode's first frame (as ``LeRobotDataset.episode``)."""
-    task_index = dataset.frame_arrays([TASK_INDEX])[TASK_INDEX]
-    lengths = np.array([row["length"] for row in dataset._episodes], dtype=np.int64)
-    if lengths.sum() != len(task_index):
-        raise DatasetError(f"{dataset.root}: episodes hold {lengths.sum()} frames but the data files hold "
-                           f"{len(task_index)}")
-    first = task_index[np.cumsum(lengths) - lengths].astype(np.int64)
-    bad = [int(i) for i in first if not 0 <= i < len(dataset.tasks)]
-    if bad:
-        raise DatasetError(f"{dataset.root}: task_index {bad[0]} is not in meta/tasks.parquet")
-    return np.repeat(np.asarray(dataset.tasks, dtype=object)[first], lengths)
 
 
 def check_decodable(dataset: Any, cameras: Sequence[str]) -> None:

@@ -36,10 +36,10 @@ from typing import Any
 
 import numpy as np
 
-from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE, TASK, camera_name, image_key
-from c2c.data.streaming import FrameStore, check_decodable, frame_tasks, resize_frame, step_batch_iterator
+from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE, TASK, TASK_INDEX, camera_name, image_key
+from c2c.data.streaming import FrameStore, check_decodable, resize_frame, step_batch_iterator
 from c2c.data.windows import WindowSpec, dataset_windows
-from c2c.errors import ConfigError
+from c2c.errors import ConfigError, DatasetError
 from c2c.policy.config import PolicyConfig
 from c2c.policy.processing import CODE_KEYS
 from c2c.tokenizer.data import default_spec, split_episodes
@@ -260,6 +260,20 @@ def _stream_frames(dataset: Any, config: PolicyConfig, num_frames: int) -> tuple
         raise ConfigError(f"{dataset.root}: episodes hold {store.num_frames} frames but the data files hold "
                           f"{num_frames}")
     return {camera: store.camera(camera) for camera in config.cameras}, frame_tasks(dataset)
+
+
+def frame_tasks(dataset: Any) -> np.ndarray:
+    """(N,) object: each frame's instruction, that of its episode's first frame (as ``LeRobotDataset.episode``)."""
+    task_index = dataset.frame_arrays([TASK_INDEX])[TASK_INDEX]
+    lengths = np.array([row["length"] for row in dataset._episodes], dtype=np.int64)
+    if lengths.sum() != len(task_index):
+        raise DatasetError(f"{dataset.root}: episodes hold {lengths.sum()} frames but the data files hold "
+                           f"{len(task_index)}")
+    first = task_index[np.cumsum(lengths) - lengths].astype(np.int64)
+    bad = [int(i) for i in first if not 0 <= i < len(dataset.tasks)]
+    if bad:
+        raise DatasetError(f"{dataset.root}: task_index {bad[0]} is not in meta/tasks.parquet")
+    return np.repeat(np.asarray(dataset.tasks, dtype=object)[first], lengths)
 
 
 def batch_loader(data: PolicyData, frames_of_step: Callable[[int], np.ndarray], steps: range, *, workers: int = 0,
