@@ -186,7 +186,7 @@ def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsy
     for variant in ("plan", "noplan"):
         metrics = records[variant]["result"]
         assert metrics["steps"] == 4 and not records[variant]["skipped"], variant
-        assert (out / "policy" / variant / CHECKPOINT).is_file()
+        assert (out / "policy" / variant / CHECKPOINT / "state.json").is_file()
     # Finished stages are reused, and --force starts over.
     assert all(r["skipped"] for r in stage_policies(preset, dataset, out, force=False, parallel=parallel).values())
     stage_policies(preset, dataset, out, force=True, parallel=parallel)

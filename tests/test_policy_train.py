@@ -45,7 +45,7 @@ def test_two_steps_write_a_loadable_policy_with_ema_and_metrics(workspace):
     metrics = train_policy(config, show_progress=False)
     out = workspace["root"] / "plan"
     for name in (WEIGHTS_FILE, EMA_WEIGHTS_FILE, "metrics.json", "curves.png", "train_config.json",
-                 "training_state.pt"):
+                 "checkpoint/state.json"):
         assert (out / name).is_file(), name
     saved = json.loads((out / "metrics.json").read_text())
     held = saved["heldout"]
@@ -255,4 +255,4 @@ def test_init_from_is_checked_against_the_policy_and_its_tokenizer(workspace):
     with pytest.raises(ConfigError, match=r"another action tokenizer than --tokenizer"):
         train_policy(_config(workspace, "bad3", tokenizer=str(other), init_from=str(base)), show_progress=False)
     for name in ("bad1", "bad2", "bad3"):  # refused before anything was trained
-        assert not (workspace["root"] / name / "training_state.pt").exists()
+        assert not (workspace["root"] / name / "checkpoint").exists()

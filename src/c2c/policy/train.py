@@ -4,19 +4,21 @@ One step: teacher-forced next-token loss over the whole suffix [plan][exec][end]
 tokenizer's codes, AdamW with linear warm-up and cosine decay, gradient clipping at 1.0, optional gradient
 accumulation, and an exponential moving average (EMA) of the weights, which is what evaluation uses (C.3).
 
-Exact resume, as for the tokenizer: checkpoints are written atomically every ``checkpoint_every`` steps (model, EMA,
-optimiser, step, RNG state, curves so far, config) and a rerun of the same command continues from the last one;
-batches are drawn from a generator seeded by (seed, step), so the data order does not depend on where training
-stopped.
+Exact resume: checkpoints (``checkpoint.py``: model, EMA and optimiser as sharded DCP files, the step in a small
+JSON) are written atomically every ``checkpoint_every`` steps and a rerun of the same command continues from the
+last one; batches are drawn from a generator seeded by (seed, step), so the data order does not depend on where
+training stopped.
 
-Data parallel: under ``torchrun`` (``WORLD_SIZE`` > 1) every process trains on its own slice of each step's
-batch and accelerate wraps the model in DDP over gloo; ``c2c policy train --num-processes N`` starts the
-processes itself. The single-process path does not touch accelerate.
+Scale (``distributed.py``, ``memory.py``): under ``torchrun`` or ``accelerate launch`` (``WORLD_SIZE`` > 1), every
+process trains on its own slice of each step's batch, on ``cuda:LOCAL_RANK`` over NCCL or on the CPU over gloo, with
+DDP or FSDP2; ``c2c policy train --num-processes N`` starts the processes on one node. bf16, gradient checkpointing,
+a frozen vision tower, LoRA and the EMA's placement are options. Large datasets stream from disk in DataLoader
+workers (``--loader stream``).
 
-Output directory: a complete policy checkpoint (``PlanExecutePolicy.from_pretrained(out)`` loads the EMA weights)
-plus ``training_state.pt``, ``train_config.json``, ``training_data.json`` (the dataset's generator record, placement
-seeds included), ``metrics.json``, ``curves.png``, ``tensorboard/`` and
-``codes/`` (the cached target codes).
+Output directory: a complete policy checkpoint (``PlanExecutePolicy.from_pretrained(out)`` loads the EMA weights;
+it loads on one device or the CPU whatever trained it) plus ``checkpoint/``, ``train_config.json``,
+``training_data.json`` (the dataset's generator record, placement seeds included), ``metrics.json``,
+``curves.png``, ``tensorboard/`` and ``codes/`` (the cached target codes).
 
 Example::
 
@@ -27,8 +29,8 @@ Example::
 
 from __future__ import annotations
 
-import contextlib
 import copy
+import json
 import math
 import os
 import subprocess
@@ -44,15 +46,16 @@ from tqdm.auto import tqdm
 
 from c2c.constants import camera_name, image_key
 from c2c.errors import C2CError, ConfigError
+from c2c.policy.checkpoint import CHECKPOINT, full_state_dict, load_checkpoint, read_state, save_checkpoint
 from c2c.policy.config import PolicyConfig, get_preset, policy_config
-from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
+from c2c.policy.distributed import Launch, Processes, check_device, read_launch
+from c2c.policy.memory import (EMA_MODES, MemoryOptions, WeightEMA, apply_memory_options,
+                               autocast_dtype, merge_lora, trainable_parameters)
+from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data, random_shift
 from c2c.utils.io import atomic_write_json
 
 TRAINING_DATA_FILE = "training_data.json"  # the training dataset's generator record (c2c extra info)
-
-CHECKPOINT = "training_state.pt"
-PRECISIONS = ("fp32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -107,7 +110,15 @@ class PolicyTrainConfig:
     weight_decay: float | None = None
     ema_decay: float | None = None
     grad_clip: float = 1.0  # gradient norm clip
-    precision: str = "fp32"  # fp32 | bf16 autocast (bf16 measured slower on this CPU: benchmarks/bench_policy.py)
+    precision: str = "fp32"  # fp32 | bf16 (autocast, fp32 master weights) | bf16-weights (pi0-FAST's); memory.py
+    gradient_checkpointing: bool = False  # recompute vision and decoder layers in the backward pass
+    freeze_vision: bool = False  # keep the vision tower's weights fixed
+    lora_rank: int = 0  # LoRA adapters of this rank on the decoder (0: full fine-tuning)
+    ema: str = "on"  # on | cpu | bf16 | off: where the weight EMA lives (memory.py)
+    parallel: str = "auto"  # auto | ddp | fsdp, with several processes (distributed.py)
+    global_batch_size: int | None = None  # when set: batch_size = global / (processes x grad_accum), exactly
+    loader: str = "auto"  # memory | stream | auto: images in RAM, or decoded per sample by DataLoader workers
+    workers: int = 0  # DataLoader workers per process (streaming loader; 0: in the training process)
     holdout_fraction: float | None = None  # default: the tokenizer's, so the same episodes are held out
     holdout_seed: int | None = None  # default: the tokenizer's
     seed: int = 0  # weight initialisation and data order
@@ -127,8 +138,15 @@ class PolicyTrainConfig:
         if self.preset not in OPTIMIZER_DEFAULTS:
             get_preset(self.preset)  # "did you mean" for typos
             raise ConfigError(f"--preset {self.preset!r} has no optimiser defaults in OPTIMIZER_DEFAULTS")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"--precision must be fp32 or bf16, got {self.precision!r}")
+        self.memory_options()  # checks precision and LoRA rank
+        if self.ema not in EMA_MODES:
+            raise ConfigError(f"--ema must be one of {', '.join(EMA_MODES)}, got {self.ema!r}")
+        if self.loader not in ("auto", "memory", "stream"):
+            raise ConfigError(f"--loader must be auto, memory or stream, got {self.loader!r}")
+        if int(self.workers) < 0:
+            raise ConfigError(f"--workers must be >= 0, got {self.workers}")
+        if self.global_batch_size is not None and int(self.global_batch_size) < 1:
+            raise ConfigError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"--image-shift must lie in [0, 32] pixels, got {self.image_shift}")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "eval_every", "eval_batch_size"):
@@ -143,6 +161,21 @@ class PolicyTrainConfig:
         self.ema_decay = defaults.ema_decay if self.ema_decay is None else self.ema_decay
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"--ema-decay must lie in [0, 1), got {self.ema_decay}")
+
+    def memory_options(self) -> MemoryOptions:
+        return MemoryOptions(precision=self.precision, gradient_checkpointing=self.gradient_checkpointing,
+                             freeze_vision=self.freeze_vision, lora_rank=self.lora_rank)
+
+    def launch(self) -> Launch:
+        """This process's device, world size and strategy, checked before any data is read."""
+        launch = read_launch(self.device, self.parallel, self.preset, self.precision, self.global_batch_size,
+                             self.batch_size, self.grad_accum)
+        if launch.strategy == "fsdp" and self.ema == "cpu":
+            raise ConfigError("--ema cpu with FSDP: the EMA is already sharded across processes; use --ema on or "
+                              "bf16")
+        if self.global_batch_size is not None:
+            self.batch_size = self.global_batch_size // (launch.world_size * self.grad_accum)
+        return launch
 
     def policy_config(self, dataset_cameras: list[str], tokenizer: Any) -> PolicyConfig:
         """The policy's config: cameras from the dataset, state and action sizes from the tokenizer."""
@@ -160,91 +193,6 @@ def lr_at(step: int, config: PolicyTrainConfig) -> float:
     progress = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
     cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
     return config.lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * cosine)
-
-
-class EMA:
-    """Exponential moving average of a model's weights, kept in a frozen copy (evaluation uses it, C.3).
-
-    The decay ramps up as min(decay, (1 + n) / (10 + n)) after n updates, so that early in training (and in short
-    runs) the average is not dominated by the random initialisation.
-    """
-
-    def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        self.model = copy.deepcopy(model).eval().requires_grad_(False)
-        self.decay = decay
-
-    def decay_at(self, updates: int) -> float:
-        return min(self.decay, (1 + updates) / (10 + updates))
-
-    @torch.no_grad()
-    def update(self, model: torch.nn.Module, updates: int) -> None:
-        weight = 1.0 - self.decay_at(updates)
-        torch._foreach_lerp_(list(self.model.parameters()), list(model.parameters()), weight)
-        for ema_buffer, buffer in zip(self.model.buffers(), model.buffers()):
-            ema_buffer.copy_(buffer)
-
-
-class Processes:
-    """This process's place among data-parallel processes: nothing to do alone; under torchrun, accelerate
-    wraps the model in DDP (gloo on the CPU) and small collectives average the logged metrics."""
-
-    def __init__(self) -> None:
-        self.accelerator = None
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            from accelerate import Accelerator
-
-            self.accelerator = Accelerator(cpu=True)
-        self.rank = self.accelerator.process_index if self.accelerator else 0
-        self.count = self.accelerator.num_processes if self.accelerator else 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def wrap(self, module: torch.nn.Module) -> torch.nn.Module:
-        return self.accelerator.prepare_model(module) if self.accelerator else module
-
-    def no_sync(self, module: torch.nn.Module, skip: bool):
-        """Skip the gradient all-reduce on all but the last micro-step of an accumulated step."""
-        return self.accelerator.no_sync(module) if self.accelerator and skip else contextlib.nullcontext()
-
-    def mean(self, values: dict[str, float]) -> dict[str, float]:
-        if not self.accelerator:
-            return values
-        keys = sorted(values)
-        tensor = torch.tensor([values[k] for k in keys], dtype=torch.float64)
-        torch.distributed.all_reduce(tensor)
-        return dict(zip(keys, (tensor / self.count).tolist()))
-
-    def gather(self, value: Any) -> list[Any]:
-        if not self.accelerator:
-            return [value]
-        gathered: list[Any] = [None] * self.count
-        torch.distributed.all_gather_object(gathered, value)
-        return gathered
-
-    def wait(self) -> None:
-        # A plain gloo barrier: accelerate's wait_for_everyone() names a CUDA device per rank whenever a GPU is
-        # visible, which fails for the second CPU process on a one-GPU machine ("invalid device ordinal").
-        if self.accelerator:
-            torch.distributed.barrier()
-
-
-def check_device(device: str) -> torch.device:
-    """``device`` as a torch device, or a ConfigError naming it when it is unknown or absent on this machine."""
-    try:
-        parsed = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ConfigError(f"--device: unknown device {device!r} (expected cpu, cuda or cuda:N)") from None
-    if parsed.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device: {device!r} is not supported (expected cpu, cuda or cuda:N)")
-    if parsed.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {device}: this torch ({torch.__version__}) sees no CUDA GPU; train on "
-                              "--device cpu, or install a CUDA build of torch on a machine with a GPU")
-        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here")
-    return parsed
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------
@@ -290,40 +238,20 @@ def evaluate_policy(policy: PlanExecutePolicy, data: PolicyData, frames: np.ndar
 
 # --- checkpoints -------------------------------------------------------------------------------------------------
 def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
-    return {k: v for k, v in asdict(config).items() if k not in ("checkpoint_every", "eval_every", "device")}
+    """The settings a checkpoint must share with a run that resumes it (not where or how fast data is read)."""
+    ignored = ("checkpoint_every", "eval_every", "device", "loader", "workers")
+    if config.global_batch_size is not None:  # the per-process batch follows the process count
+        ignored += ("batch_size",)
+    return {k: v for k, v in asdict(config).items() if k not in ignored}
 
 
 def resumable_step(config: PolicyTrainConfig) -> int | None:
     """The step of the checkpoint in ``config.out`` when it was written with these settings (so that training
-    resumes from it), else None (no checkpoint, or one of other settings)."""
-    path = Path(config.out) / CHECKPOINT
-    if not path.is_file():
+    resumes from it), else None (no checkpoint, or one of other settings). Reads a small JSON only."""
+    state = read_state(Path(config.out))
+    if state is None:
         return None
-    state = torch.load(path, weights_only=False, map_location="cpu")
-    return int(state["step"]) if state.get("config") == _comparable(config) else None
-
-
-def _save_state(path: Path, step: int, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
-                history: dict[str, list], config: PolicyTrainConfig) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save({"step": step, "model": policy.model.state_dict(), "ema": ema.model.state_dict(),
-                "optimizer": optimizer.state_dict(), "torch_rng": torch.get_rng_state(), "history": history,
-                "config": _comparable(config)}, tmp)
-    tmp.replace(path)
-
-
-def _load_state(path: Path, policy: PlanExecutePolicy, ema: EMA, optimizer: torch.optim.Optimizer,
-                config: PolicyTrainConfig) -> tuple[int, dict[str, list]]:
-    state = torch.load(path, weights_only=False, map_location=policy.device)
-    if state["config"] != _comparable(config):
-        changed = sorted(k for k, v in _comparable(config).items() if state["config"].get(k) != v)
-        raise ConfigError(f"{path}: was written with other settings ({', '.join(changed)}); use a new --out to "
-                          "start over")
-    policy.model.load_state_dict(state["model"])
-    ema.model.load_state_dict(state["ema"])
-    optimizer.load_state_dict(state["optimizer"])
-    torch.set_rng_state(state["torch_rng"])
-    return int(state["step"]), state["history"]
+    return int(state["step"]) if state.get("settings") == json.loads(json.dumps(_comparable(config))) else None
 
 
 def init_weights(policy: PlanExecutePolicy, source: str | Path) -> None:
@@ -362,17 +290,17 @@ def _optimizer(model: torch.nn.Module, config: PolicyTrainConfig) -> torch.optim
 # --- training ----------------------------------------------------------------------------------------------------
 def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_after: int | None = None,
                  resume: bool = False) -> dict[str, Any] | None:
-    """Train (or resume) a policy; returns the final metrics. ``stop_after`` ends this run after that many steps
-    with a checkpoint (returns None): rerun to continue. ``resume`` insists that a checkpoint exists."""
+    """Train (or resume) a policy; returns the final metrics (None on the other processes of a parallel run).
+    ``stop_after`` ends this run after that many steps with a checkpoint (returns None): rerun to continue.
+    ``resume`` insists that a checkpoint exists."""
     from c2c.data.lerobot import LeRobotDataset
     from c2c.tokenizer import load_tokenizer
 
-    processes = Processes()
+    launch = config.launch()  # device, world size and batch split are checked before any data is read
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out / CHECKPOINT
-    if resume and not checkpoint_path.is_file():
-        raise ConfigError(f"--resume: {checkpoint_path} does not exist (nothing to resume)")
+    state = read_state(out)
+    if resume and state is None:
+        raise ConfigError(f"--resume: {out / CHECKPOINT} does not exist (nothing to resume)")
     dataset_cameras = [camera_name(key) for key in LeRobotDataset(config.dataset).camera_keys]
     if not dataset_cameras and not config.cameras:
         raise ConfigError(f"{config.dataset}: the dataset has no cameras; a VLA policy needs images")
@@ -381,57 +309,70 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
         raise ConfigError(f"{config.tokenizer}: a {getattr(tokenizer, 'name', '?')!r} tokenizer; the policy trains on "
                           "the codes of an RVQ tokenizer (c2c tokenizer train)")
     policy_cfg = config.policy_config(dataset_cameras, tokenizer)
+    out.mkdir(parents=True, exist_ok=True)
+    processes = Processes(launch)
+    try:
+        return _train(config, policy_cfg, tokenizer, processes, state, show_progress, stop_after)
+    finally:
+        processes.close()
+
+
+def _train(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any, processes: Processes,
+           state: dict[str, Any] | None, show_progress: bool, stop_after: int | None) -> dict[str, Any] | None:
+    from c2c.data.lerobot import LeRobotDataset
+
+    out, device = Path(config.out), processes.device
     if processes.is_main:  # one process computes (or reads) the cached codes; the others then read them
         data = _load_data(config, policy_cfg, tokenizer)
     processes.wait()
     if not processes.is_main:
         data = _load_data(config, policy_cfg, tokenizer)
-    if processes.count > 1 and torch.device(config.device).type != "cpu":
-        raise ConfigError(f"--device {config.device}: data-parallel processes train on the CPU only; use one process "
-                          "on a GPU")
     torch.manual_seed(config.seed)
     policy = PlanExecutePolicy.build(policy_cfg, tokenizer, instructions=data.instructions)
-    if config.init_from and not checkpoint_path.is_file():  # a resume reads its own checkpoint instead
+    if config.init_from and state is None:  # a resume reads its own checkpoint instead
         init_weights(policy, config.init_from)
-    policy.to(config.device)  # the weights are initialised on the CPU, so a seed gives the same start everywhere
-    ema = EMA(policy.model, config.ema_decay)
+    memory = apply_memory_options(policy.model, config.memory_options())
+    # An unsharded copy on the CPU of the main process: held-out evaluation and the saved policy load into it.
+    template = copy.deepcopy(policy).eval() if processes.is_main else None
+    policy.to(device)  # the weights are initialised on the CPU, so a seed gives the same start everywhere
+    model = processes.wrap(policy, config.precision)
+    trainable = trainable_parameters(policy.model)
+    ema = WeightEMA(trainable, config.ema_decay, config.ema)
     optimizer = _optimizer(policy.model, config)
     start_step, history = 0, {"train": [], "heldout": []}
-    if checkpoint_path.is_file():
-        start_step, history = _load_state(checkpoint_path, policy, ema, optimizer, config)
+    if state is not None:
+        start_step, history = load_checkpoint(out, model=policy, optimizer=optimizer, ema=ema.averages,
+                                              settings=json.loads(json.dumps(_comparable(config))))
         if processes.is_main:
-            print(f"resuming from step {start_step} ({checkpoint_path})")
+            print(f"resuming from step {start_step} ({out / CHECKPOINT})")
     if processes.is_main:
-        atomic_write_json(out / "train_config.json", {**asdict(config), "policy_config": policy_cfg.to_dict(),
-                                                      "processes": processes.count, **data.info})
+        atomic_write_json(out / "train_config.json", {
+            **asdict(config), "policy_config": policy_cfg.to_dict(), "processes": processes.count,
+            "strategy": processes.launch.strategy, "memory": memory, **data.info})
         # What the demonstrations were made from (simulator, tasks, placement seeds), kept with the checkpoint so
         # that closed-loop evaluation can refuse seeds the policy saw, even after the dataset is gone.
         atomic_write_json(out / TRAINING_DATA_FILE, {"dataset": str(config.dataset),
                                                      "c2c": LeRobotDataset(config.dataset).extra_info})
-    model = processes.wrap(policy)
     policy.train()
+    run = _Run(config, processes, policy, template, ema, trainable, data)
     writer = _writer(out, start_step) if processes.is_main else None
-    heldout = data.heldout_frames if len(data.heldout_frames) else data.train_frames
-    eval_frames = spread(heldout, config.eval_frames)
-    autocast = torch.autocast(torch.device(config.device).type, dtype=torch.bfloat16,
-                              enabled=config.precision == "bf16")
+    autocast = torch.autocast(device.type, dtype=autocast_dtype(config.precision) or torch.bfloat16,
+                              enabled=config.precision != "fp32")
     bar = tqdm(range(start_step, config.steps), initial=start_step, total=config.steps, dynamic_ncols=True,
                desc=f"policy ({config.variant})", disable=not (show_progress and processes.is_main))
     first_frames, started, samples = None, time.perf_counter(), 0
     _note_threads(history, start_step)
-    for step in bar:
+    for step, micro_batches in zip(bar, _batches(config, data, processes, start_step)):
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        frames = draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
-                             processes.count)[:, processes.rank]  # (grad_accum, B): this process's share
-        first_frames = frames[0].tolist() if first_frames is None else first_frames
-        logs = _train_step(model, policy, optimizer, data, frames, config, processes, autocast, step)
-        ema.update(policy.model, step)
+        first_frames = micro_batches[0]["frames"] if first_frames is None else first_frames
+        logs = _train_step(model, policy, optimizer, micro_batches, config, processes, autocast, step)
+        ema.update(trainable, step)
         if step % 20 == 0:
             _follow_thread_file()
             _note_threads(history, step + 1)
-        samples += frames.size * processes.count
+        samples += sum(len(batch["frames"]) for batch in micro_batches) * processes.count
         done = step + 1
         history["train"].append({"step": done, "loss": logs["loss"], "accuracy/exec": logs["accuracy/exec"]})
         if writer is not None:
@@ -441,30 +382,28 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
             bar.set_postfix(loss=f"{logs['loss']:.3f}", exec_acc=f"{logs['accuracy/exec']:.3f}", lr=f"{lr:.1e}")
         stopping = stop_after is not None and done - start_step >= stop_after and done != config.steps
         if done % config.eval_every == 0 and done != config.steps:
-            _evaluate_and_log(processes, ema, policy, data, eval_frames, config, history, writer, done)
+            run.evaluate_and_log(history, writer, done)
         if done % config.checkpoint_every == 0 or done == config.steps or stopping:
-            if processes.is_main:
-                _save_state(checkpoint_path, done, policy, ema, optimizer, history, config)
-            processes.wait()
+            save_checkpoint(out, step=done, model=policy, optimizer=optimizer, ema=ema.averages, history=history,
+                            settings=_comparable(config), processes=processes)
         if stopping:
             if writer is not None:
                 writer.close()
             return None
     seconds = time.perf_counter() - started
     # What each process trained on first, and a checksum of its weights (DDP must have kept them identical).
-    checksum = float(sum(p.detach().double().sum() for p in policy.model.parameters()))
+    checksum = 0.0 if processes.sharded else float(sum(p.detach().double().sum() for p in policy.model.parameters()))
     first_frames_all, checksums = zip(*processes.gather((first_frames, checksum)))
     if len(set(checksums)) > 1:
         raise C2CError(f"the {processes.count} training processes ended with different weights ({checksums})")
-    if not processes.is_main:
-        processes.wait()
-        return None
-    metrics = _finish(out, config, policy, ema, data, eval_frames, history, writer, processes)
-    metrics.update({"samples_per_s": round(samples / max(seconds, 1e-9), 2),
-                    "train_seconds_this_run": round(seconds, 1), "first_batch_frames": list(first_frames_all)})
-    atomic_write_json(out / "metrics.json", metrics)
+    metrics = run.finish(history, writer)
+    if processes.is_main:
+        metrics.update({"samples_per_s": round(samples / max(seconds, 1e-9), 2),
+                        "train_seconds_this_run": round(seconds, 1), "first_batch_frames": list(first_frames_all),
+                        "strategy": processes.launch.strategy, "memory": memory})
+        atomic_write_json(out / "metrics.json", metrics)
     processes.wait()
-    return metrics
+    return metrics if processes.is_main else None
 
 
 THREADS_FILE_ENV = "C2C_THREADS_FILE"  # a file holding the intra-op thread count this process should use
@@ -494,26 +433,37 @@ def _follow_thread_file() -> None:
         torch.set_num_threads(threads)
 
 
+def _batches(config: PolicyTrainConfig, data: PolicyData, processes: Processes, start_step: int):
+    """Per step, this process's micro-batches (each a ``data.batch`` dict plus its "frames"), in step order."""
+    def frames_of_step(step: int) -> np.ndarray:  # (grad_accum, B): this process's share of the step
+        return draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
+                           processes.count)[:, processes.rank]
+
+    for step in range(start_step, config.steps):
+        yield [{**data.batch(row), "frames": row.tolist()} for row in frames_of_step(step)]
+
+
 def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
-                data: PolicyData, frames: np.ndarray, config: PolicyTrainConfig, processes: Processes,
-                autocast: Any, step: int = 0) -> dict[str, float]:
-    """One optimisation step over (grad_accum, B) frames (``model`` is ``policy``, DDP-wrapped when several
-    processes train); returns the metrics averaged over micro-steps and processes."""
+                micro_batches: list[dict[str, Any]], config: PolicyTrainConfig, processes: Processes, autocast: Any,
+                step: int = 0) -> dict[str, float]:
+    """One optimisation step over grad_accum micro-batches (``model`` is ``policy``, DDP-wrapped or FSDP-sharded
+    when several processes train); returns the metrics averaged over micro-steps and processes."""
     optimizer.zero_grad(set_to_none=True)
     sums: dict[str, float] = {}
-    for micro, micro_frames in enumerate(frames):
-        batch = data.batch(micro_frames)
+    for micro, batch in enumerate(micro_batches):
         if config.image_shift:  # augmentation drawn from (seed, step, rank, micro-step): resumes reproduce it
             rng = np.random.default_rng([config.seed, step, processes.rank, micro])
-            for camera in data.images:
-                batch[image_key(camera)] = random_shift(batch[image_key(camera)], config.image_shift, rng)
-        with processes.no_sync(model, skip=micro < len(frames) - 1):
+            for camera in policy.config.cameras:
+                batch[image_key(camera)] = random_shift(np.asarray(batch[image_key(camera)]), config.image_shift, rng)
+        with processes.no_sync(model, skip=micro < len(micro_batches) - 1):
             with autocast:
                 loss, metrics = model(batch)  # Eq. 9 over [plan][exec][end]
             (loss / config.grad_accum).backward()
         for key, value in metrics.items():
             sums[key] = sums.get(key, 0.0) + float(value) / config.grad_accum
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(policy.model.parameters(), config.grad_clip))
+    grad_norm = torch.nn.utils.clip_grad_norm_(
+        [p for p in policy.model.parameters() if p.grad is not None], config.grad_clip)
+    grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
     optimizer.step()
     return processes.mean({**sums, "grad_norm": grad_norm})
 
@@ -530,51 +480,95 @@ def _writer(out: Path, start_step: int):
     return SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)  # drop events past a resume
 
 
-def _ema_policy(policy: PlanExecutePolicy, ema: EMA) -> PlanExecutePolicy:
-    return PlanExecutePolicy(policy.config, ema.model, policy.action_tokenizer, policy.instruction_tokenizer)
+class _Run:
+    """Held-out evaluation and the saved policy of a run: full (unsharded) weights are gathered from every
+    process, loaded into the main process's CPU template and evaluated there, on the training device."""
 
+    def __init__(self, config: PolicyTrainConfig, processes: Processes, policy: PlanExecutePolicy,
+                 template: PlanExecutePolicy | None, ema: WeightEMA, trainable: dict[str, torch.Tensor],
+                 data: PolicyData) -> None:
+        self.config, self.processes, self.policy, self.template = config, processes, policy, template
+        self.ema, self.trainable, self.data = ema, trainable, data
+        heldout = data.heldout_frames if len(data.heldout_frames) else data.train_frames
+        self.eval_frames = spread(heldout, config.eval_frames)
 
-def _evaluate_and_log(processes: Processes, ema: EMA, policy: PlanExecutePolicy, data: PolicyData,
-                      frames: np.ndarray, config: PolicyTrainConfig, history: dict[str, list], writer: Any,
-                      step: int) -> dict[str, float] | None:
-    """Held-out evaluation with the EMA weights, on the main process (the others wait)."""
-    result = None
-    if processes.is_main:
-        result = evaluate_policy(_ema_policy(policy, ema), data, frames, decode_frames=config.decode_frames,
-                                 batch_size=config.eval_batch_size)
-        history["heldout"].append({"step": step, **result})
-        for key, value in result.items():
-            writer.add_scalar(f"heldout/{key}", value, step)
-    processes.wait()
-    return result
+    def gathered(self, averaged: bool) -> dict[str, torch.Tensor] | None:
+        """The whole policy's weights (the EMA's where ``averaged``) on the main process; a collective."""
+        weights = full_state_dict(self.policy)
+        averages = full_state_dict(None, self.ema.averages) if averaged and self.ema.enabled else {}
+        if not self.processes.is_main:
+            return None
+        for name, value in averages.items():
+            weights[f"model.{name}"] = value
+        return weights
 
+    def _loaded(self, weights: dict[str, torch.Tensor]) -> PlanExecutePolicy:
+        self.template.load_state_dict(weights)
+        return self.template.to(self.processes.device)
 
-def _finish(out: Path, config: PolicyTrainConfig, policy: PlanExecutePolicy, ema: EMA, data: PolicyData,
-            eval_frames: np.ndarray, history: dict[str, list], writer: Any, processes: Processes) -> dict[str, Any]:
-    """Final evaluation, the policy checkpoint (model + EMA weights), curves and metrics (main process)."""
-    if not history["heldout"] or history["heldout"][-1]["step"] != config.steps:
-        heldout = evaluate_policy(_ema_policy(policy, ema), data, eval_frames, decode_frames=config.decode_frames,
-                                  batch_size=config.eval_batch_size)
-        history["heldout"].append({"step": config.steps, **heldout})
-        for key, value in heldout.items():
-            writer.add_scalar(f"heldout/{key}", value, config.steps)
-    writer.close()
-    policy.save_pretrained(out)
-    _ema_policy(policy, ema).save_pretrained(out, weights_file=EMA_WEIGHTS_FILE)
-    plot_curves(history, out / "curves.png", title=f"{config.variant} ({config.preset})")
-    recent = history["train"][-min(50, len(history["train"])):]
-    return {
-        "variant": config.variant, "preset": config.preset, "steps": config.steps, "processes": processes.count,
-        "effective_batch_size": config.batch_size * config.grad_accum * processes.count,
-        "parameters": sum(p.numel() for p in policy.model.parameters()),
-        "lr": config.lr, "warmup_steps": config.warmup_steps, "ema_decay": config.ema_decay,
-        "precision": config.precision,
-        "train_recent": {key: float(np.mean([row[key] for row in recent])) for key in ("loss", "accuracy/exec")},
-        "heldout": history["heldout"][-1], "heldout_episodes": data.info["heldout_episodes"],
-        "eval_split": "heldout" if len(data.heldout_frames) else "train (no held-out episodes)",
-        "codes_computed_this_run": data.info["codes_computed"],
-        "threads": history.get("threads", []),  # the intra-op thread schedule: [{"step", "threads"}, ...]
-    }
+    def _offload(self) -> None:
+        if self.processes.device.type == "cuda":
+            self.template.to("cpu")
+            torch.cuda.empty_cache()
+
+    def evaluate(self) -> dict[str, float] | None:
+        weights = self.gathered(averaged=True)
+        if weights is None:
+            return None
+        result = evaluate_policy(self._loaded(weights), self.data, self.eval_frames,
+                                 decode_frames=self.config.decode_frames, batch_size=self.config.eval_batch_size)
+        self._offload()
+        return result
+
+    def evaluate_and_log(self, history: dict[str, list], writer: Any, step: int) -> None:
+        result = self.evaluate()
+        if result is not None:
+            history["heldout"].append({"step": step, **result})
+            for key, value in result.items():
+                writer.add_scalar(f"heldout/{key}", value, step)
+        self.processes.wait()
+
+    def save(self, weights: dict[str, torch.Tensor], weights_file: str) -> None:
+        """A plain policy directory (LoRA adapters merged) that loads on one device or the CPU."""
+        self.template.load_state_dict(weights)
+        saved = self.template
+        if self.config.lora_rank:
+            saved = copy.deepcopy(self.template)
+            merge_lora(saved.model)
+        saved.to("cpu").save_pretrained(self.config.out, weights_file=weights_file)
+
+    def finish(self, history: dict[str, list], writer: Any) -> dict[str, Any]:
+        """Final evaluation, the policy checkpoint (model + EMA weights), curves and metrics (main process)."""
+        config, out = self.config, Path(self.config.out)
+        if not history["heldout"] or history["heldout"][-1]["step"] != config.steps:
+            heldout = self.evaluate()
+            if heldout is not None:
+                history["heldout"].append({"step": config.steps, **heldout})
+                for key, value in heldout.items():
+                    writer.add_scalar(f"heldout/{key}", value, config.steps)
+        live = self.gathered(averaged=False)
+        averaged = self.gathered(averaged=True) if self.ema.enabled else None
+        if not self.processes.is_main:
+            return {}
+        writer.close()
+        self.save(live, WEIGHTS_FILE)
+        if averaged is not None:
+            self.save(averaged, EMA_WEIGHTS_FILE)
+        plot_curves(history, out / "curves.png", title=f"{config.variant} ({config.preset})")
+        recent = history["train"][-min(50, len(history["train"])):]
+        return {
+            "variant": config.variant, "preset": config.preset, "steps": config.steps,
+            "processes": self.processes.count,
+            "effective_batch_size": config.batch_size * config.grad_accum * self.processes.count,
+            "parameters": sum(p.numel() for p in self.template.model.parameters()),
+            "lr": config.lr, "warmup_steps": config.warmup_steps, "ema_decay": config.ema_decay, "ema": config.ema,
+            "precision": config.precision,
+            "train_recent": {key: float(np.mean([row[key] for row in recent])) for key in ("loss", "accuracy/exec")},
+            "heldout": history["heldout"][-1], "heldout_episodes": self.data.info["heldout_episodes"],
+            "eval_split": "heldout" if len(self.data.heldout_frames) else "train (no held-out episodes)",
+            "codes_computed_this_run": self.data.info["codes_computed"],
+            "threads": history.get("threads", []),  # the intra-op thread schedule: [{"step", "threads"}, ...]
+        }
 
 
 def plot_curves(history: dict[str, list], path: Path, title: str = "") -> None:
@@ -626,33 +620,47 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 # --- several processes -------------------------------------------------------------------------------------------
-def launch_processes(config: PolicyTrainConfig, count: int, resume: bool = False) -> dict[str, Any]:
-    """Run ``train_policy`` in ``count`` data-parallel CPU processes (torchrun; DDP over gloo via accelerate)."""
+def launch_processes(config: PolicyTrainConfig, count: int, resume: bool = False,
+                     stop_after: int | None = None) -> dict[str, Any] | None:
+    """Run ``train_policy`` in ``count`` data-parallel processes on this node (torchrun): one per GPU over NCCL
+    with ``--device cuda``, else CPU processes over gloo. Device, process count and batch split are checked here,
+    before any process starts or any data is read."""
+    device = check_device(config.device)
+    if count < 1:
+        raise ConfigError(f"--num-processes must be >= 1, got {count}")
+    if device.type == "cuda":
+        if device.index is not None:
+            raise ConfigError(f"--device {config.device}: with --num-processes each process uses its own GPU; pass "
+                              "--device cuda")
+        if count > torch.cuda.device_count():
+            raise ConfigError(f"--num-processes {count}: only {torch.cuda.device_count()} CUDA device(s) here")
+    if config.global_batch_size is not None and config.global_batch_size % (count * config.grad_accum):
+        raise ConfigError(f"--global-batch-size {config.global_batch_size} is not divisible by {count} processes x "
+                          f"{config.grad_accum} accumulation steps")
     out = Path(config.out)
     out.mkdir(parents=True, exist_ok=True)
     launch = out / "launch_config.json"
-    atomic_write_json(launch, {"config": asdict(config), "resume": resume})
+    atomic_write_json(launch, {"config": asdict(config), "resume": resume, "stop_after": stop_after})
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={count}",
                "-m", "c2c.policy.train", str(launch)]
-    # CPU processes: a visible GPU would only make torch.distributed pick CUDA devices per rank.
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), "CUDA_VISIBLE_DEVICES": ""}
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    if device.type == "cpu":  # CPU processes: a visible GPU would only make torch.distributed pick CUDA devices
+        env["CUDA_VISIBLE_DEVICES"] = ""
     result = subprocess.run(command, env=env, check=False)
     if result.returncode != 0:
         raise C2CError(f"{count} training processes failed (exit status {result.returncode}); see the output above")
-    import json
-
+    if stop_after is not None and (read_state(out) or {}).get("step", 0) < config.steps:
+        return None
     return json.loads((out / "metrics.json").read_text())
 
 
 def _main(argv: list[str]) -> int:
     """One process of a data-parallel run: ``python -m c2c.policy.train LAUNCH_CONFIG.json`` under torchrun."""
-    import json
-
     raw = json.loads(Path(argv[0]).read_text())
     known = {f.name for f in fields(PolicyTrainConfig)}
     config = PolicyTrainConfig(**{k: v for k, v in raw["config"].items() if k in known})
     try:
-        train_policy(config, resume=raw.get("resume", False))
+        train_policy(config, resume=raw.get("resume", False), stop_after=raw.get("stop_after"))
     except C2CError as err:
         print(f"c2c: error: {err}", file=sys.stderr)
         return 2
