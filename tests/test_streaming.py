@@ -157,3 +157,29 @@ def test_undecodable_video_is_one_line_naming_file_and_codec(workspace, tmp_path
         load_policy_data(root, workspace["tokenizer"], workspace["tokenizer_dir"], workspace["config"],
                          tmp_path / "out", resize_images=True, loader="stream")
     assert calls == []  # refused before the codes (or any image) were computed
+
+
+def test_video_frames_by_seek_or_decoding_on_equal_a_full_decode(tmp_path):
+    from c2c.data.video import VideoEncoder, decode_video
+
+    path = tmp_path / "gop8.mp4"
+    y, x = np.mgrid[0:16, 0:16]  # drifting gradients: P-frames between keyframes (noise would be all scene cuts)
+    frames = np.stack([np.stack([(x * 4 + t * 2) % 256, y * 4, (x + y + t) % 256], -1) for t in range(40)])
+    frames = frames.astype(np.uint8)
+    with VideoEncoder(path, fps=10, height=16, width=16, gop=8) as encoder:
+        encoder.write(frames)
+    everything = decode_video(path)
+    reader = streaming._VideoReader(path, fps=10)
+    if reader.keyframes is not None:
+        assert 3 <= len(reader.keyframes) <= 6  # a keyframe every 8 frames: most frames need the ones before them
+    seeks = []
+    seek = reader._seek
+    reader._seek = lambda index: seeks.append(index) or seek(index)
+    rng = np.random.default_rng(1)
+    for number, order in enumerate((np.arange(40), np.arange(40)[::-1], rng.permutation(40), rng.integers(0, 40, 60))):
+        for index in order:
+            np.testing.assert_array_equal(reader.frame(int(index)), everything[index], err_msg=str(index))
+        assert number > 0 or seeks == [0]  # in order: one seek, then decoding on through every keyframe
+    assert len(seeks) > 100  # backwards and at random: mostly a seek per frame
+    with pytest.raises(DatasetError, match=r"gop8.mp4: frame 40 \(4.0000s\) is missing"):
+        reader.frame(40)

@@ -8,7 +8,7 @@ frame. Files are opened lazily, once per process (keyed by pid), so a store made
 workers opens its own handles in each worker:
 
 - video features: the mp4 stays open; a frame is reached by seeking to the keyframe at or before it and decoding
-  forward, or by decoding on from the last frame decoded when no keyframe lies between the two;
+  forward, or by decoding on from the last frame decoded when that decodes no more frames;
 - image features: the PNG bytes come from the parquet row group that holds the frame's row (a few kept per process).
 
 Example::
@@ -70,28 +70,29 @@ class _VideoReader:
         self.position = -1  # index of the last frame it decoded
 
     def _keyframe_indices(self) -> np.ndarray | None:
-        entries = getattr(self.stream, "index_entries", None)  # the demuxer's index (PyAV >= 14)
+        entries = getattr(self.stream, "index_entries", None)  # the demuxer's index (newer PyAV only)
         if entries is None:
             return None
         scale = float(self.stream.time_base) * self.fps
         return np.array(sorted(round(entry.timestamp * scale) for entry in entries if entry.is_keyframe), np.int64)
 
     def _decodes_on(self, index: int) -> bool:
-        """Whether decoding on from the current position reaches ``index`` at no more cost than a seek."""
+        """Whether decoding on from the current position reaches ``index`` in no more frames than a seek would."""
         if self.frames is None or index <= self.position:
             return False
         if self.keyframes is None or not len(self.keyframes):
             return index - self.position <= 2
-        before = np.searchsorted(self.keyframes, index, side="right") - 1
-        return before < 0 or self.keyframes[before] <= self.position
+        before = np.searchsorted(self.keyframes, index, side="right") - 1  # a seek decodes from keyframes[before]
+        return before < 0 or self.keyframes[before] <= self.position + 1
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` of the file (stamped index / fps) as (H, W, 3) uint8."""
         av = _pyav()
         try:
-            if not self._decodes_on(index):
+            found = self._decode_until(index) if self._decodes_on(index) else None
+            if found is None:
                 self._seek(index)
-            found = self._decode_until(index)
+                found = self._decode_until(index)
             if found is None and index > 0:  # an unusual keyframe layout: decode from the start instead
                 self._seek(0)
                 found = self._decode_until(index)
@@ -112,7 +113,7 @@ class _VideoReader:
         """The pixels of ``frame.to_ndarray(format="rgb24")`` (what the in-memory path reads)."""
         try:
             return self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
-        except TypeError:  # PyAV < 14 has no threads argument
+        except TypeError:  # an older PyAV without the threads argument
             return self.to_rgb.reformat(frame, format="rgb24").to_ndarray()
 
     def _decode_until(self, index: int) -> np.ndarray | None:
