@@ -115,7 +115,10 @@ def test_image_size_and_memory_limit_are_checked(workspace):
     with pytest.raises(ConfigError, match=r"16x16 images but the 'tiny' preset expects 96x96"):
         train_policy(_config(workspace, "tiny", preset="tiny"), show_progress=False)
     with pytest.raises(ConfigError, match=r"GiB limit"):
-        train_policy(_config(workspace, "memory", max_image_gb=1e-5), show_progress=False)
+        train_policy(_config(workspace, "memory", max_image_gb=1e-5, loader="memory"), show_progress=False)
+    # Over the limit, the default loader streams the images from the files instead of refusing.
+    train_policy(_config(workspace, "streamed", max_image_gb=1e-5), show_progress=False)
+    assert json.loads((workspace["root"] / "streamed" / "train_config.json").read_text())["loader"] == "stream"
 
 
 def test_batches_depend_on_seed_and_step_and_ranks_get_different_frames():

@@ -11,7 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from c2c.errors import C2CError, ConfigError
+from c2c.errors import C2CError
 
 
 API_KEY_ENV = "C2C_SERVE_API_KEY"  # where `c2c serve` and `c2c eval --server` read the key when not given
@@ -230,8 +230,9 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
         help="train a policy variant on a dataset with a frozen action tokenizer",
         description="Teacher-forced training of the plan-then-execute policy (Eq. 9) on a LeRobot v3 dataset, with "
         "the tokenizer's held-out episodes kept aside. Rerunning the same command resumes from the last checkpoint "
-        "in --out. --num-processes N runs N data-parallel CPU processes (torchrun + accelerate, gloo); "
-        "'torchrun --standalone --nproc_per_node N -m c2c policy train ...' does the same by hand.",
+        "in --out. --num-processes N runs N data-parallel processes on this node (one per GPU over NCCL with "
+        "--device cuda, else CPU processes over gloo); 'torchrun' or 'accelerate launch' with '-m c2c policy train "
+        "...' does the same on one or several nodes (docs/training-at-scale.md).",
     )
     train.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset directory")
     train.add_argument("--tokenizer", type=Path, required=True, help="trained action tokenizer directory")
@@ -251,21 +252,40 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     train.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps (default: the preset's)")
     train.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default: the preset's)")
     train.add_argument("--ema-decay", type=float, default=None, help="EMA decay of the weights (default 0.999)")
-    train.add_argument("--precision", default="fp32", help="fp32 (default; measured faster on CPU) | bf16 autocast")
+    train.add_argument("--precision", default="fp32",
+                       help="fp32 (default; measured faster on CPU) | bf16 (fp32 master weights, bf16 compute) | "
+                       "bf16-weights (pi0-FAST's: bf16 weights, fp32 norms and patch/position embeddings)")
+    train.add_argument("--gradient-checkpointing", action="store_true",
+                       help="recompute vision and decoder layers in the backward pass (less activation memory)")
+    train.add_argument("--freeze-vision", action="store_true", help="keep the vision tower's weights fixed")
+    train.add_argument("--lora-rank", type=int, default=0,
+                       help="LoRA adapters of this rank on the decoder, base weights frozen (default 0: full)")
+    train.add_argument("--ema", default="on", help="on (default) | cpu | bf16 | off: where the weight EMA lives")
+    train.add_argument("--parallel", default="auto",
+                       help="auto (default: FSDP for the 3B presets, else DDP) | ddp | fsdp, with several processes")
+    train.add_argument("--global-batch-size", type=int, default=None,
+                       help="samples per optimisation step over all processes (sets --batch-size per process)")
+    train.add_argument("--loader", default="auto",
+                       help="auto (default: memory when the images fit --max-image-gb) | memory | stream (decode "
+                       "the frames of each batch from the dataset's files)")
+    train.add_argument("--workers", type=int, default=0,
+                       help="DataLoader workers per process building batches ahead (default 0: in-process)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--checkpoint-every", type=int, default=500, help="steps between checkpoints (default 500)")
     train.add_argument("--eval-every", type=int, default=500, help="steps between held-out evaluations (default 500)")
     train.add_argument("--decode-frames", type=int, default=64,
                        help="held-out frames decoded greedily for the exec-chunk L1 (default 64)")
     train.add_argument("--max-image-gb", type=float, default=8.0,
-                       help="refuse datasets whose images need more memory (default 8 GiB)")
+                       help="images over this size are streamed (--loader auto) or refused (--loader memory) "
+                       "(default 8 GiB)")
     train.add_argument("--resize-images", action="store_true",
                        help="resize images to the preset's size with PIL (default: a size mismatch is an error)")
     train.add_argument("--image-shift", type=int, default=0,
                        help="random-shift augmentation of training images, in pixels (default 0: off)")
     train.add_argument("--device", default="cpu",
-                       help="cpu (default) | cuda | cuda:N: where the weights and batches live (one process)")
-    train.add_argument("--num-processes", type=int, default=1, help="data-parallel CPU processes (default 1)")
+                       help="cpu (default) | cuda | cuda:N: where the weights and batches live")
+    train.add_argument("--num-processes", type=int, default=1,
+                       help="data-parallel processes on this node (default 1; with --device cuda one per GPU)")
     train.add_argument("--resume", action="store_true", help="require a checkpoint in --out to continue from")
     train.add_argument("--init-from", type=Path, default=None,
                        help="start from this trained policy's weights (fine-tuning, e.g. on a dataset extended by "
@@ -282,10 +302,10 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
             max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
             device=args.device, init_from=None if args.init_from is None else str(args.init_from),
+            gradient_checkpointing=args.gradient_checkpointing, freeze_vision=args.freeze_vision,
+            lora_rank=args.lora_rank, ema=args.ema, parallel=args.parallel, global_batch_size=args.global_batch_size,
+            loader=args.loader, workers=args.workers,
         )
-        if args.num_processes > 1 and config.device != "cpu":
-            raise ConfigError(f"--device {config.device}: --num-processes {args.num_processes} trains data-parallel "
-                              "on the CPU only; use one process on a GPU")
         if args.num_processes > 1 and "WORLD_SIZE" not in os.environ:
             metrics = launch_processes(config, args.num_processes, resume=args.resume)
         else:

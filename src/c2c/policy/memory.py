@@ -99,7 +99,9 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
     """Turn on per-layer recomputation in every part that supports it; returns how many parts were switched."""
     switched = 0
     for module in model.modules():
-        enable = getattr(module, "gradient_checkpointing_enable", None)
+        # transformers renamed gradient_checkpointing_enable to activation_checkpointing_enable (same arguments).
+        enable = getattr(module, "activation_checkpointing_enable", None) or getattr(
+            module, "gradient_checkpointing_enable", None)
         if enable is not None and getattr(module, "supports_gradient_checkpointing", False):
             enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             switched += 1

@@ -46,13 +46,14 @@ from tqdm.auto import tqdm
 
 from c2c.constants import camera_name, image_key
 from c2c.errors import C2CError, ConfigError
-from c2c.policy.checkpoint import CHECKPOINT, full_state_dict, load_checkpoint, read_state, save_checkpoint
+from c2c.policy.checkpoint import CHECKPOINT, load_checkpoint, read_state, save_checkpoint
 from c2c.policy.config import PolicyConfig, get_preset, policy_config
 from c2c.policy.distributed import Launch, Processes, check_device, read_launch
-from c2c.policy.memory import (EMA_MODES, MemoryOptions, WeightEMA, apply_memory_options,
-                               autocast_dtype, merge_lora, trainable_parameters)
-from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
-from c2c.policy.train_data import PolicyData, draw_frames, load_policy_data, random_shift
+from c2c.policy.memory import (EMA_MODES, MemoryOptions, WeightEMA, apply_memory_options, autocast_dtype,
+                               trainable_parameters)
+from c2c.policy.policy import PlanExecutePolicy
+from c2c.policy.train_data import PolicyData, batch_loader, draw_frames, load_policy_data, random_shift
+from c2c.policy.train_eval import TrainingRun, evaluate_policy, format_metrics, plot_curves  # noqa: F401 (public)
 from c2c.utils.io import atomic_write_json
 
 TRAINING_DATA_FILE = "training_data.json"  # the training dataset's generator record (c2c extra info)
@@ -195,47 +196,6 @@ def lr_at(step: int, config: PolicyTrainConfig) -> float:
     return config.lr * (FINAL_LR_FRACTION + (1 - FINAL_LR_FRACTION) * cosine)
 
 
-# --- evaluation --------------------------------------------------------------------------------------------------
-def spread(frames: np.ndarray, count: int) -> np.ndarray:
-    """Up to ``count`` frames evenly spread over ``frames`` (a deterministic evaluation subset)."""
-    if len(frames) <= count:
-        return frames
-    return frames[np.unique(np.linspace(0, len(frames) - 1, count).round().astype(int))]
-
-
-@torch.no_grad()
-def evaluate_policy(policy: PlanExecutePolicy, data: PolicyData, frames: np.ndarray, *, decode_frames: int = 64,
-                    batch_size: int = 16) -> dict[str, float]:
-    """Teacher-forced loss and token accuracy per branch on ``frames``, and the L1 of greedily decoded exec chunks
-    against the true ones on up to ``decode_frames`` of them (normalized and dataset units; for scale, the
-    tokenizer's own reconstruction L1 of the same chunks is the floor and a constant q01/q99-midpoint chunk is a
-    trivial baseline)."""
-    was_training = policy.training
-    policy.eval()
-    sums: dict[str, float] = {}
-    for start in range(0, len(frames), batch_size):
-        chunk = frames[start:start + batch_size]
-        _, metrics = policy(data.batch(chunk))
-        for key, value in metrics.items():
-            sums[key] = sums.get(key, 0.0) + float(value) * len(chunk)
-    result = {key: value / max(1, len(frames)) for key, value in sums.items()}
-    decoded = spread(frames, decode_frames)
-    if len(decoded):
-        predicted = np.concatenate([policy.predict_action_chunk(data.batch(decoded[i:i + batch_size]))
-                                    for i in range(0, len(decoded), batch_size)])  # (M, He, A)
-        truth = data.exec_chunks[decoded]  # (M, He, A)
-        tokenizer = policy.action_tokenizer
-        floor = tokenizer.decode(data.codes["exec"][decoded].astype(np.int64), "exec")  # (M, He, A)
-        normalize = policy.normalizers.action.normalize
-        result["exec_l1"] = float(np.abs(normalize(predicted) - normalize(truth)).mean())
-        result["exec_l1_raw"] = float(np.abs(predicted - truth).mean())
-        result["exec_l1_tokenizer"] = float(np.abs(normalize(floor) - normalize(truth)).mean())
-        result["exec_l1_midpoint"] = float(np.abs(normalize(truth)).mean())  # predicting the q01/q99 midpoint
-    result["frames"], result["decoded_frames"] = float(len(frames)), float(len(decoded))
-    policy.train(was_training)
-    return result
-
-
 # --- checkpoints -------------------------------------------------------------------------------------------------
 def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with a run that resumes it (not where or how fast data is read)."""
@@ -354,7 +314,7 @@ def _train(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any, 
         atomic_write_json(out / TRAINING_DATA_FILE, {"dataset": str(config.dataset),
                                                      "c2c": LeRobotDataset(config.dataset).extra_info})
     policy.train()
-    run = _Run(config, processes, policy, template, ema, trainable, data)
+    run = TrainingRun(config, processes, policy, template, ema, trainable, data)
     writer = _writer(out, start_step) if processes.is_main else None
     autocast = torch.autocast(device.type, dtype=autocast_dtype(config.precision) or torch.bfloat16,
                               enabled=config.precision != "fp32")
@@ -366,13 +326,14 @@ def _train(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any, 
         lr = lr_at(step, config)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        first_frames = micro_batches[0]["frames"] if first_frames is None else first_frames
+        if first_frames is None:
+            first_frames = _frames_of_step(config, data, processes, step)[0].tolist()
         logs = _train_step(model, policy, optimizer, micro_batches, config, processes, autocast, step)
         ema.update(trainable, step)
         if step % 20 == 0:
             _follow_thread_file()
             _note_threads(history, step + 1)
-        samples += sum(len(batch["frames"]) for batch in micro_batches) * processes.count
+        samples += config.batch_size * config.grad_accum * processes.count
         done = step + 1
         history["train"].append({"step": done, "loss": logs["loss"], "accuracy/exec": logs["accuracy/exec"]})
         if writer is not None:
@@ -434,13 +395,17 @@ def _follow_thread_file() -> None:
 
 
 def _batches(config: PolicyTrainConfig, data: PolicyData, processes: Processes, start_step: int):
-    """Per step, this process's micro-batches (each a ``data.batch`` dict plus its "frames"), in step order."""
-    def frames_of_step(step: int) -> np.ndarray:  # (grad_accum, B): this process's share of the step
-        return draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
-                           processes.count)[:, processes.rank]
+    """Per step from ``start_step``, this process's micro-batches, built ahead by ``config.workers`` DataLoader
+    workers when asked (the same batches for any worker count)."""
+    return batch_loader(data, lambda step: _frames_of_step(config, data, processes, step),
+                        range(start_step, config.steps), workers=config.workers,
+                        pin_memory=processes.device.type == "cuda")
 
-    for step in range(start_step, config.steps):
-        yield [{**data.batch(row), "frames": row.tolist()} for row in frames_of_step(step)]
+
+def _frames_of_step(config: PolicyTrainConfig, data: PolicyData, processes: Processes, step: int) -> np.ndarray:
+    """(grad_accum, B): this process's share of the step's frames."""
+    return draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
+                       processes.count)[:, processes.rank]
 
 
 def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
@@ -454,7 +419,9 @@ def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: to
         if config.image_shift:  # augmentation drawn from (seed, step, rank, micro-step): resumes reproduce it
             rng = np.random.default_rng([config.seed, step, processes.rank, micro])
             for camera in policy.config.cameras:
-                batch[image_key(camera)] = random_shift(np.asarray(batch[image_key(camera)]), config.image_shift, rng)
+                images = batch[image_key(camera)]
+                images = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+                batch[image_key(camera)] = random_shift(images, config.image_shift, rng)
         with processes.no_sync(model, skip=micro < len(micro_batches) - 1):
             with autocast:
                 loss, metrics = model(batch)  # Eq. 9 over [plan][exec][end]
@@ -471,152 +438,14 @@ def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: to
 def _load_data(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any) -> PolicyData:
     return load_policy_data(Path(config.dataset), tokenizer, Path(config.tokenizer), policy_cfg, Path(config.out),
                             holdout_fraction=config.holdout_fraction, holdout_seed=config.holdout_seed,
-                            max_image_gb=config.max_image_gb, resize_images=config.resize_images)
+                            max_image_gb=config.max_image_gb, resize_images=config.resize_images,
+                            loader=config.loader)
 
 
 def _writer(out: Path, start_step: int):
     from torch.utils.tensorboard import SummaryWriter
 
     return SummaryWriter(str(out / "tensorboard"), purge_step=start_step or None)  # drop events past a resume
-
-
-class _Run:
-    """Held-out evaluation and the saved policy of a run: full (unsharded) weights are gathered from every
-    process, loaded into the main process's CPU template and evaluated there, on the training device."""
-
-    def __init__(self, config: PolicyTrainConfig, processes: Processes, policy: PlanExecutePolicy,
-                 template: PlanExecutePolicy | None, ema: WeightEMA, trainable: dict[str, torch.Tensor],
-                 data: PolicyData) -> None:
-        self.config, self.processes, self.policy, self.template = config, processes, policy, template
-        self.ema, self.trainable, self.data = ema, trainable, data
-        heldout = data.heldout_frames if len(data.heldout_frames) else data.train_frames
-        self.eval_frames = spread(heldout, config.eval_frames)
-
-    def gathered(self, averaged: bool) -> dict[str, torch.Tensor] | None:
-        """The whole policy's weights (the EMA's where ``averaged``) on the main process; a collective."""
-        weights = full_state_dict(self.policy)
-        averages = full_state_dict(None, self.ema.averages) if averaged and self.ema.enabled else {}
-        if not self.processes.is_main:
-            return None
-        for name, value in averages.items():
-            weights[f"model.{name}"] = value
-        return weights
-
-    def _loaded(self, weights: dict[str, torch.Tensor]) -> PlanExecutePolicy:
-        self.template.load_state_dict(weights)
-        return self.template.to(self.processes.device)
-
-    def _offload(self) -> None:
-        if self.processes.device.type == "cuda":
-            self.template.to("cpu")
-            torch.cuda.empty_cache()
-
-    def evaluate(self) -> dict[str, float] | None:
-        weights = self.gathered(averaged=True)
-        if weights is None:
-            return None
-        result = evaluate_policy(self._loaded(weights), self.data, self.eval_frames,
-                                 decode_frames=self.config.decode_frames, batch_size=self.config.eval_batch_size)
-        self._offload()
-        return result
-
-    def evaluate_and_log(self, history: dict[str, list], writer: Any, step: int) -> None:
-        result = self.evaluate()
-        if result is not None:
-            history["heldout"].append({"step": step, **result})
-            for key, value in result.items():
-                writer.add_scalar(f"heldout/{key}", value, step)
-        self.processes.wait()
-
-    def save(self, weights: dict[str, torch.Tensor], weights_file: str) -> None:
-        """A plain policy directory (LoRA adapters merged) that loads on one device or the CPU."""
-        self.template.load_state_dict(weights)
-        saved = self.template
-        if self.config.lora_rank:
-            saved = copy.deepcopy(self.template)
-            merge_lora(saved.model)
-        saved.to("cpu").save_pretrained(self.config.out, weights_file=weights_file)
-
-    def finish(self, history: dict[str, list], writer: Any) -> dict[str, Any]:
-        """Final evaluation, the policy checkpoint (model + EMA weights), curves and metrics (main process)."""
-        config, out = self.config, Path(self.config.out)
-        if not history["heldout"] or history["heldout"][-1]["step"] != config.steps:
-            heldout = self.evaluate()
-            if heldout is not None:
-                history["heldout"].append({"step": config.steps, **heldout})
-                for key, value in heldout.items():
-                    writer.add_scalar(f"heldout/{key}", value, config.steps)
-        live = self.gathered(averaged=False)
-        averaged = self.gathered(averaged=True) if self.ema.enabled else None
-        if not self.processes.is_main:
-            return {}
-        writer.close()
-        self.save(live, WEIGHTS_FILE)
-        if averaged is not None:
-            self.save(averaged, EMA_WEIGHTS_FILE)
-        plot_curves(history, out / "curves.png", title=f"{config.variant} ({config.preset})")
-        recent = history["train"][-min(50, len(history["train"])):]
-        return {
-            "variant": config.variant, "preset": config.preset, "steps": config.steps,
-            "processes": self.processes.count,
-            "effective_batch_size": config.batch_size * config.grad_accum * self.processes.count,
-            "parameters": sum(p.numel() for p in self.template.model.parameters()),
-            "lr": config.lr, "warmup_steps": config.warmup_steps, "ema_decay": config.ema_decay, "ema": config.ema,
-            "precision": config.precision,
-            "train_recent": {key: float(np.mean([row[key] for row in recent])) for key in ("loss", "accuracy/exec")},
-            "heldout": history["heldout"][-1], "heldout_episodes": self.data.info["heldout_episodes"],
-            "eval_split": "heldout" if len(self.data.heldout_frames) else "train (no held-out episodes)",
-            "codes_computed_this_run": self.data.info["codes_computed"],
-            "threads": history.get("threads", []),  # the intra-op thread schedule: [{"step", "threads"}, ...]
-        }
-
-
-def plot_curves(history: dict[str, list], path: Path, title: str = "") -> None:
-    """Loss and exec token accuracy vs step: training (raw and smoothed) and held-out (EMA weights)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    train, held = history["train"], history["heldout"]
-    for axis, key, label in ((axes[0], "loss", "loss"), (axes[1], "accuracy/exec", "exec token accuracy")):
-        steps = np.array([row["step"] for row in train])
-        values = np.array([row[key] for row in train])
-        axis.plot(steps, values, color="tab:blue", alpha=0.3, linewidth=0.8)
-        window = max(1, len(values) // 50)
-        if len(values) >= window:
-            smooth = np.convolve(values, np.ones(window) / window, mode="valid")
-            axis.plot(steps[window - 1:], smooth, color="tab:blue", label="train")
-        if held:
-            axis.plot([row["step"] for row in held], [row[key] for row in held], "o-", color="tab:orange",
-                      label="held-out (EMA)")
-        axis.set_xlabel("step")
-        axis.set_ylabel(label)
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.suptitle(title)
-    figure.tight_layout()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    figure.savefig(tmp, dpi=100)
-    plt.close(figure)
-    tmp.replace(path)
-
-
-def format_metrics(metrics: dict[str, Any]) -> str:
-    held = metrics["heldout"]
-    header = (f"policy ({metrics['variant']}, {metrics['preset']}, {metrics['parameters'] / 1e6:.2f} M parameters), "
-              f"{metrics['steps']} steps, {metrics['samples_per_s']} samples/s, evaluated on {metrics['eval_split']}")
-    lines = [header]
-    for branch in ("plan", "exec", "end"):
-        if f"accuracy/{branch}" in held:
-            lines.append(f"  {branch}: token accuracy {held[f'accuracy/{branch}']:.3f}, loss "
-                         f"{held[f'loss/{branch}']:.3f} (teacher forced, EMA weights)")
-    if "exec_l1" in held:
-        lines.append(f"  decoded exec chunks ({int(held['decoded_frames'])} frames, greedy): L1 {held['exec_l1']:.4f} "
-                     f"normalized, {held['exec_l1_raw']:.5f} dataset units (tokenizer floor "
-                     f"{held['exec_l1_tokenizer']:.4f}; predicting the midpoint {held['exec_l1_midpoint']:.4f})")
-    return "\n".join(lines)
 
 
 # --- several processes -------------------------------------------------------------------------------------------
