@@ -197,7 +197,8 @@ def measure_memory(root: Path, model_size: int, repeats: int) -> dict[str, Any]:
             "frames_per_s": round(frames / seconds, 1),
             "gib": round(image_memory_bytes(frames, len(CAMERAS), model_size) / 2**30, 3),
             "libero_hours_at_this_rate": round(LIBERO_FRAMES / (frames / seconds) / 3600, 2),
-            "libero_frames": LIBERO_FRAMES, "libero_gib": round(image_memory_bytes(LIBERO_FRAMES, len(CAMERAS), model_size) / 2**30, 1)}
+            "libero_frames": LIBERO_FRAMES,
+            "libero_gib": round(image_memory_bytes(LIBERO_FRAMES, len(CAMERAS), model_size) / 2**30, 1)}
 
 
 def stream_data(root: Path, model_size: int) -> tuple[PolicyData, float]:
