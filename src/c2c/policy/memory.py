@@ -99,11 +99,11 @@ def enable_gradient_checkpointing(model: nn.Module) -> int:
     """Turn on per-layer recomputation in every part that supports it; returns how many parts were switched."""
     switched = 0
     for module in model.modules():
-        # transformers renamed gradient_checkpointing_enable to activation_checkpointing_enable (same arguments).
-        enable = getattr(module, "activation_checkpointing_enable", None) or getattr(
-            module, "gradient_checkpointing_enable", None)
-        if enable is not None and getattr(module, "supports_gradient_checkpointing", False):
-            enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if getattr(module, "supports_gradient_checkpointing", False):  # transformers' SigLIP and Gemma
+            if hasattr(module, "activation_checkpointing_enable"):  # the name in recent transformers releases
+                module.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                module.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             switched += 1
         elif hasattr(module, "checkpoint_layers"):  # the multi-stream decoder
             module.checkpoint_layers = True
