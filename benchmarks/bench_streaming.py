@@ -183,7 +183,8 @@ def video_facts(root: Path) -> dict[str, Any]:
 
 
 # --- measurements -----------------------------------------------------------------------------------------------
-def measure_memory(root: Path, model_size: int, repeats: int) -> dict[str, Any]:
+def measure_memory(root: Path, model_size: int, repeats: int, data: PolicyData) -> dict[str, Any]:
+    """Seconds to load every image into memory (best of ``repeats``); checks 300 random streamed frames against it."""
     dataset = LeRobotDataset(root)
     runs = []
     for _ in range(repeats):
@@ -191,9 +192,11 @@ def measure_memory(root: Path, model_size: int, repeats: int) -> dict[str, Any]:
         images, _ = _load_frames(dataset, SimpleNamespace(cameras=CAMERAS, image_size=model_size), dataset.num_frames,
                                  resize=True)
         runs.append(time.perf_counter() - started)
-        del images
+    picks = np.random.default_rng(0).integers(dataset.num_frames, size=300)
+    same = all(np.array_equal(data.images[camera][picks], images[camera][picks]) for camera in CAMERAS)
     frames, seconds = dataset.num_frames, min(runs)
     return {"seconds": round(seconds, 2), "seconds_runs": [round(run, 2) for run in runs], "frames": frames,
+            "streamed_pixels_equal": same,
             "frames_per_s": round(frames / seconds, 1),
             "gib": round(image_memory_bytes(frames, len(CAMERAS), model_size) / 2**30, 3),
             "libero_hours_at_this_rate": round(LIBERO_FRAMES / (frames / seconds) / 3600, 2),
@@ -265,7 +268,9 @@ def markdown(report: dict[str, Any]) -> str:
                      f"{run['samples_per_s']} {run['samples_per_s_runs']} | {run['ms_per_sample']} |")
     lines += ["", f"In memory: {memory['frames']} frames (two cameras each) decode at {memory['frames_per_s']} "
               f"frames/s into {memory['gib']} GiB; LIBERO's ~{LIBERO_FRAMES} frames would need {memory['libero_gib']} "
-              f"GiB and {memory['libero_hours_at_this_rate']} h at this rate before step 0."]
+              f"GiB and {memory['libero_hours_at_this_rate']} h at this rate before step 0.", "",
+              "Streamed pixels equal the in-memory ones (300 random frames, both cameras): "
+              f"{'yes' if memory['streamed_pixels_equal'] else 'NO'}."]
     need = report.get("workers_needed")
     if need:
         low, high = need["assumed_gpu_samples_per_s"]
@@ -314,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
         runs.append({**max(tries, key=lambda run: run["samples_per_s"]),
                      "samples_per_s_runs": [run["samples_per_s"] for run in tries]})
         print(f"stream, {workers} workers: {runs[-1]}", flush=True)
-    memory = measure_memory(root, args.model_size, args.repeats)
+    memory = measure_memory(root, args.model_size, args.repeats, data)
     print(f"memory: {memory}", flush=True)
     command = "python benchmarks/bench_streaming.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "settings": settings, "route": route, "video": video_facts(root),
