@@ -10,7 +10,7 @@ STAMP := $(VENV)/.c2c-setup-done
 export MUJOCO_GL ?= osmesa
 export PYOPENGL_PLATFORM ?= osmesa
 
-.PHONY: setup setup-libero demo test test-slow bench bench-demos bench-tokenizer bench-policy bench-serve bench-threads check-lerobot check-openpi check-min-transformers clean help
+.PHONY: setup setup-libero demo test test-slow bench bench-gpu bench-streaming bench-demos bench-tokenizer bench-policy bench-serve bench-threads check-lerobot check-openpi check-min-transformers clean help
 
 help:
 	@echo "make demo   - run the main job (c2c run --preset quick); sets itself up"
@@ -20,6 +20,8 @@ help:
 	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy, bench-serve, bench-threads)"
 	@echo "make bench-threads - the same training on 1 and 2 torch threads: do the weights agree?"
 	@echo "make bench-serve - c2c serve under load: 8 clients x 200 requests vs one client, bad inputs injected"
+	@echo "make bench-gpu - paligemma-3b on a GPU: training samples/s and memory at batch 1-16, decode ms (<= 8 min)"
+	@echo "make bench-streaming - the streaming loader's samples/s per worker on an AV1 dataset (256 -> 224 px)"
 	@echo "make test-slow - long checks (marker 'slow')"
 	@echo "make check-lerobot - compatibility with LeRobot's own dataset class (throwaway venv)"
 	@echo "make check-openpi - openpi-client's WebsocketClientPolicy against c2c serve (throwaway venv)"
@@ -70,6 +72,13 @@ bench-serve: setup
 
 bench-threads: setup
 	$(PY) benchmarks/bench_threads.py --out runs/bench-threads
+
+# Needs a CUDA GPU and a CUDA build of torch (e.g. make setup TORCH_SPEC="torch==2.13.0" on a GPU machine).
+bench-gpu: setup
+	$(PY) benchmarks/bench_gpu.py --out runs/bench-gpu
+
+bench-streaming: setup
+	$(PY) benchmarks/bench_streaming.py --out runs/bench-streaming
 
 check-lerobot:
 	bash scripts/make_lerobot_venv.sh .venv-lerobot

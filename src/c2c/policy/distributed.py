@@ -53,6 +53,9 @@ class Launch:
 def resolve_strategy(requested: str, preset: str, world_size: int) -> str:
     if requested not in STRATEGIES:
         raise ConfigError(f"--parallel must be one of {', '.join(STRATEGIES)}, got {requested!r}")
+    if os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() in ("1", "true"):
+        raise ConfigError("accelerate's config asks for DeepSpeed, which c2c does not use; launch without it and "
+                          "pass --parallel fsdp for sharded training")
     accelerate_fsdp = os.environ.get("ACCELERATE_USE_FSDP", "").lower() in ("1", "true")
     if requested == "ddp" and accelerate_fsdp:
         raise ConfigError("accelerate's config asks for FSDP (ACCELERATE_USE_FSDP) but --parallel is ddp; pass "
