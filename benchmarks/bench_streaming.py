@@ -183,20 +183,22 @@ def video_facts(root: Path) -> dict[str, Any]:
 
 
 # --- measurements -----------------------------------------------------------------------------------------------
-def measure_memory(root: Path, model_size: int, repeats: int, data: PolicyData) -> dict[str, Any]:
-    """Seconds to load every image into memory (best of ``repeats``); checks 300 random streamed frames against it."""
+def measure_memory(root: Path, model_size: int, data: PolicyData) -> dict[str, Any]:
+    """Seconds to load every image into memory; checks 300 random streamed frames against what it loaded."""
     dataset = LeRobotDataset(root)
-    runs = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        images, _ = _load_frames(dataset, SimpleNamespace(cameras=CAMERAS, image_size=model_size), dataset.num_frames,
-                                 resize=True)
-        runs.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    images, _ = _load_frames(dataset, SimpleNamespace(cameras=CAMERAS, image_size=model_size), dataset.num_frames,
+                             resize=True)
+    seconds = time.perf_counter() - started
     picks = np.random.default_rng(0).integers(dataset.num_frames, size=300)
     same = all(np.array_equal(data.images[camera][picks], images[camera][picks]) for camera in CAMERAS)
-    frames, seconds = dataset.num_frames, min(runs)
-    return {"seconds": round(seconds, 2), "seconds_runs": [round(run, 2) for run in runs], "frames": frames,
-            "streamed_pixels_equal": same,
+    return {"seconds": round(seconds, 2), "streamed_pixels_equal": same}
+
+
+def memory_summary(tries: list[dict[str, Any]], frames: int, model_size: int) -> dict[str, Any]:
+    seconds = min(run["seconds"] for run in tries)
+    return {"seconds": seconds, "seconds_runs": [run["seconds"] for run in tries], "frames": frames,
+            "streamed_pixels_equal": all(run["streamed_pixels_equal"] for run in tries),
             "frames_per_s": round(frames / seconds, 1),
             "gib": round(image_memory_bytes(frames, len(CAMERAS), model_size) / 2**30, 3),
             "libero_hours_at_this_rate": round(LIBERO_FRAMES / (frames / seconds) / 3600, 2),
@@ -292,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model-size", type=int, default=224, help="the model's image side")
     parser.add_argument("--gop", type=int, default=2, help="keyframe interval of the AV1 encode (LeRobot: 2)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--steps", type=int, default=100, help="timed steps per streaming run")
+    parser.add_argument("--steps", type=int, default=60, help="timed steps per streaming run")
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--repeats", type=int, default=3, help="runs per measurement; the best is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="rounds of runs; the best of each is reported")
     parser.add_argument("--decoder-threads", type=int, default=streaming.DECODER_THREADS)
     parser.add_argument("--rewrite", action="store_true", help="write the dataset again even if --out has it")
     args = parser.parse_args(argv)
@@ -313,14 +315,19 @@ def main(argv: list[str] | None = None) -> int:
         print("WARNING: NO AV1 ENCODER HERE (PyAV or ffmpeg): THE VIDEOS ARE H264, NOT AV1", file=sys.stderr)
     load_before = os.getloadavg()
     data, start_s = stream_data(root, args.model_size)
-    runs = []
-    for workers in args.workers:  # the best of --repeats runs: other work on the machine only slows a run down
-        tries = [measure_stream(data, workers, args.steps, args.batch) for _ in range(args.repeats)]
-        runs.append({**max(tries, key=lambda run: run["samples_per_s"]),
-                     "samples_per_s_runs": [run["samples_per_s"] for run in tries]})
-        print(f"stream, {workers} workers: {runs[-1]}", flush=True)
-    memory = measure_memory(root, args.model_size, args.repeats, data)
-    print(f"memory: {memory}", flush=True)
+    # Rounds of every measurement, best of --repeats each: other work on a shared machine only slows a run down,
+    # and interleaving spreads a busy spell over all measurements instead of one.
+    tries: dict[Any, list[dict[str, Any]]] = {workers: [] for workers in args.workers}
+    tries["memory"] = []
+    for round_index in range(args.repeats):
+        for workers in args.workers:
+            tries[workers].append(measure_stream(data, workers, args.steps, args.batch))
+            print(f"round {round_index + 1}, stream, {workers} workers: {tries[workers][-1]}", flush=True)
+        tries["memory"].append(measure_memory(root, args.model_size, data))
+        print(f"round {round_index + 1}, memory: {tries['memory'][-1]}", flush=True)
+    runs = [{**max(tries[workers], key=lambda run: run["samples_per_s"]),
+             "samples_per_s_runs": [run["samples_per_s"] for run in tries[workers]]} for workers in args.workers]
+    memory = memory_summary(tries["memory"], len(data.states), args.model_size)
     command = "python benchmarks/bench_streaming.py " + shlex.join(argv if argv is not None else sys.argv[1:])
     report = {"command": command.strip(), "settings": settings, "route": route, "video": video_facts(root),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, PyAV {av.__version__}, "
