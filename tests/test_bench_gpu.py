@@ -1,0 +1,96 @@
+"""benchmarks/bench_gpu.py: the --smoke run on the CPU writes its report, the batch sweep stops at out-of-memory,
+the targets are judged from the right rows, and without a GPU the real run stops with one line."""
+
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gpu.py"
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_gpu", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def run(*args, timeout=120):
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench-gpu")
+    done = run("--smoke", "--out", str(out))
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out, json.loads((out / "bench_gpu.json").read_text()), (out / "bench_gpu.md").read_text()
+
+
+def test_smoke_writes_json_and_markdown(smoke):
+    _, report, text = smoke
+    for key in ("command", "device", "torch", "transformers", "cuda", "parameters", "shapes", "decode", "training",
+                "targets", "smoke"):
+        assert key in report, key
+    assert report["smoke"] is True and report["device"] == "cpu" and report["preset"] == "debug"
+    assert report["shapes"]["action_dim"] == 7 and report["shapes"]["codebook"] == "3 x 4096"
+    for case, tokens in (("plan", 84), ("noplan", 42), ("plan_cached", 42)):  # 14 positions x 3 levels per branch
+        row = report["decode"][case]
+        assert row["generated_tokens"] == tokens and row["ms_per_chunk"] > 0 and len(row["runs_ms"]) == 2
+    schemes = [(s["precision"], s["ema"], [r["batch"] for r in s["rows"]]) for s in report["training"]]
+    assert schemes == [("bf16", "off", [1, 2]), ("bf16-weights", "off", [2]), ("bf16", "cpu", [2])]
+    for sweep in report["training"]:
+        assert 0 < sweep["trainable_parameters"] == sweep["parameters"]
+        for row in sweep["rows"]:
+            assert row["status"] == "ok" and row["samples_per_s"] > 0 and row["loss"] > 0
+    assert len(report["targets"]) == 4 and all(check["passed"] is None for check in report["targets"])
+    for heading in ("## Training", "## Decode latency", "## Targets", "| bf16-weights | off | 2 |",
+                    "plan, cached plan", "plan chunk <= 150 ms on an H100"):
+        assert heading in text
+
+
+def test_sweep_stops_at_the_first_out_of_memory():
+    bench = load_bench()
+    seen = []
+
+    def run_batch(batch_size):
+        seen.append(batch_size)
+        if batch_size >= 8:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return {"samples_per_s": float(batch_size)}
+
+    rows = bench.sweep_batches(run_batch, [1, 4, 8, 16], out_of_time=lambda: False)
+    assert seen == [1, 4, 8]
+    assert [(r["batch"], r["status"]) for r in rows] == [(1, "ok"), (4, "ok"), (8, "out of memory")]
+    assert "Tried to allocate" in rows[-1]["error"]
+    skipped = bench.sweep_batches(run_batch, [1, 4], out_of_time=lambda: True)
+    assert [r["status"] for r in skipped] == ["skipped (time budget)"] * 2
+
+
+def test_targets_on_an_h100_and_on_a_larger_gpu():
+    bench = load_bench()
+    rows = [{"batch": 4, "status": "ok", "peak_reserved_gib": 60.0}, {"batch": 8, "status": "ok",
+                                                                       "peak_reserved_gib": 79.5}]
+    decode = {"plan": {"ms_per_chunk": 140.0}, "noplan": {"ms_per_chunk": 70.0}, "plan_cached": {"ms_per_chunk": 90.0}}
+    report = {"smoke": False, "ema": "off", "device": "NVIDIA H100 80GB HBM3", "device_memory_gib": 79.2,
+              "training": [{"precision": "bf16", "ema": "off", "rows": rows}], "decode": decode}
+    assert [c["passed"] for c in bench.judge(report)] == [True, True, False, True]
+    report.update(device="NVIDIA H200", device_memory_gib=139.8)  # batch 8 needed more than an H100 holds
+    checks = bench.judge(report)
+    assert [c["passed"] for c in checks] == [False, True, False, None]
+    assert "largest batch fitting 80 GB 4" in checks[0]["value"] and "not judged" in checks[3]["value"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_without_a_gpu_the_real_run_stops_with_one_line(tmp_path):
+    done = run("--out", str(tmp_path / "out"), timeout=60)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if "Warning" not in line and line.strip()]
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "--smoke" in lines[0], done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
