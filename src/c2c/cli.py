@@ -107,6 +107,27 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                           "--no-fast-drawing uses robosuite's cameras, as LIBERO's own datasets")
     lib.set_defaults(func=_run_data_libero)
 
+    conv = data_sub.add_parser(
+        "convert", help="a LeRobot v2.0 / v2.1 / v3.0 dataset (e.g. openpi's or LeRobot's LIBERO) -> our LeRobot v3",
+        description="Read a LeRobot dataset of version v2.0, v2.1 or v3.0 episode by episode and write it as a "
+        "LeRobot v3.0 dataset with our key names (observation.images.<camera>, observation.state, action) and our "
+        "stats. Images are kept as the source has them (no flipping). --src is only read.",
+    )
+    conv.add_argument("--src", type=Path, required=True, help="the source dataset directory (has meta/info.json)")
+    conv.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    conv.add_argument("--key-map", default="auto",
+                      help="source keys -> ours: openpi-libero | lerobot-libero | SRC->DST,... (e.g. image->image,"
+                      "wrist_image->image2,state->observation.state,actions->action; a DST other than action and "
+                      "observation.state is a camera name) | auto (default: the first preset that fits, else the "
+                      "dataset's own observation.images.*, observation.state and action)")
+    conv.add_argument("--resize", type=int, default=None, help="store images at N x N pixels (default: as they are)")
+    conv.add_argument("--image-format", choices=("image", "video"), default=None,
+                      help="store cameras as PNG images or mp4 video (default: video when the source has videos)")
+    conv.add_argument("--action-layout", default=None, help="which action dims are grippers, recorded for the "
+                      "tokenizer: metaworld | libero (default: libero for the LIBERO presets, else from action names)")
+    conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
+    conv.set_defaults(func=_run_data_convert)
+
 
 def _run_data_metaworld(args: argparse.Namespace) -> int:
     from c2c.envs.metaworld_demos import generate_metaworld_demos
@@ -156,6 +177,21 @@ def _run_data_libero(args: argparse.Namespace) -> int:
         fast_drawing=args.fast_drawing,
     )
     print(report.summary())
+    return 0
+
+
+def _run_data_convert(args: argparse.Namespace) -> int:
+    from c2c.constants import camera_name
+    from c2c.data.lerobot import LeRobotDataset
+    from c2c.data.lerobot_v2 import convert_dataset
+
+    out = convert_dataset(args.src, args.out, args.key_map, resize=args.resize, image_format=args.image_format,
+                          action_layout=args.action_layout, overwrite=args.overwrite)
+    dataset = LeRobotDataset(out)
+    source = dataset.extra_info["source"]
+    print(f"{out}: {dataset.num_episodes} episodes, {dataset.num_frames} frames, cameras "
+          f"{[camera_name(key) for key in dataset.camera_keys]} (from {source['codebase_version']} {args.src}, "
+          f"key map {source['key_map']})")
     return 0
 
 
