@@ -89,3 +89,132 @@ def test_not_hdf5_is_named(tmp_path):
     path.write_text("not hdf5")
     with pytest.raises(DatasetError, match="notes.hdf5.*not a readable HDF5"):
         LiberoHDF5Dataset([path])
+
+
+# --- OpenVLA's regenerated files and no-op actions ---------------------------------------------------------------
+
+
+def _write_regenerated_file(path, demos=(0, 2), length=5, size=8):
+    """A file as OpenVLA's regeneration writes it: no attributes, demo numbers with gaps (failed replays left out),
+    ee_states beside ee_pos/ee_ori, joint_states, states and robot_states."""
+    rng = np.random.default_rng(1)
+    with h5py.File(path, "w") as f:
+        data = f.create_group("data")
+        for i in demos:
+            demo = data.create_group(f"demo_{i}")
+            demo.create_dataset("actions", data=rng.uniform(-1, 1, (length, 7)))
+            demo.create_dataset("states", data=rng.normal(size=(length, 9)))
+            demo.create_dataset("robot_states", data=rng.normal(size=(length, 9)))
+            obs = demo.create_group("obs")
+            pose = rng.normal(size=(length, 6))
+            obs.create_dataset("ee_states", data=pose)
+            obs.create_dataset("ee_pos", data=pose[:, :3])
+            obs.create_dataset("ee_ori", data=pose[:, 3:])
+            obs.create_dataset("gripper_states", data=rng.normal(size=(length, 2)))
+            obs.create_dataset("joint_states", data=rng.normal(size=(length, 7)))
+            for key in ("agentview_rgb", "eye_in_hand_rgb"):
+                obs.create_dataset(key, data=rng.integers(0, 255, (length, size, size, 3), dtype=np.uint8))
+    return path
+
+
+def test_instruction_from_file_name_as_openvlas_builders():
+    from c2c.data.libero_hdf5 import instruction_from_file_name
+
+    assert instruction_from_file_name("d/pick_up_the_ketchup_and_place_it_in_the_basket_demo.hdf5") == \
+        "pick up the ketchup and place it in the basket"
+    assert instruction_from_file_name("KITCHEN_SCENE3_turn_on_the_stove_and_put_the_moka_pot_on_it_demo.hdf5") == \
+        "turn on the stove and put the moka pot on it"
+    assert instruction_from_file_name(
+        "LIVING_ROOM_SCENE2_put_both_the_alphabet_soup_and_the_tomato_sauce_in_the_basket_demo.hdf5") == \
+        "put both the alphabet soup and the tomato sauce in the basket"
+    for name in ("pick_up_the_ketchup.hdf5", "_demo.hdf5", "KITCHEN_SCENE3_demo.hdf5", "demo.hdf5"):
+        assert instruction_from_file_name(name) is None, name
+
+
+def test_reads_openvla_regenerated_files(tmp_path):
+    from c2c.data.libero_hdf5 import LAYOUT_LIBERO, LAYOUT_REGENERATED
+
+    regenerated = _write_regenerated_file(tmp_path / "KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5", demos=(0, 2, 10))
+    original = _write_libero_file(tmp_path / "some_other_name_demo.hdf5", lengths=(3,))
+    source = LiberoHDF5Dataset([regenerated, original])
+    assert source.num_episodes == 4 and source.tasks == ["turn on the stove", "put the bowl on the plate"]
+    assert source.layouts == {regenerated.name: LAYOUT_REGENERATED, original.name: LAYOUT_LIBERO}
+    assert [source.episode(i).metadata["demo"] for i in range(3)] == ["demo_0", "demo_2", "demo_10"]
+    ep = source.episode(1)
+    assert ep.task == "turn on the stove" and ep.metadata["layout"] == LAYOUT_REGENERATED
+    with h5py.File(regenerated) as f:
+        np.testing.assert_array_equal(ep.images["image2"], f["data/demo_2/obs/eye_in_hand_rgb"][()][:, ::-1, ::-1])
+        np.testing.assert_allclose(ep.states[:, :6], f["data/demo_2/obs/ee_states"][()], rtol=1e-6)
+    # problem_info wins over the file name.
+    assert source.episode(3).task == "put the bowl on the plate" and source.episode(3).metadata["layout"] == "libero"
+
+
+def test_file_without_problem_info_or_task_name_is_named(tmp_path):
+    path = _write_regenerated_file(tmp_path / "episodes.hdf5")
+    with pytest.raises(DatasetError) as error:
+        LiberoHDF5Dataset([path])
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(f"{path}: no attribute 'data.problem_info'")
+    assert "'<task words>_demo.hdf5'" in message and "rename it" in message
+
+
+def _openvla_noops(actions, threshold=1e-4):
+    """OpenVLA's loop, written out: each action against the last one kept."""
+    kept, noop = [], []
+    for action in actions:
+        still = np.linalg.norm(action[:-1]) < threshold
+        is_noop = still if not kept else still and action[-1] == kept[-1][-1]
+        noop.append(bool(is_noop))
+        if not is_noop:
+            kept.append(action)
+    return np.array(noop)
+
+
+def test_noop_actions_follow_openvlas_rule():
+    from c2c.data.libero_hdf5 import noop_actions
+
+    move = [0.3, 0, 0, 0, 0, 0]
+    actions = np.array([[0] * 6 + [-1],          # first, still: no-op
+                        move + [-1],             # moves
+                        [0] * 6 + [-1],          # still, same gripper: no-op
+                        [0] * 6 + [1],           # still but closes the gripper: kept
+                        [0] * 6 + [1],           # still, gripper as the last kept: no-op
+                        [5e-5] + [0] * 5 + [1],  # under the threshold: no-op
+                        [2e-4] + [0] * 5 + [1]])  # over it: kept
+    np.testing.assert_array_equal(noop_actions(actions), [True, False, True, False, True, True, False])
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        random = rng.normal(size=(60, 7)) * (rng.random((60, 1)) < 0.4)  # many all-zero rows
+        random[:, -1] = rng.choice([-1.0, 1.0], size=60)
+        np.testing.assert_array_equal(noop_actions(random), _openvla_noops(random))
+        kept = random[~noop_actions(random)]
+        assert not noop_actions(kept).any()  # what is left has none: dropping twice changes nothing
+
+
+def test_drop_noops_removes_their_frames(tmp_path):
+    path = _write_libero_file(tmp_path / "t_demo.hdf5", lengths=(6, 3))
+    with h5py.File(path, "a") as f:
+        actions = f["data/demo_0/actions"]
+        actions[0, :6], actions[3, :6] = 0.0, 0.0  # demo 0: frames 0 and 3 still
+        actions[3, 6] = actions[2, 6]              # frame 3 keeps the gripper: no-op; frame 0 is the first: no-op
+        f["data/demo_1/actions"][:, :6] = 0.0
+        f["data/demo_1/actions"][:, 6] = -1.0
+    kept = LiberoHDF5Dataset([path], drop_noops=True).episode(0)
+    full = LiberoHDF5Dataset([path]).episode(0)
+    rows = [1, 2, 4, 5]
+    assert kept.length == 4 and kept.metadata["noops_dropped"] == 2 and "noops_dropped" not in full.metadata
+    np.testing.assert_array_equal(kept.actions, full.actions[rows])
+    np.testing.assert_array_equal(kept.states, full.states[rows])
+    for camera in ("image", "image2"):
+        np.testing.assert_array_equal(kept.images[camera], full.images[camera][rows])
+    assert LiberoHDF5Dataset([path], drop_noops=True).episode(0, load_images=False).length == 4
+    with pytest.raises(DatasetError, match=r"t_demo\.hdf5:data/demo_1: every one of its 3 actions is a no-op"):
+        LiberoHDF5Dataset([path], drop_noops=True).episode(1)
+
+
+def test_drop_noops_changes_nothing_in_regenerated_files(tmp_path):
+    path = _write_regenerated_file(tmp_path / "open_the_drawer_demo.hdf5", demos=(1,))
+    plain, dropped = LiberoHDF5Dataset([path]).episode(0), LiberoHDF5Dataset([path], drop_noops=True).episode(0)
+    assert dropped.metadata["noops_dropped"] == 0
+    np.testing.assert_array_equal(plain.actions, dropped.actions)
+    np.testing.assert_array_equal(plain.images["image"], dropped.images["image"])
