@@ -29,8 +29,9 @@ def _write(root, image_format, size):
             episode.images["wrist"] = episode.images["corner2"][:, ::-1].copy()
             writer.add_episode(episode)
         writer.finalize({"generator": "synthetic"})
-    files = list(root.glob("data/*/*.parquet" if image_format == "image" else "videos/*/*/*.mp4"))
-    assert 3 <= len(files) <= 4 if image_format == "image" else 6 <= len(files) <= 8, files  # 1-2 episodes per file
+    column = "data/file_index" if image_format == "image" else f"videos/{image_key('wrist')}/file_index"
+    files = [row[column] for row in LeRobotDataset(root)._episodes]
+    assert 1 < len(set(files)) < len(files), files  # several files, some holding more than one episode
     return root
 
 
