@@ -226,26 +226,28 @@ class FrameStore:
         return videos[path]
 
     def _png_bytes(self, camera: str, path: Path, row: int, episode: int, frame_index: int) -> bytes:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         handles, key = self.handles, image_key(camera)
-        if path not in handles.parquets:
-            if not path.is_file():
-                raise DatasetError(f"{path}: data file is missing")
-            parquet = pq.ParquetFile(path)
-            sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
-            handles.parquets[path] = (parquet, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
-        parquet, bounds = handles.parquets[path]
-        group = int(np.searchsorted(bounds, row, side="right") - 1)
-        if not 0 <= group < len(bounds) - 1:
-            raise DatasetError(f"{path}: has {bounds[-1]} rows, but episode {episode} needs row {row}")
-        cache_key = (path, group, key)
-        if cache_key not in handles.row_groups:
-            columns = [key, EPISODE_INDEX, FRAME_INDEX]
-            handles.row_groups[cache_key] = parquet.read_row_group(group, columns=columns, use_threads=False)
-            while len(handles.row_groups) > ROW_GROUP_CACHE:
-                handles.row_groups.popitem(last=False)
+        try:
+            if path not in handles.parquets:
+                parquet = pq.ParquetFile(path)
+                sizes = [parquet.metadata.row_group(i).num_rows for i in range(parquet.metadata.num_row_groups)]
+                handles.parquets[path] = (parquet, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+            parquet, bounds = handles.parquets[path]
+            group = int(np.searchsorted(bounds, row, side="right") - 1)
+            if not 0 <= group < len(bounds) - 1:
+                raise DatasetError(f"{path}: has {bounds[-1]} rows, but episode {episode} needs row {row}")
+            cache_key = (path, group, key)
+            if cache_key not in handles.row_groups:
+                columns = [key, EPISODE_INDEX, FRAME_INDEX]
+                handles.row_groups[cache_key] = parquet.read_row_group(group, columns=columns, use_threads=False)
+        except (pa.ArrowException, OSError) as error:
+            raise DatasetError(f"{path}: cannot read '{key}' ({str(error).splitlines()[0]})") from None
         handles.row_groups.move_to_end(cache_key)
+        while len(handles.row_groups) > ROW_GROUP_CACHE:
+            handles.row_groups.popitem(last=False)
         table, at = handles.row_groups[cache_key], row - int(bounds[group])
         found = (table[EPISODE_INDEX][at].as_py(), table[FRAME_INDEX][at].as_py())
         if found != (episode, frame_index):
