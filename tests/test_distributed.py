@@ -74,3 +74,25 @@ def test_launch_is_checked_before_any_data_is_read(workspace, tmp_path):
     with pytest.raises(ConfigError, match="--parallel must be one of"):
         train_policy(PolicyTrainConfig(**missing, parallel="zero"))
     assert not (tmp_path / "o").exists()
+
+
+def test_fsdp_shards_the_multistream_decoder_with_bf16_and_checkpointing(workspace):
+    out = workspace["root"] / "fsdp-multistream"
+    config = _config(workspace, "fsdp-multistream", parallel="fsdp", preset="debug-multistream", steps=2,
+                     precision="bf16", gradient_checkpointing=True, ema="bf16")
+    metrics = launch_processes(config, 2)
+    assert metrics["strategy"] == "fsdp" and metrics["memory"]["checkpointed_parts"] >= 1
+    policy = PlanExecutePolicy.from_pretrained(out)
+    assert all(p.dtype == torch.float32 for p in policy.model.parameters())  # saved whole, loads in fp32
+
+
+def test_bf16_weights_and_a_cpu_ema_are_refused_with_fsdp(workspace, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "0")
+    with pytest.raises(ConfigError, match="bf16-weights with FSDP"):
+        _config(workspace, "x", parallel="fsdp", precision="bf16-weights").launch()
+    with pytest.raises(ConfigError, match="--ema cpu with FSDP"):
+        _config(workspace, "x", parallel="fsdp", ema="cpu").launch()
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "bf16")
+    with pytest.raises(ConfigError, match="accelerate's config asks for mixed precision 'bf16'"):
+        _config(workspace, "x").launch()

@@ -9,8 +9,8 @@ from conftest import write_two_camera_dataset_and_tokenizer
 
 from c2c.data.lerobot import LeRobotDataset
 from c2c.errors import ConfigError
-from c2c.policy.memory import (MemoryOptions, WeightEMA, _stochastic_round_bf16, apply_memory_options, merge_lora,
-                               trainable_parameters, vision_tower)
+from c2c.policy.memory import (MemoryOptions, WeightEMA, _stochastic_round_bf16, apply_memory_options,
+                               cast_bf16_weights, merge_lora, trainable_parameters, vision_tower)
 from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.testing import debug_policy, random_batch, torch_threads
 from c2c.policy.train import PolicyTrainConfig, train_policy
@@ -77,7 +77,7 @@ def test_gradient_checkpointing_keeps_less_and_gives_the_same_loss_and_gradients
 
 def test_bf16_weights_keep_norms_and_patch_embeddings_in_fp32_and_train():
     policy = debug_policy("plan").train()
-    apply_memory_options(policy.model, MemoryOptions(precision="bf16-weights"))
+    cast_bf16_weights(policy.model)
     dtypes = {name: p.dtype for name, p in policy.model.named_parameters()}
     kept = [n for n in dtypes if "norm" in n or "patch_embedding" in n or "position_embedding" in n]
     assert kept and all(dtypes[n] == torch.float32 for n in kept)

@@ -30,7 +30,7 @@ parameters are averaged: frozen ones are the same in both.
 Example::
 
     options = MemoryOptions(precision="bf16", gradient_checkpointing=True, freeze_vision=False, lora_rank=0)
-    apply_memory_options(policy, options)
+    apply_memory_options(policy.model, options)
     ema = WeightEMA(trainable_parameters(policy.model), decay=0.999, mode="cpu")
 """
 
@@ -148,7 +148,8 @@ def merge_lora(model: nn.Module) -> int:
 
 
 def apply_memory_options(model: nn.Module, options: MemoryOptions) -> dict[str, int]:
-    """Apply ``options`` to a PlanExecuteVLA (before it is moved, wrapped or sharded); returns what was changed."""
+    """Apply ``options`` to a PlanExecuteVLA (before it is moved, wrapped or sharded); returns what was changed.
+    The bf16-weights cast is separate (``cast_bf16_weights``): training keeps an fp32 copy for evaluation first."""
     report = {"lora_layers": 0, "checkpointed_parts": 0}
     if options.freeze_vision:
         tower = vision_tower(model)
@@ -164,8 +165,6 @@ def apply_memory_options(model: nn.Module, options: MemoryOptions) -> dict[str, 
                 param.requires_grad_(True)
     if options.gradient_checkpointing:
         report["checkpointed_parts"] = enable_gradient_checkpointing(model)
-    if options.precision == "bf16-weights":
-        cast_bf16_weights(model)
     report["trainable_parameters"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     report["parameters"] = sum(p.numel() for p in model.parameters())
     return report
@@ -251,4 +250,4 @@ def _local_round(values: torch.Tensor) -> torch.Tensor:
     from torch.distributed.tensor import DTensor
 
     return DTensor.from_local(_stochastic_round_bf16(to_local()), values.device_mesh, values.placements,
-                              run_check=False)
+                              run_check=False, shape=values.shape, stride=values.stride())  # shards may be uneven

@@ -203,6 +203,63 @@ class StreamLayer(nn.Module):
                                             hidden_act=text.hidden_act))
 
 
+class LayerStreams(nn.ModuleDict):
+    """One decoder layer: every stream's ``StreamLayer`` by name, attending jointly (a ModuleDict, so the weight
+    names stay ``layers.<i>.<stream>....``). Its ``forward`` makes it a unit that FSDP can shard and that gradient
+    checkpointing recomputes (inside the module call, so FSDP's hooks are not run twice)."""
+
+    def __init__(self, layers: dict[str, StreamLayer], heads: int, kv_heads: int, head_dim: int) -> None:
+        super().__init__(layers)
+        self.num_heads, self.num_kv_heads, self.head_dim = heads, kv_heads, head_dim
+        self.checkpoint_layers = False  # recompute this layer in the backward pass (--gradient-checkpointing)
+
+    def forward(self, *args: Any) -> list[torch.Tensor | None]:
+        if self.checkpoint_layers and self.training and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(self._compute, *args, use_reentrant=False)
+        return self._compute(*args)
+
+    def _compute(self, index: int, names: list[str], hidden: list[torch.Tensor | None], active: list[bool],
+                 lengths: list[int], starts: list[int], cos: torch.Tensor, sin: torch.Tensor, mask: torch.Tensor,
+                 positions: torch.Tensor, cache: Any) -> list[torch.Tensor | None]:
+        """One decoder layer over every run (attention across all streams' tokens, then per-stream MLPs)."""
+        hidden = list(hidden)
+        batch, total = hidden[0].shape[0], sum(lengths)
+        queries, keys, values = [], [], []
+        for name, states, is_active in zip(names, hidden, active, strict=True):
+            block = self[name]
+            normed = block.input_layernorm(states)
+            keys.append(block.self_attn.k_proj(normed))
+            values.append(block.self_attn.v_proj(normed))
+            if is_active:
+                queries.append(block.self_attn.q_proj(normed))
+        rows = None if all(active) else torch.cat([
+            torch.arange(start, start + length, device=positions.device)
+            for start, length, is_active in zip(starts, lengths, active, strict=True) if is_active])
+        key = torch.cat(keys, dim=1).view(batch, total, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        value = torch.cat(values, dim=1).view(batch, total, self.num_kv_heads, self.head_dim).transpose(1, 2)
+        query = torch.cat(queries, dim=1)
+        query = query.view(batch, query.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
+        key = _rotate(key, cos, sin)
+        query = _rotate(query, cos, sin) if rows is None else _rotate(query, cos[:, rows], sin[:, rows])
+        if cache is not None:
+            key, value = cache.update(key, value, index)
+        layer_mask = mask if rows is None else mask[:, :, rows]
+        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=layer_mask,
+                                                  scale=self.head_dim ** -0.5,
+                                                  enable_gqa=self.num_heads != self.num_kv_heads)
+        attended = attended.transpose(1, 2).reshape(batch, query.shape[2], self.num_heads * self.head_dim)
+        offset = 0
+        for run, (name, is_active) in enumerate(zip(names, active, strict=True)):
+            if not is_active:
+                hidden[run] = None
+                continue
+            block, length = self[name], lengths[run]
+            states = hidden[run] + block.self_attn.o_proj(attended[:, offset:offset + length])
+            hidden[run] = states + block.mlp(block.post_attention_layernorm(states))
+            offset += length
+        return hidden
+
+
 class MultiStreamDecoder(nn.Module):
     """Gemma-style decoder layers with per-stream weights and joint attention over all streams' tokens (App. C.3).
 
@@ -222,12 +279,12 @@ class MultiStreamDecoder(nn.Module):
                               f"{self.num_kv_heads}")
         sizes = config.stream_sizes()
         self.layers = nn.ModuleList([
-            nn.ModuleDict({name: StreamLayer(text, *sizes[name]) for name in STREAMS})
+            LayerStreams({name: StreamLayer(text, *sizes[name]) for name in STREAMS}, self.num_heads,
+                         self.num_kv_heads, self.head_dim)
             for _ in range(int(text.num_hidden_layers))
         ])
         self.norms = nn.ModuleDict({name: GemmaRMSNorm(sizes[name][0], eps=text.rms_norm_eps) for name in STREAMS})
         self.rotary_emb = GemmaRotaryEmbedding(config=text)
-        self.checkpoint_layers = False  # recompute each layer in the backward pass (--gradient-checkpointing)
 
     def unread_parameters(self, outputs: Collection[str]) -> list[nn.Parameter]:
         """Parameters that cannot affect the hidden states of ``outputs``: the last layer's queries, output
@@ -262,54 +319,9 @@ class MultiStreamDecoder(nn.Module):
         for index, layer in enumerate(self.layers):
             # In the last layer only the queries of runs whose outputs are read are needed.
             active = [index < last or name in outputs for name in names]
-            args = (index, layer, names, hidden, active, lengths, starts, cos, sin, mask, positions, cache)
-            if self.checkpoint_layers and self.training and torch.is_grad_enabled():
-                hidden = torch.utils.checkpoint.checkpoint(self._layer, *args, use_reentrant=False)
-            else:
-                hidden = self._layer(*args)
+            hidden = layer(index, names, hidden, active, lengths, starts, cos, sin, mask, positions, cache)
         return [self.norms[name](states) if name in outputs and states is not None else None
                 for name, states in zip(names, hidden, strict=True)]
-
-    def _layer(self, index: int, layer: nn.ModuleDict, names: list[str], hidden: list[torch.Tensor | None],
-               active: list[bool], lengths: list[int], starts: list[int], cos: torch.Tensor, sin: torch.Tensor,
-               mask: torch.Tensor, positions: torch.Tensor, cache: Any) -> list[torch.Tensor | None]:
-        """One decoder layer over every run (attention across all streams' tokens, then per-stream MLPs)."""
-        hidden = list(hidden)
-        batch, total = hidden[0].shape[0], sum(lengths)
-        queries, keys, values = [], [], []
-        for name, states, is_active in zip(names, hidden, active, strict=True):
-            block = layer[name]
-            normed = block.input_layernorm(states)
-            keys.append(block.self_attn.k_proj(normed))
-            values.append(block.self_attn.v_proj(normed))
-            if is_active:
-                queries.append(block.self_attn.q_proj(normed))
-        rows = None if all(active) else torch.cat([
-            torch.arange(start, start + length, device=positions.device)
-            for start, length, is_active in zip(starts, lengths, active, strict=True) if is_active])
-        key = torch.cat(keys, dim=1).view(batch, total, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        value = torch.cat(values, dim=1).view(batch, total, self.num_kv_heads, self.head_dim).transpose(1, 2)
-        query = torch.cat(queries, dim=1)
-        query = query.view(batch, query.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
-        key = _rotate(key, cos, sin)
-        query = _rotate(query, cos, sin) if rows is None else _rotate(query, cos[:, rows], sin[:, rows])
-        if cache is not None:
-            key, value = cache.update(key, value, index)
-        layer_mask = mask if rows is None else mask[:, :, rows]
-        attended = F.scaled_dot_product_attention(query, key, value, attn_mask=layer_mask,
-                                                  scale=self.head_dim ** -0.5,
-                                                  enable_gqa=self.num_heads != self.num_kv_heads)
-        attended = attended.transpose(1, 2).reshape(batch, query.shape[2], self.num_heads * self.head_dim)
-        offset = 0
-        for run, (name, is_active) in enumerate(zip(names, active, strict=True)):
-            if not is_active:
-                hidden[run] = None
-                continue
-            block, length = layer[name], lengths[run]
-            states = hidden[run] + block.self_attn.o_proj(attended[:, offset:offset + length])
-            hidden[run] = states + block.mlp(block.post_attention_layernorm(states))
-            offset += length
-        return hidden
 
 
 def _rotate(states: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

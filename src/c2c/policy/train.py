@@ -50,7 +50,7 @@ from c2c.policy.checkpoint import CHECKPOINT, load_checkpoint, read_state, save_
 from c2c.policy.config import PolicyConfig, get_preset, policy_config
 from c2c.policy.distributed import Launch, Processes, check_device, read_launch
 from c2c.policy.memory import (EMA_MODES, MemoryOptions, WeightEMA, apply_memory_options, autocast_dtype,
-                               trainable_parameters)
+                               cast_bf16_weights, trainable_parameters)
 from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.train_data import PolicyData, batch_loader, draw_frames, load_policy_data, random_shift
 from c2c.policy.train_eval import TrainingRun, evaluate_policy, format_metrics, plot_curves  # noqa: F401 (public)
@@ -171,6 +171,10 @@ class PolicyTrainConfig:
         """This process's device, world size and strategy, checked before any data is read."""
         launch = read_launch(self.device, self.parallel, self.preset, self.precision, self.global_batch_size,
                              self.batch_size, self.grad_accum)
+        if launch.strategy == "fsdp" and self.precision == "bf16-weights":
+            raise ConfigError("--precision bf16-weights with FSDP: FSDP shards need one dtype per layer; use "
+                              "--precision bf16 (FSDP keeps 1/N of the fp32 master weights per process and "
+                              "all-gathers them in bf16)")
         if launch.strategy == "fsdp" and self.ema == "cpu":
             raise ConfigError("--ema cpu with FSDP: the EMA is already sharded across processes; use --ema on or "
                               "bf16")
@@ -294,6 +298,8 @@ def _train(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any, 
     memory = apply_memory_options(policy.model, config.memory_options())
     # An unsharded copy on the CPU of the main process: held-out evaluation and the saved policy load into it.
     template = copy.deepcopy(policy).eval() if processes.is_main else None
+    if config.precision == "bf16-weights":  # after the copy: evaluation and the saved policy stay fp32
+        cast_bf16_weights(policy.model)
     policy.to(device)  # the weights are initialised on the CPU, so a seed gives the same start everywhere
     model = processes.wrap(policy, config.precision)
     trainable = trainable_parameters(policy.model)
