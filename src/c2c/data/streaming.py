@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from c2c.constants import EPISODE_INDEX, FRAME_INDEX, OBS_IMAGES_PREFIX, camera_name, image_key
-from c2c.data.video import _pyav
+from c2c.data.video import RGBConverter, _pyav
 from c2c.errors import ConfigError, DatasetError
 
 ROW_GROUP_CACHE = 4  # parquet row groups of PNG bytes kept per process (one per episode for our writer)
@@ -65,7 +65,7 @@ class _VideoReader:
         if self.stream.codec_context is not None:
             self.stream.codec_context.thread_count = DECODER_THREADS
         self.keyframes = self._keyframe_indices()
-        self.to_rgb = av.video.reformatter.VideoReformatter()  # kept: a fresh one per frame costs ~5 ms at 256 px
+        self.to_rgb = RGBConverter()  # kept: a fresh reformatter per frame costs ~5 ms at 256 px
         self.frames: Iterator[Any] | None = None  # the running decode
         self.position = -1  # index of the last frame it decoded
 
@@ -111,10 +111,7 @@ class _VideoReader:
 
     def _rgb(self, frame: Any) -> np.ndarray:
         """The pixels of ``frame.to_ndarray(format="rgb24")`` (what the in-memory path reads)."""
-        try:
-            return self.to_rgb.reformat(frame, format="rgb24", threads=1).to_ndarray()
-        except TypeError:  # an older PyAV without the threads argument
-            return self.to_rgb.reformat(frame, format="rgb24").to_ndarray()
+        return self.to_rgb(frame)
 
     def _decode_until(self, index: int) -> np.ndarray | None:
         assert self.frames is not None
