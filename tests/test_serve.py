@@ -67,8 +67,8 @@ def expected(policy):
 
 @pytest.fixture(scope="module")
 def server(policy, expected):
-    with BackgroundServer(PolicyServer(policy, port=0, key_map="libero", max_message_bytes=MAX_MESSAGE_BYTES,
-                                       max_batch=4)) as running:
+    with BackgroundServer(PolicyServer(policy, port=0, key_map="libero", resize=False,
+                                       max_message_bytes=MAX_MESSAGE_BYTES, max_batch=4)) as running:
         yield running
 
 

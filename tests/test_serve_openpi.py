@@ -38,6 +38,13 @@ result = client.infer(obs)
 # openpi's LIBERO example: 224 px images, resized with padding to the policy's size by openpi's own tool.
 big = dict(obs, **{"observation/image": image_tools.resize_with_pad(pattern(224, 7), size, size)})
 resized = client.infer(big)
+# examples/libero/main.py itself: 256 px renders padded to 224 x 224, a float64 state; the libero key map resizes.
+example = {"observation/image": image_tools.convert_to_uint8(image_tools.resize_with_pad(pattern(256, 7), 224, 224)),
+           "observation/wrist_image": image_tools.convert_to_uint8(
+               image_tools.resize_with_pad(pattern(256, 11), 224, 224)),
+           "observation/state": np.concatenate((np.zeros(3), np.ones(3), np.full(2, 0.04))),
+           "prompt": "open the drawer"}
+libero_example = client.infer(example)
 broker = action_chunk_broker.ActionChunkBroker(client, action_horizon=meta["action_horizon"])
 steps = [broker.infer(obs)["actions"].tolist() for _ in range(3)]
 try:
@@ -51,6 +58,7 @@ print(json.dumps({
     "actions": result["actions"].tolist(), "dtype": str(result["actions"].dtype),
     "plan_shape": list(result["plan"].shape), "timing": sorted(result["server_timing"]),
     "resized_shape": list(resized["actions"].shape), "broker_steps": steps, "error": error,
+    "libero_example_shape": list(libero_example["actions"].shape), "resize": meta["resize"],
     "numpy": np.__version__,
 }))
 """
@@ -83,6 +91,7 @@ def test_openpi_client_talks_to_our_server():
     assert reply["numpy"].startswith("1.")  # openpi-client's own environment, not ours
     assert reply["metadata"]["protocol"] == "openpi-websocket" and reply["metadata"]["key_map"]["name"] == "libero"
     assert reply["dtype"] == "float32" and reply["plan_shape"] == [20, 7] and reply["resized_shape"] == [20, 7]
+    assert reply["resize"] is True and reply["libero_example_shape"] == [20, 7]  # 224 px: resized by the server
     np.testing.assert_allclose(np.array(reply["actions"]), expected, atol=1e-5)
     np.testing.assert_allclose(np.array(reply["broker_steps"]), expected[:3], atol=1e-5)
     assert reply["timing"] == ["batch_size", "infer_ms", "queue_ms"]

@@ -519,8 +519,13 @@ def _add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--key-map", default=None,
                        help="request keys -> ours: libero | metaworld | auto | a JSON file (default auto: "
                        "observation/image -> the first camera, observation/wrist_image -> the second)")
-    serve.add_argument("--resize", action="store_true",
-                       help="resize images of another size to the policy's (default: refuse them, naming the size)")
+    serve.add_argument("--resize", action="store_true", default=None,
+                       help="resize images of another size to the policy's, PIL bilinear as training resizes (the "
+                       "default with --key-map libero, whose openpi client sends 224x224 images; with the other key "
+                       "maps the default is to refuse them, naming the size)")
+    serve.add_argument("--strict-size", action="store_true",
+                       help="refuse images of another size than the policy's, naming the key and both sizes (also "
+                       "with --key-map libero)")
     serve.add_argument("--max-message-bytes", type=int, default=16 * 2**20,
                        help="largest request accepted (default 16 MiB); larger ones are closed with code 1009")
     serve.add_argument("--max-batch", type=int, default=8, help="requests decoded together at most (default 8)")
@@ -537,8 +542,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     run_server(args.policy, host=args.host, port=args.port, api_key=api_key(args), key_map=args.key_map,
-               resize=args.resize, max_message_bytes=args.max_message_bytes, max_batch=args.max_batch,
-               threads=args.threads)
+               resize=args.resize, strict_size=args.strict_size, max_message_bytes=args.max_message_bytes,
+               max_batch=args.max_batch, threads=args.threads)
     return 0
 
 

@@ -2,8 +2,10 @@
 
 A request becomes one observation in our keys: ``observation.images.<camera>`` uint8 (S, S, 3) for every camera of
 the policy (S its image size), ``observation.state`` float32 (state_dim,) of finite numbers, ``task`` a string.
-An image of another size is refused with the expected size named, or resized (PIL bilinear, as
-``c2c policy train --resize-images`` does) when the server was started with ``--resize``.
+An image of another size is resized to S x S when ``resize`` is on (PIL bilinear, the function training resizes
+dataset frames with: :func:`c2c.data.streaming.resize_frame`), else refused in one line naming the key, the size
+got and the size expected. ``c2c serve`` resizes by default with ``--key-map libero`` (openpi's LIBERO client sends
+224 x 224 images) and with ``--resize``; ``--strict-size`` refuses.
 
 Example::
 
@@ -40,6 +42,7 @@ class RequestSpec:
     state_dim: int
     key_map: KeyMap
     resize: bool = False
+    strict_size: bool = False  # only changes the hint of the refusal: --strict-size was asked for
 
     def parse(self, request: Any) -> tuple[dict[str, Any], bool]:
         """A decoded request -> (observation in our keys, whether the reply should carry the plan)."""
@@ -70,14 +73,16 @@ class RequestSpec:
             raise RequestError(f"{name}: expected an RGB image of shape {expected} (height, width, 3), got "
                                f"{value.shape}")
         if not self.resize:
+            hint = ("the server runs with --strict-size; send {0}x{0} images or restart it without --strict-size to "
+                    "resize them" if self.strict_size else "start the server with --resize to resize").format(size)
             raise RequestError(f"{name}: expected image size {size}x{size}, got {value.shape[0]}x{value.shape[1]} "
-                               f"(shape {expected}; start the server with --resize to resize)")
+                               f"(shape {expected}; {hint})")
         if max(value.shape[:2]) > MAX_RESIZE_SIDE:
             raise RequestError(f"{name}: {value.shape[0]}x{value.shape[1]} is larger than the {MAX_RESIZE_SIDE} px "
                                f"this server resizes")
-        from PIL import Image
+        from c2c.data.streaming import resize_frame
 
-        return np.asarray(Image.fromarray(value).resize((size, size), Image.Resampling.BILINEAR))
+        return resize_frame(value, size)
 
     def _state(self, value: Any) -> np.ndarray:
         name, expected = self.key_map.wire_name(OBS_STATE), f"({self.state_dim},)"

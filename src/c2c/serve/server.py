@@ -7,8 +7,13 @@ observation and is answered with ``{"actions": float32 (He, A), "plan": float32 
 ``"return_plan": false``. Arrays use openpi's ``msgpack_numpy`` format (:mod:`c2c.serve.codec`). ``GET /healthz``
 answers 200 without a key.
 
+Image size: an image of another size than the policy's is resized (PIL bilinear, as training resizes dataset
+frames) when ``resize`` is on, else refused. ``resize=None`` (the default) turns it on for the ``libero`` key map
+only: openpi's LIBERO client (``examples/libero/main.py``) sends 224 x 224 images. ``strict_size=True`` always
+refuses (see :func:`resolve_resize`).
+
 Errors: a message that is not msgpack, an array with a refused dtype, a bad shape or a wrong byte count, a missing
-key, an image of the wrong size (unless ``resize``), a text frame: the connection gets one text frame
+key, an image of the wrong size (unless resized), a text frame: the connection gets one text frame
 ``bad request: <what and what was expected>`` and is closed with code 1008; a failure inside the policy gets the
 traceback as text and code 1011. A message over ``max_message_bytes`` is closed by websockets with code 1009. A
 wrong or missing API key (header ``Authorization: Api-Key <key>``, as openpi-client sends it, or ``Api-Key:
@@ -188,11 +193,23 @@ def training_summary(policy_dir: Path | None) -> dict[str, Any] | None:
             "image_size": record.image_size, "fast_drawing": record.fast_drawing}
 
 
+def resolve_resize(key_map: KeyMap | str | None, resize: bool | None, strict_size: bool = False) -> bool:
+    """Whether images of another size are resized: never with ``strict_size``, as ``resize`` says when it is given,
+    else only with the ``libero`` key map asked for by name (openpi's LIBERO client sends 224 x 224 images)."""
+    if strict_size and resize:
+        raise ConfigError("--resize and --strict-size contradict each other: give one of them")
+    if strict_size:
+        return False
+    if resize is not None:
+        return bool(resize)
+    return (key_map.name if isinstance(key_map, KeyMap) else key_map) == "libero"
+
+
 class PolicyServer:
     """One policy, served to any number of websocket connections (see the module docstring)."""
 
     def __init__(self, policy: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
-                 key_map: KeyMap | str | None = None, resize: bool = False,
+                 key_map: KeyMap | str | None = None, resize: bool | None = None, strict_size: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
                  policy_dir: str | Path | None = None, training: dict[str, Any] | None = None) -> None:
         config = policy.config
@@ -203,6 +220,7 @@ class PolicyServer:
                                   f"{' and <= 65535' if name == 'port' else ''}, got {value!r}")
         if api_key is not None and not api_key:
             raise ConfigError("--api-key must not be empty")
+        resize = resolve_resize(key_map, resize, strict_size)
         if not isinstance(key_map, KeyMap):
             key_map = load_key_map(key_map, config.cameras)
         key_map.check_cameras(config.cameras)
@@ -210,7 +228,8 @@ class PolicyServer:
         self.host, self.port, self.api_key = host, port, api_key
         self.max_message_bytes, self.max_batch = max_message_bytes, max_batch
         self.policy_dir = None if policy_dir is None else Path(policy_dir)
-        self.spec = RequestSpec(tuple(config.cameras), config.image_size, config.state_dim, key_map, resize)
+        self.spec = RequestSpec(tuple(config.cameras), config.image_size, config.state_dim, key_map, resize,
+                                strict_size)
         self.training = training if training is not None else training_summary(self.policy_dir)
         self._metadata = packb(self.metadata())
         self._server: Any = None
@@ -227,7 +246,8 @@ class PolicyServer:
         request_keys = {}
         for camera in config.cameras:
             wire = next((w for w, ours in key_map.keys.items() if ours == image_key(camera)), image_key(camera))
-            request_keys[wire] = f"uint8 ({size}, {size}, 3) image of camera {camera!r} ({image_key(camera)})"
+            request_keys[wire] = (f"uint8 ({size}, {size}, 3) image of camera {camera!r} ({image_key(camera)})"
+                                  + ("; other sizes are resized" if self.spec.resize else ""))
         state_wire = next((w for w, ours in key_map.keys.items() if ours == OBS_STATE), OBS_STATE)
         task_wire = next((w for w, ours in key_map.keys.items() if ours == TASK), TASK)
         request_keys[state_wire] = f"float32 ({config.state_dim},) robot state ({OBS_STATE})"
@@ -238,6 +258,7 @@ class PolicyServer:
             "variant": config.variant, "has_plan": config.has_plan, "returns_plan": config.has_plan,
             "cameras": list(config.cameras), "image_keys": [image_key(camera) for camera in config.cameras],
             "image_size": size, "image_shape": [size, size, 3], "resize": self.spec.resize,
+            "strict_size": self.spec.strict_size,
             "state_dim": config.state_dim, "action_dim": config.action_dim,
             "action_horizon": config.exec_horizon, "plan_steps": config.plan_steps if config.has_plan else None,
             "plan_horizon": config.plan_horizon, "replan_every": config.replan_every,
@@ -405,9 +426,10 @@ def load_policy(policy_dir: str | Path) -> Any:
 
 
 def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-               api_key: str | None = None, key_map: str | None = None, resize: bool = False,
-               max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-               threads: int | None = None, stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
+               api_key: str | None = None, key_map: str | None = None, resize: bool | None = None,
+               strict_size: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+               max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
+               stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
     """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly."""
     import torch
 
@@ -418,10 +440,12 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
         raise ConfigError(f"--policy {policy_dir}: not a directory (train one with `c2c policy train`)")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {threads}")
+    resolve_resize(key_map, resize, strict_size)  # contradicting options fail before the policy loads
     torch.set_num_threads(threads if threads is not None else free_cpus())
     policy = load_policy(policy_dir)
     server = PolicyServer(policy, host=host, port=port, api_key=api_key, key_map=key_map, resize=resize,
-                          max_message_bytes=max_message_bytes, max_batch=max_batch, policy_dir=policy_dir)
+                          strict_size=strict_size, max_message_bytes=max_message_bytes, max_batch=max_batch,
+                          policy_dir=policy_dir)
 
     async def main() -> None:
         stop = asyncio.Event()
@@ -430,8 +454,9 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
             loop.add_signal_handler(number, stop.set)
         await server.start()
         config = server.config
+        sizes = "other image sizes resized" if server.spec.resize else "other image sizes refused"
         print(f"c2c serve: {policy_dir} ({config.variant}, cameras {', '.join(config.cameras)} at "
-              f"{config.image_size} px, key map {server.spec.key_map.name}) on {server.url} "
+              f"{config.image_size} px, {sizes}, key map {server.spec.key_map.name}) on {server.url} "
               f"(health: http://{server.url.removeprefix('ws://')}{HEALTH_PATH}); Ctrl-C stops", flush=True)
         try:
             await stop.wait()
