@@ -64,6 +64,7 @@ from c2c.policy.processing import ObservationProcessor, batch_codes
 from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout, check_pretrained_text_ids
 from c2c.tokenizer import load_tokenizer
 from c2c.utils.io import atomic_write_json
+from c2c.utils.weights import WEIGHTS_KEY, check_finite, commit_staging, sha256_file, staging_dir, verify_digest
 
 FORMAT = "c2c-policy"
 FORMAT_VERSION = 1
@@ -258,19 +259,30 @@ class PlanExecutePolicy(nn.Module):
         return self._cached_plan if rows == self._cached_plan.shape[0] else None
 
     # --- persistence ---------------------------------------------------------------------------------------------
-    def save_pretrained(self, directory: str | Path, weights_file: str = WEIGHTS_FILE) -> Path:
-        """Weights, configs and both tokenizers: the directory alone runs the policy."""
+    def save_pretrained(self, directory: str | Path, weights_file: str = WEIGHTS_FILE, *,
+                        weights: Mapping[str, nn.Module] | None = None) -> Path:
+        """Weights, configs and both tokenizers: the directory alone runs the policy. Written into a staging
+        folder and moved in with config.json last, which lists a sha256 of each weights file (of this save, and of
+        earlier saves' files still there). ``weights``: several files of this architecture in one save, e.g.
+        ``{"model.safetensors": model, "ema.safetensors": ema_model}`` (what training writes), else
+        ``self.model`` as ``weights_file``."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        self.action_tokenizer.save_pretrained(directory / ACTION_TOKENIZER_DIR)
-        self.instruction_tokenizer.save(directory / INSTRUCTION_TOKENIZER_DIR)
-        tmp = directory / f".{weights_file}.tmp"
-        save_model(self.model, str(tmp))  # handles the tied embedding / LM head
-        tmp.replace(directory / weights_file)
-        atomic_write_json(directory / CONFIG_FILE, {
+        staging = staging_dir(directory)
+        self.action_tokenizer.save_pretrained(staging / ACTION_TOKENIZER_DIR)
+        self.instruction_tokenizer.save(staging / INSTRUCTION_TOKENIZER_DIR)
+        files = dict(weights) if weights else {weights_file: self.model}
+        digests = {name: digest for name, digest in _recorded_weights(directory).items()
+                   if name not in files and (directory / name).is_file()}
+        for name, model in files.items():
+            save_model(model, str(staging / name))  # handles the tied embedding / LM head
+            digests[name] = sha256_file(staging / name)
+        atomic_write_json(staging / CONFIG_FILE, {
             "format": FORMAT, "version": FORMAT_VERSION, "policy": self.config.to_dict(),
             "backbone": self.model.backbone.config.to_dict(), "vocabulary": self.model.vocabulary.to_dict(),
+            WEIGHTS_KEY: dict(sorted(digests.items())),
         })
+        commit_staging(staging, directory, last=CONFIG_FILE)
         return directory
 
     @classmethod
@@ -304,7 +316,7 @@ class PlanExecutePolicy(nn.Module):
             raise ConfigError(f"{directory}: the vocabulary layout does not match its tokenizers (vocabulary: "
                               f"{vocabulary.to_dict()})")
         model = vla_class(config)(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
-        _load_weights(model, _weights_path(directory, weights))
+        _load_weights(model, _weights_path(directory, weights, raw.get(WEIGHTS_KEY)))
         return cls(config, model, action_tokenizer, instruction_tokenizer).to(device)
 
 
@@ -328,13 +340,26 @@ def _read_checkpoint_config(directory: Path) -> dict[str, Any]:
     return raw
 
 
-def _weights_path(directory: Path, weights: str) -> Path:
+def _recorded_weights(directory: Path) -> dict[str, str]:
+    """The weights digests an existing policy config in ``directory`` lists (none when there is no such config)."""
+    try:
+        recorded = json.loads((directory / CONFIG_FILE).read_text()).get(WEIGHTS_KEY)
+    except (OSError, ValueError, AttributeError):
+        return {}
+    return dict(recorded) if isinstance(recorded, dict) else {}
+
+
+def _weights_path(directory: Path, weights: str, recorded: dict[str, str] | None = None) -> Path:
+    """The weights file to load. "auto": the EMA weights when saved (a directory whose config lists them but that
+    lacks them is incomplete and refused, never served with the raw weights), else the model's."""
     choices = {"ema": EMA_WEIGHTS_FILE, "model": WEIGHTS_FILE}
     if weights == "auto":
-        weights = "ema" if (directory / EMA_WEIGHTS_FILE).is_file() else "model"
+        weights = "ema" if (directory / EMA_WEIGHTS_FILE).is_file() or EMA_WEIGHTS_FILE in (recorded or {}) \
+            else "model"
     if weights not in choices:
         raise ConfigError(f"weights must be 'auto', 'ema' or 'model', got {weights!r}")
     path = directory / choices[weights]
+    verify_digest(path, recorded)
     if not path.is_file():
         raise ConfigError(f"{path}: missing")
     return path
@@ -345,3 +370,4 @@ def _load_weights(model: nn.Module, path: Path) -> None:
         load_model(model, str(path), strict=True)
     except (RuntimeError, OSError, SafetensorError) as err:
         raise ConfigError(f"{path}: weights do not match the config ({str(err).splitlines()[0]})") from None
+    check_finite(model.state_dict(), path)

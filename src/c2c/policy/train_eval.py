@@ -110,14 +110,24 @@ class TrainingRun:
                 writer.add_scalar(f"heldout/{key}", value, step)
         self.processes.wait()
 
-    def save(self, weights: dict[str, torch.Tensor], weights_file: str) -> None:
-        """A plain policy directory (LoRA adapters merged) that loads on one device or the CPU."""
+    def _plain_model(self, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+        """A CPU copy of the network holding ``weights``, LoRA adapters merged (the plain architecture)."""
         self.template.load_state_dict(weights)
-        saved = self.template
+        model = copy.deepcopy(self.template.model).to("cpu")
         if self.config.lora_rank:
-            saved = copy.deepcopy(self.template)
-            merge_lora(saved.model)
-        saved.to("cpu").save_pretrained(self.config.out, weights_file=weights_file)
+            merge_lora(model)
+        return model
+
+    def save(self, live: dict[str, torch.Tensor], averaged: dict[str, torch.Tensor] | None) -> None:
+        """The policy directory, model and EMA weights in one save (complete or absent), loadable on one device or
+        the CPU."""
+        files = {WEIGHTS_FILE: self._plain_model(live)}
+        if averaged is not None:
+            files[EMA_WEIGHTS_FILE] = self._plain_model(averaged)
+        template = self.template
+        saved = PlanExecutePolicy(template.config, files[WEIGHTS_FILE], template.action_tokenizer,
+                                  template.instruction_tokenizer)
+        saved.save_pretrained(self.config.out, weights=files)
 
     def finish(self, history: dict[str, list], writer: Any) -> dict[str, Any]:
         """Final evaluation, the policy checkpoint (model + EMA weights), curves and metrics (main process)."""
@@ -133,9 +143,7 @@ class TrainingRun:
         if not self.processes.is_main:
             return {}
         writer.close()
-        self.save(live, WEIGHTS_FILE)
-        if averaged is not None:
-            self.save(averaged, EMA_WEIGHTS_FILE)
+        self.save(live, averaged)
         plot_curves(history, out / "curves.png", title=f"{config.variant} ({config.preset})")
         recent = history["train"][-min(50, len(history["train"])):]
         return {

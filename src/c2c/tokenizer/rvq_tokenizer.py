@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from c2c.data.normalize import ActionNormalizers, QuantileNormalizer
@@ -29,6 +30,7 @@ from c2c.errors import ConfigError
 from c2c.tokenizer.base import MODE_INDEX, ActionTokenizer, DecodeReport, Mode, check_actions, check_mode
 from c2c.tokenizer.codec import CodecConfig, RVQCodec
 from c2c.utils.io import atomic_write_json
+from c2c.utils.weights import WEIGHTS_KEY, check_finite, commit_staging, sha256_file, staging_dir, verify_digest
 
 Variant = Literal["joint", "exec-only", "separate"]
 VARIANTS: tuple[str, ...] = ("joint", "exec-only", "separate")
@@ -146,18 +148,20 @@ class RVQTokenizer(ActionTokenizer):
         return ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
     def save_pretrained(self, directory: str | Path) -> Path:
+        """Weights and config through a staging folder, the config last with the weights' sha256 (utils.weights)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(directory)
         state = {name: t.detach().contiguous() for name, t in self.codecs.state_dict().items()}
-        tmp = directory / f".{WEIGHTS_FILE}.tmp"
-        save_file(state, str(tmp))
-        tmp.replace(directory / WEIGHTS_FILE)
-        atomic_write_json(directory / CONFIG_FILE, {
+        save_file(state, str(staging / WEIGHTS_FILE))
+        atomic_write_json(staging / CONFIG_FILE, {
             "type": self.name,
             "variant": self.variant,
             "codec": self.config.to_dict(),
             "normalizers": self.normalizers.to_dict(),
+            WEIGHTS_KEY: {WEIGHTS_FILE: sha256_file(staging / WEIGHTS_FILE)},
         })
+        commit_staging(staging, directory, last=CONFIG_FILE)
         return directory
 
     @classmethod
@@ -173,9 +177,12 @@ class RVQTokenizer(ActionTokenizer):
             tokenizer = cls(config, ActionNormalizers.from_dict(raw["normalizers"]), raw.get("variant", "joint"))
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise ConfigError(f"{config_path}: malformed tokenizer config ({err})") from None
+        verify_digest(weights_path, raw.get(WEIGHTS_KEY))
         try:
-            tokenizer.codecs.load_state_dict(load_file(str(weights_path)))
-        except (RuntimeError, OSError) as err:
+            state = load_file(str(weights_path))
+            tokenizer.codecs.load_state_dict(state)
+        except (RuntimeError, OSError, SafetensorError) as err:
             raise ConfigError(f"{weights_path}: weights do not match the config ({str(err).splitlines()[0]})") from None
+        check_finite(state, weights_path)
         tokenizer.codecs.eval()
         return tokenizer
