@@ -91,6 +91,10 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument("--episodes", type=int, required=True, help="successful episodes to keep per task")
     lib.add_argument("--seed", type=int, default=0, help="seed of the random resets (default 0)")
     lib.add_argument("--image-size", type=int, default=128, help="square image size in pixels (default 128)")
+    lib.add_argument("--render-size", type=int, default=None,
+                     help="draw the cameras at this size, then resize to --image-size with PIL bilinear, as LIBERO's "
+                     "datasets were drawn at 128 px and openpi's/LeRobot's at 256 (default: draw at --image-size; "
+                     "recorded, and `c2c eval libero` draws at it)")
     lib.add_argument("--max-attempts-factor", type=int, default=3,
                      help="give up on a task after episodes x this many attempts (default 3)")
     lib.add_argument("--placements", default="random",
@@ -175,6 +179,7 @@ def _run_data_libero(args: argparse.Namespace) -> int:
         workers=args.workers,
         overwrite=args.overwrite,
         fast_drawing=args.fast_drawing,
+        render_size=args.render_size,
     )
     print(report.summary())
     return 0

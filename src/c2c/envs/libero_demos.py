@@ -31,6 +31,11 @@ How an episode is made:
    ``meta/info.json["c2c"]`` holds the request, ``generator: "libero"``, ``suite`` and ``expert[task_name] =
    {attempts, successes, success_rate, episodes, frames, seeds_attempted}``.
 
+Image size: the cameras are drawn at ``image_size`` px, or at ``render_size`` px and resized to ``image_size`` (PIL
+bilinear, :func:`~c2c.envs.libero_env.upright_image`), as robosuite draws LIBERO's own datasets at 128 px and
+OpenVLA's regenerated ones (which openpi's and LeRobot's LIBERO datasets come from) at 256 px. ``render_size`` is
+recorded in ``meta/info.json["c2c"]`` when given, and ``c2c eval libero`` draws at it by default.
+
 Cache: as for Meta-World (:class:`c2c.envs.metaworld_demos.WorkDir`): ``<out.parent>/.<out.name>.work/`` keeps
 every attempt's outcome and every recorded episode, so a rerun of the same command resumes.
 """
@@ -227,16 +232,17 @@ def render_rollout(env: LiberoEnv, seed: int, rollout: Rollout) -> dict[str, np.
 _worker_env: LiberoEnv | None = None
 
 
-def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: str, fast_drawing: bool = True) -> int:
+def _record(suite: str, task_id: int, image_size: int, rollout: Rollout, path: str, fast_drawing: bool = True,
+            render_size: int | None = None) -> int:
     """Render one episode into ``path`` (a worker keeps its env between jobs of one task); returns its frames."""
     global _worker_env
     env = _worker_env
-    wanted = (suite, task_id, image_size, fast_drawing)
-    if env is None or (env.suite, env.task_id, env.image_size, env.fast_drawing) != wanted:
+    wanted = (suite, task_id, image_size, render_size or image_size, fast_drawing)
+    if env is None or (env.suite, env.task_id, env.image_size, env.render_size, env.fast_drawing) != wanted:
         if env is not None:
             env.close()
-        env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, cameras=DEFAULT_CAMERAS,
-                                      fast_drawing=fast_drawing, hard_reset=False)
+        env = _worker_env = LiberoEnv(suite, task_id, image_size=image_size, render_size=render_size,
+                                      cameras=DEFAULT_CAMERAS, fast_drawing=fast_drawing, hard_reset=False)
     save_episode_arrays(Path(path), render_rollout(env, rollout.outcome.seed, rollout))
     return len(rollout.actions)
 
@@ -272,6 +278,7 @@ class _ChunkJob:
     image_size: int
     max_steps: int | None
     work_root: str
+    render_size: int | None = None  # cameras drawn at this size, then resized to image_size
 
 
 _search_env: LiberoEnv | None = None
@@ -281,12 +288,13 @@ def _chunk_env(job: _ChunkJob) -> LiberoEnv:
     """The worker's search env for ``job``'s task: kept between chunks of one task, rebuilt when the task changes."""
     global _search_env
     env = _search_env
-    if env is None or (env.suite, env.task_id, env.image_size, env.max_steps) != (
-            job.suite, job.task_id, job.image_size, job.max_steps or env.max_steps):
+    if env is None or (env.suite, env.task_id, env.image_size, env.render_size, env.max_steps) != (
+            job.suite, job.task_id, job.image_size, job.render_size or job.image_size, job.max_steps or env.max_steps):
         if env is not None:
             env.close()
-        env = _search_env = LiberoEnv(job.suite, job.task_id, image_size=job.image_size, cameras=DEFAULT_CAMERAS,
-                                      max_steps=job.max_steps, fast_drawing=True, hard_reset=False)
+        env = _search_env = LiberoEnv(job.suite, job.task_id, image_size=job.image_size, render_size=job.render_size,
+                                      cameras=DEFAULT_CAMERAS, max_steps=job.max_steps, fast_drawing=True,
+                                      hard_reset=False)
     return env
 
 
@@ -389,7 +397,8 @@ class _TaskSearch:
 
 def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict[str, Any]], episodes_per_task: int,
                           max_attempts_factor: int, seed: int, image_size: int, max_steps: int | None, work: WorkDir,
-                          workers: int, bar: Any) -> tuple[list[TaskReport], list[tuple[int, str, Attempt, Any]], int]:
+                          workers: int, bar: Any, render_size: int | None = None
+                          ) -> tuple[list[TaskReport], list[tuple[int, str, Attempt, Any]], int]:
     """Every task's search with the cameras drawn during the rollouts, in chunks of attempts spread over ``workers``
     processes. Each worker lane keeps to one task while it needs attempts (making an env costs several seconds),
     then takes a task nobody has started, and at the end helps the task that misses the most successes. So no core
@@ -450,7 +459,7 @@ def _search_while_drawing(suite: str, task_ids: list[int], names: dict[int, dict
             indices = current.take(chunk)
             if indices:
                 return _ChunkJob(suite, current.task_id, current.name, indices, seed, image_size, max_steps,
-                                 str(work.root))
+                                 str(work.root), render_size)
 
     drawn_total = 0
     workers = max(1, workers)
@@ -521,13 +530,15 @@ def generate_libero_demos(
     overwrite: bool = False,
     show_progress: bool = True,
     fast_drawing: bool = True,
+    render_size: int | None = None,
 ) -> GenerationReport:
     """Make ``episodes_per_task`` successful scripted demonstrations per task into a LeRobot dataset at ``out``.
 
     ``workers``: processes that share the tasks' attempts with fast drawing, or render the kept episodes without it
     (default: the usable CPUs, at most the episodes; 1 runs in this process and is fully reproducible).
     ``fast_drawing``: draw the cameras with our renderer on simplified meshes (recorded in the dataset; evaluations
-    draw the same way), or with robosuite's cameras (False).
+    draw the same way), or with robosuite's cameras (False). ``render_size``: draw the cameras at this size and resize
+    to ``image_size`` (default: draw at ``image_size``).
     See the module docstring for the procedure.
     """
     from c2c.data.lerobot import LeRobotDataset, LeRobotWriter, is_complete_dataset
@@ -542,6 +553,7 @@ def generate_libero_demos(
     for name, value, ok, expected in (
         ("episodes_per_task", episodes_per_task, episodes_per_task >= 1, "at least 1"),
         ("image_size", image_size, 8 <= image_size <= 1024, "between 8 and 1024"),
+        ("render_size", render_size, render_size is None or 8 <= render_size <= 1024, "between 8 and 1024"),
         ("seed", seed, seed >= 0, "non-negative"),
         ("max_attempts_factor", max_attempts_factor, max_attempts_factor >= 1, "at least 1"),
     ):
@@ -551,6 +563,8 @@ def generate_libero_demos(
     names = {task["task_id"]: task for task in suite_tasks(suite)}
     settings = {"cache_format": WORK_FORMAT, "suite": suite, "seed": seed, "image_size": image_size,
                 "max_steps": max_steps, "placements": placements, "fast_drawing": bool(fast_drawing)}
+    if render_size is not None and render_size != image_size:  # absent otherwise: earlier caches stay valid
+        settings["render_size"] = int(render_size)
     request = {"generator": "libero", "tasks": task_ids, "episodes_per_task": episodes_per_task,
                "max_attempts_factor": max_attempts_factor, **settings}
     if out.exists() and not out.is_dir():
@@ -581,7 +595,7 @@ def generate_libero_demos(
         if fast_drawing:  # the cameras are drawn during the search: no replay, tasks in parallel
             reports, kept, frames_recorded = _search_while_drawing(
                 suite, task_ids, names, episodes_per_task, max_attempts_factor, seed, image_size, max_steps, work,
-                workers, bar)
+                workers, bar, settings.get("render_size"))
         else:
             for task_id in task_ids:
                 name = names[task_id]["name"]
@@ -602,7 +616,7 @@ def generate_libero_demos(
                             outcome.attempt = index
                             if outcome.success:
                                 job = (suite, task_id, image_size, rollout, str(work.episode_path(name, index)),
-                                       bool(fast_drawing))
+                                       bool(fast_drawing), settings.get("render_size"))
                                 future = pool.submit(_record, *job) if pool else _InlineFuture(_record(*job))
                         elif outcome.success:
                             future = _InlineFuture(0)  # recorded by an earlier run

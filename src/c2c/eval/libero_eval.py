@@ -12,8 +12,18 @@ Protocol (see :mod:`c2c.envs.libero_env`): trial ``k`` of a task starts from the
 (so ``trials`` <= 50 and trials 0..trials-1 are the same scenes for every policy), takes 10 settling steps with the
 gripper open, then at most the suite's step limit (spatial 220, object 280, goal 300, libero_10 520) of policy
 steps; a trial succeeds when LIBERO's goal check turns true. The policy sees its own cameras (``image`` = agentview,
-``image2`` = wrist) rendered at its image size (or rendered at ``render_size`` and resized), the 8-dim state and the
-task's instruction, and acts through ``select_action`` (a new chunk every ``replan_every`` steps).
+``image2`` = wrist), the 8-dim state and the task's instruction, and acts through ``select_action`` (a new chunk
+every ``replan_every`` steps).
+
+Image size (:func:`training_render_plan`): the cameras are drawn at the size the training images were drawn or
+stored at, then resized as they were on the way to training (PIL bilinear at every step), so that a policy trained
+on 256 px frames resized to 96 px sees 256 px renders resized to 96 px, not renders drawn at 96 px. The size comes
+from the policy's training record: ``training_data.json`` (the dataset path and its ``c2c`` record) and the
+dataset's ``meta/info.json`` (the cameras' stored shape): our ``c2c data libero`` datasets record the size they were
+drawn at, ``c2c data convert`` datasets their source (openpi's and LeRobot's LIBERO: 256 px), any other LeRobot
+dataset its stored size (LIBERO's original HDF5 files: 128 px). ``render_size`` overrides it (render at that size,
+resize once to the policy's); without a record the cameras are drawn at the policy's size. ``results.json`` says
+which (``settings.render_size_from``).
 
 Seeds: ``seed`` seeds LIBERO's global numpy RNG before every reset (the init state then fixes the scene) and torch's
 RNG at the start of every trial (from ``(seed, task, trial)``), so greedy and sampled decoding both reproduce.
@@ -140,6 +150,119 @@ def load_policy(policy: Any) -> tuple[Any, str | None]:
     return PlanExecutePolicy.from_pretrained(directory).eval(), str(directory)
 
 
+@dataclass(frozen=True)
+class RenderPlan:
+    """How the cameras are drawn for a policy: at ``render_size`` px, then resized to each of ``resizes`` in turn
+    (PIL bilinear, as the training images were; the last is the policy's size), ``source`` saying where it came
+    from."""
+
+    render_size: int
+    resizes: tuple[int, ...]
+    source: str
+
+    @staticmethod
+    def chain(render_size: int, *sizes: int | None, source: str) -> "RenderPlan":
+        resizes: list[int] = []
+        for size in sizes:
+            if size is not None and size != (resizes[-1] if resizes else render_size):
+                resizes.append(int(size))
+        return RenderPlan(int(render_size), tuple(resizes), source)
+
+    def describe(self) -> str:
+        return f"rendered at {self.render_size} px" + "".join(f", resized to {size} px" for size in self.resizes)
+
+
+# Stored camera size of datasets `c2c data convert` knows by its key map preset, for when the source is gone.
+CONVERTED_SOURCE_SIZES = {"openpi-libero": 256, "lerobot-libero": 256}
+
+
+def _json_object(path: Path, required: bool = False) -> dict[str, Any] | None:
+    """A JSON object file, None when it is absent (or, unless ``required``, malformed)."""
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        if required:
+            raise ConfigError(f"{path}: not a JSON object ({error})") from None
+        return None
+    if not isinstance(value, dict):
+        if required:
+            raise ConfigError(f"{path}: not a JSON object (got {type(value).__name__})")
+        return None
+    return value
+
+
+def stored_camera_size(info: dict[str, Any] | None, keys: Sequence[str]) -> int | None:
+    """The side of the first of ``keys`` that ``info`` (a dataset's meta/info.json) declares as a square camera."""
+    features = (info or {}).get("features")
+    if not isinstance(features, dict):
+        return None
+    for key in keys:
+        spec = features.get(key)
+        if not isinstance(spec, dict) or spec.get("dtype") not in ("image", "video"):
+            continue
+        try:
+            shape = [int(size) for size in spec.get("shape") or []]
+        except (TypeError, ValueError):
+            continue
+        if len(shape) == 3 and shape[2] == 3 and shape[0] == shape[1] > 0:  # (H, W, 3)
+            return shape[0]
+        if len(shape) == 3 and shape[0] == 3 and shape[1] == shape[2] > 0:  # (3, H, W)
+            return shape[1]
+    return None
+
+
+def training_render_plan(policy_dir: str | Path | None, cameras: Sequence[str], image_size: int) -> RenderPlan:
+    """The :class:`RenderPlan` of the policy at ``policy_dir`` from its training record (see the module docstring).
+
+    ``training_data.json`` gives the dataset (``train_config.json`` too) and its ``c2c`` record at training time; the
+    dataset's ``meta/info.json``, when it is still there, the cameras' stored shape. Without any of that: drawn at the
+    policy's ``image_size``.
+    """
+    from c2c.constants import image_key
+
+    own = RenderPlan(int(image_size), (), f"the policy's image size ({image_size} px): no training record")
+    if policy_dir is None:
+        return RenderPlan(int(image_size), (), f"the policy's image size ({image_size} px): a policy object")
+    from c2c.policy.train import TRAINING_DATA_FILE
+
+    directory = Path(policy_dir)
+    record = _json_object(directory / TRAINING_DATA_FILE, required=True) or {}
+    dataset = record.get("dataset") or (_json_object(directory / "train_config.json") or {}).get("dataset")
+    if not dataset:
+        return own
+    info = _json_object(Path(dataset) / "meta" / "info.json")
+    made = record.get("c2c") or (info or {}).get("c2c") or {}
+    if not isinstance(made, dict):
+        made = {}
+    wanted = [image_key(camera) for camera in cameras]
+    stored = stored_camera_size(info, wanted)
+    if made.get("generator") == "libero" and (made.get("image_size") or stored):
+        stored = stored or int(made["image_size"])
+        drawn = int(made.get("render_size") or stored)
+        return RenderPlan.chain(drawn, stored, image_size,
+                                source=f"{dataset}: drawn at {drawn} px, stored at {stored} px (c2c data libero)")
+    source = made.get("source")
+    if made.get("generator") == "lerobot-convert" and isinstance(source, dict):
+        keys = source.get("keys") if isinstance(source.get("keys"), dict) else {}
+        source_keys = [key for ours in wanted for key, target in keys.items() if target == ours]
+        source_path = source.get("path")
+        source_info = _json_object(Path(source_path) / "meta" / "info.json") if source_path else None
+        drawn = stored_camera_size(source_info, source_keys)
+        where = f"{source_path}/meta/info.json"
+        if drawn is None and source.get("key_map") in CONVERTED_SOURCE_SIZES:
+            drawn = CONVERTED_SOURCE_SIZES[source["key_map"]]
+            where = f"{source['key_map']} datasets (the source {source_path} is not readable)"
+        if drawn is not None:
+            stored = stored or source.get("resize") or drawn
+            return RenderPlan.chain(drawn, stored, image_size,
+                                    source=f"{dataset} converted from {drawn} px cameras ({where})")
+    if stored is not None:
+        return RenderPlan.chain(stored, image_size, source=f"{dataset}/meta/info.json: cameras stored at {stored} px")
+    return RenderPlan(int(image_size), (), f"the policy's image size ({image_size} px): {dataset} is not readable")
+
+
 def training_drawing(policy_dir: str | None) -> bool:
     """Whether the policy's training data was drawn with ``fast_drawing`` (from ``training_data.json``; False when
     the policy is an object, the file is absent or the data came from elsewhere, e.g. LIBERO's own datasets)."""
@@ -234,7 +357,8 @@ def evaluate_libero(
     ``policy``: a saved policy directory or a loaded policy object (its config is restored afterwards).
     ``replan_every``: actions executed per decoded chunk (default: the policy's). ``videos``: trials recorded per
     task (the first ones). ``max_steps``: override of the suite's step limit (smoke tests only; recorded).
-    ``render_size``: render at this size and resize to the policy's (default: render at the policy's size).
+    ``render_size``: render at this size and resize to the policy's (default: as the training images were drawn
+    and resized, from the policy's training record; see :func:`training_render_plan`).
     ``fast_drawing``: draw the cameras with our renderer on simplified meshes (see ``LiberoEnv``); None: as the
     policy's training data was drawn (its ``training_data.json``), else robosuite's cameras.
     ``log``: where progress lines go (None: silent). ``workers``: processes rolling trials out at the same time
@@ -259,8 +383,12 @@ def evaluate_libero(
     drawing_override = fast_drawing
     if fast_drawing is None:
         fast_drawing = training_drawing(policy_dir)
+    if render_size is not None:
+        plan = RenderPlan.chain(render_size, config.image_size, source="--render-size")
+    else:
+        plan = training_render_plan(policy_dir, config.cameras, config.image_size)
 
-    from c2c.envs.libero_env import LiberoEnv, import_libero, suite_tasks
+    from c2c.envs.libero_env import import_libero, suite_tasks
 
     import_libero()  # a missing LIBERO is reported before anything is written
     names = {info["task_id"]: info for info in suite_tasks(suite)}
@@ -270,6 +398,7 @@ def evaluate_libero(
     for stale in video_dir.glob("task*_trial*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     say = log or (lambda _message: None)
+    say(f"[libero] cameras {plan.describe()} ({plan.source})")
     results: dict[str, Any] = {
         "format": FORMAT, "version": FORMAT_VERSION, "status": "running", "suite": suite,
         "policy": policy_dir or "in-memory policy object", "variant": getattr(config, "variant", None),
@@ -278,7 +407,8 @@ def evaluate_libero(
             "replan_every": run_config.replan_every, "replan_every_override": replan_every,
             "max_steps": max_steps or MAX_STEPS[suite], "max_steps_override": max_steps,
             "num_wait_steps": NUM_WAIT_STEPS, "videos": videos, "cameras": list(config.cameras),
-            "image_size": config.image_size, "render_size": render_size or config.image_size,
+            "image_size": config.image_size, "render_size": plan.render_size, "resizes": list(plan.resizes),
+            "render_size_from": plan.source,
             "fast_drawing": bool(fast_drawing),
             "exec_horizon": getattr(config, "exec_horizon", None), "temperature": getattr(config, "temperature", None),
         },
@@ -294,7 +424,7 @@ def evaluate_libero(
         policy_obj.eval()
     jobs = trial_jobs(task_ids, trials, _worker_count(workers, policy_dir, len(task_ids) * trials))
     if len(jobs) > 1 and policy_dir is not None:
-        settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, render_size, videos,
+        settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, plan, videos,
                                    str(video_dir), bool(fast_drawing))
         try:
             _evaluate_in_workers(jobs, settings, names, results, out, say, started)
@@ -311,8 +441,8 @@ def evaluate_libero(
             task_started = time.perf_counter()
             info = names[task_id]
             say(f"[libero] {suite} task {task_id}: {info['instruction']}")
-            env = LiberoEnv(suite, task_id, image_size=config.image_size, render_size=render_size,
-                            cameras=config.cameras, max_steps=max_steps, seed=seed, fast_drawing=bool(fast_drawing))
+            env = make_env(suite, task_id, config.cameras, plan, max_steps=max_steps, seed=seed,
+                           fast_drawing=bool(fast_drawing))
             records = []
             try:
                 for trial in range(trials):
@@ -334,6 +464,53 @@ def evaluate_libero(
     _fill_suite_summary(results, time.perf_counter() - started)
     write_outputs(results, out, final=True)
     return results
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environments drawn as the training images were.
+
+
+class ResizedEnv:
+    """A :class:`LiberoEnv` whose observations' images are resized on to each of ``sizes`` (PIL bilinear, the
+    function training resizes dataset frames with); everything else is the env's."""
+
+    def __init__(self, env: Any, sizes: Sequence[int]) -> None:
+        self.env, self.sizes = env, tuple(int(size) for size in sizes)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.env, name)
+
+    @property
+    def image_size(self) -> int:
+        return self.sizes[-1] if self.sizes else self.env.image_size
+
+    def reset(self, init_state_index: int = 0) -> dict[str, Any]:
+        return self._resized(self.env.reset(init_state_index))
+
+    def step(self, action: Any) -> tuple[dict[str, Any], bool, bool]:
+        obs, success, done = self.env.step(action)
+        return self._resized(obs), success, done
+
+    def _resized(self, obs: dict[str, Any]) -> dict[str, Any]:
+        from c2c.constants import image_key
+        from c2c.data.streaming import resize_frame
+
+        for camera in self.env.cameras:
+            for size in self.sizes:
+                obs[image_key(camera)] = resize_frame(obs[image_key(camera)], size)
+        return obs
+
+
+def make_env(suite: str, task_id: int, cameras: Sequence[str], plan: RenderPlan, *, max_steps: int | None, seed: int,
+             fast_drawing: bool) -> Any:
+    """The task's env drawing ``cameras`` as ``plan`` says: LIBERO renders at ``plan.render_size`` and resizes to
+    the first size (:func:`~c2c.envs.libero_env.upright_image`), :class:`ResizedEnv` does the others."""
+    from c2c.envs.libero_env import LiberoEnv
+
+    first = plan.resizes[0] if plan.resizes else plan.render_size
+    env = LiberoEnv(suite, task_id, image_size=first, render_size=plan.render_size, cameras=cameras,
+                    max_steps=max_steps, seed=seed, fast_drawing=fast_drawing)
+    return ResizedEnv(env, plan.resizes[1:]) if len(plan.resizes) > 1 else env
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -382,7 +559,7 @@ class _WorkerSettings:
     replan_every: int
     seed: int
     max_steps: int | None
-    render_size: int | None
+    plan: RenderPlan
     videos: int
     video_dir: str
     fast_drawing: bool = False
@@ -395,8 +572,6 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
     """In a worker process: the job's trials with this process's policy and simulator (kept between jobs)."""
     import torch
 
-    from c2c.envs.libero_env import LiberoEnv
-
     started = time.perf_counter()
     if "policy" not in _WORKER:
         torch.set_num_threads(1)
@@ -408,10 +583,9 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
     if env is None or env.task_id != job.task_id:
         if env is not None:
             env.close()
-        env = _WORKER["env"] = LiberoEnv(settings.suite, job.task_id, image_size=policy.config.image_size,
-                                         render_size=settings.render_size, cameras=policy.config.cameras,
-                                         max_steps=settings.max_steps, seed=settings.seed,
-                                         fast_drawing=settings.fast_drawing)
+        env = _WORKER["env"] = make_env(settings.suite, job.task_id, policy.config.cameras, settings.plan,
+                                        max_steps=settings.max_steps, seed=settings.seed,
+                                        fast_drawing=settings.fast_drawing)
     video_dir = Path(settings.video_dir)
     records = [run_trial(env, policy, trial, settings.seed,
                          video_dir / f"task{job.task_id:02d}_trial{trial:02d}.mp4" if trial < settings.videos else None)
@@ -557,7 +731,7 @@ def markdown_report(results: dict[str, Any]) -> str:
         f"(official init states {settings['init_states']}), seed {settings['seed']}, replan every "
         f"{settings['replan_every']} steps, {settings['num_wait_steps']} settling steps then at most "
         f"{settings['max_steps']} policy steps; cameras {', '.join(settings['cameras'])} at {settings['image_size']} px "
-        f"(rendered at {settings['render_size']} px). Wall time {results.get('wall_seconds', 0):.1f} s.", "",
+        f"({_rendering(settings)}). Wall time {results.get('wall_seconds', 0):.1f} s.", "",
         "Reproduce with:", "", "```", results["command"], "```", "",
         "| task | instruction | success rate | successes | mean steps (successes) | wall s |",
         "|---:|---|---:|---:|---:|---:|",
@@ -580,6 +754,12 @@ def markdown_report(results: dict[str, Any]) -> str:
     versions = ", ".join(f"{name} {value}" for name, value in results["versions"].items() if value)
     lines += ["", f"Software: {versions}."]
     return "\n".join(lines) + "\n"
+
+
+def _rendering(settings: dict[str, Any]) -> str:
+    text = f"rendered at {settings['render_size']} px" + "".join(
+        f", resized to {size} px" for size in settings.get("resizes") or [])
+    return text + (f": {settings['render_size_from']}" if settings.get("render_size_from") else "")
 
 
 def write_outputs(results: dict[str, Any], out: Path, final: bool = True) -> None:
@@ -636,7 +816,10 @@ def add_libero_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.A
     parser.add_argument("--max-steps", type=int, default=None,
                         help="override the suite's step limit (smoke tests only; default: the protocol's)")
     parser.add_argument("--render-size", type=int, default=None,
-                        help="render at this size and resize to the policy's image size (default: render at it)")
+                        help="render at this size and resize to the policy's image size (default: the size the "
+                        "training images were drawn at, from the policy's training_data.json and its dataset's "
+                        "meta/info.json, e.g. 256 for openpi's or LeRobot's LIBERO and 128 for LIBERO's own HDF5 "
+                        "files, resized as training resized them; the policy's size without a record)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes, each with its own simulator (default: the usable CPUs, at most 2)")
     parser.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=None,
