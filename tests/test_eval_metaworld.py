@@ -283,3 +283,34 @@ def test_episode_progress_measures_the_closest_approach_and_the_object_displacem
     progress.update(state)
     assert progress.result() == {"hand_to_object_cm": 3.0, "object_moved_cm": 10.0, "object_to_goal_cm": 10.0,
                                  "hand_to_goal_cm": 10.4}
+
+
+@pytest.mark.sim
+def test_renders_at_the_training_images_size_and_resizes_as_training_did(policy_dir, tmp_path, monkeypatch):
+    """Training resized 24-px dataset frames to the policy's 16 px: evaluation renders at 24 and resizes alike."""
+    from c2c.data import streaming
+    from c2c.policy.policy import PlanExecutePolicy
+
+    directory = _copy(policy_dir, tmp_path)
+    record = _training_data({"reach-v3": TRAINING_SEEDS})
+    record["c2c"]["image_size"] = 24
+    (directory / "training_data.json").write_text(json.dumps(record))
+    resized, seen = [], []
+    real_resize, real_select = streaming.resize_frame, PlanExecutePolicy.select_action
+
+    def counting_resize(frame, size):
+        resized.append((frame.shape, size))
+        return real_resize(frame, size)
+
+    def recording_select(self, observation):
+        seen.append(observation["observation.images.corner2"].shape)
+        return real_select(self, observation)
+
+    monkeypatch.setattr(streaming, "resize_frame", counting_resize)
+    monkeypatch.setattr(PlanExecutePolicy, "select_action", recording_select)
+    results = evaluate_metaworld(directory, "reach", episodes=1, seed=3, out=tmp_path / "eval", max_steps=3,
+                                 videos=0, workers=1, show_progress=False)
+    assert results["settings"]["render_size"] == 24 and results["settings"]["image_size"] == 16
+    assert resized and all(shape == (24, 24, 3) and size == 16 for shape, size in resized)
+    assert seen and all(shape == (16, 16, 3) for shape in seen)
+    assert any("renders at 24 px and resizes the same way" in warning for warning in results["warnings"])

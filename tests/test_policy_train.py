@@ -94,7 +94,16 @@ def test_resume_with_other_settings_or_without_checkpoint_is_refused(workspace):
 
 @pytest.mark.parametrize("variant", ["noplan", "plan-hp40"])
 def test_other_variants_train_on_the_joint_tokenizer(workspace, variant):
-    metrics = train_policy(_config(workspace, variant, variant=variant, steps=1), show_progress=False)
+    tokenizer = workspace["tokenizer"]
+    if variant == "plan-hp40":  # an Hp = 160 tokenizer's plan statistics do not fit 40-step plans: refused
+        with pytest.raises(ConfigError, match=r"plans over Hp=40 steps but tokenizer .* was trained on Hp=160 plans"):
+            train_policy(_config(workspace, "hp40-refused", variant=variant, steps=1), show_progress=False)
+        tokenizer = workspace["root"] / "tokenizer_hp40"
+        train_tokenizer(TokenizerTrainConfig(dataset=str(workspace["dataset"]), out=str(tokenizer), steps=1,
+                                             batch_size=8, plan_horizon=40, kmeans_samples=64, codec=TINY_CODEC),
+                        show_progress=False)
+    metrics = train_policy(_config(workspace, variant, variant=variant, steps=1, tokenizer=str(tokenizer)),
+                           show_progress=False)
     assert ("accuracy/plan" in metrics["heldout"]) == (variant != "noplan")
     spec = json.loads((workspace["root"] / variant / "train_config.json").read_text())["window_spec"]
     assert spec["plan_horizon"] == {"noplan": 0, "plan-hp40": 40}[variant] and spec["plan_steps"] == 20

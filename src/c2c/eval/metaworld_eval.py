@@ -125,6 +125,7 @@ class _Settings:
     cameras: tuple[str, ...]
     image_size: int
     fast_drawing: bool  # render as the training demonstrations were rendered
+    render_size: int | None = None  # the training images' size: render at it, resize as training did (None: policy's)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -302,7 +303,8 @@ class _EpisodeRunner:
 
         if self.env is None or self.env.task != task:
             self.close()
-            self.env = MetaWorldEnv(task, cameras=self.settings.cameras, image_size=self.settings.image_size,
+            self.env = MetaWorldEnv(task, cameras=self.settings.cameras,
+                                    image_size=self.settings.render_size or self.settings.image_size,
                                     max_steps=self.settings.max_steps, fast_drawing=self.settings.fast_drawing)
         return self.env
 
@@ -333,14 +335,14 @@ class _EpisodeRunner:
                     if video is not None:
                         video_started = time.perf_counter()
                         if has_plan and not finished and self._fresh_plan_at(env.steps):
-                            plan = _display_plan(policy, obs)
+                            plan = _display_plan(policy, self._as_trained(obs))
                         caption = (f"{job.task}  ep {job.episode}  seed {job.seed}  step {env.steps}/{max_steps}"
                                    + ("  SUCCESS" if success else ""))
                         video.add([obs[image_key(camera)] for camera in env.cameras], plan, caption)
                         video_seconds += time.perf_counter() - video_started
                     if finished:
                         break
-                    obs, success, _ = env.step(policy.select_action(obs))
+                    obs, success, _ = env.step(policy.select_action(self._as_trained(obs)))
                     progress.update(env.raw_state)
             if video is not None:
                 video_started = time.perf_counter()
@@ -355,6 +357,17 @@ class _EpisodeRunner:
             "seconds": round(time.perf_counter() - started - video_seconds, 4),
             "video": None if job.video is None else f"videos/{job.video.name}", "progress": progress.result(),
         }
+
+    def _as_trained(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Images rendered at the training data's size, resized to the policy's with training's own function."""
+        size = self.settings.image_size
+        if not self.settings.render_size or self.settings.render_size == size:
+            return obs
+        from c2c.constants import image_key
+        from c2c.data.streaming import resize_frame
+
+        keys = [image_key(camera) for camera in self.settings.cameras]
+        return {key: resize_frame(value, size) if key in keys else value for key, value in obs.items()}
 
     def _fresh_plan_at(self, step: int) -> bool:
         """Whether ``select_action`` decodes a chunk with a new plan at ``step`` (not a reused one)."""
@@ -579,9 +592,10 @@ def evaluate_metaworld(
         f"{task} was not among the training tasks ({', '.join(training.tasks)})"
         for task in task_names if training.tasks and task not in training.tasks
     ]
-    if training.image_size is not None and training.image_size != config.image_size:
-        warnings.append(f"the training images were {training.image_size} px and resized to the policy's "
-                        f"{config.image_size} px; evaluation renders at {config.image_size} px directly")
+    render_size = training.image_size or config.image_size
+    if render_size != config.image_size:  # rendered as the training data was, then resized as training resized it
+        warnings.append(f"the training images were {render_size} px and resized to the policy's {config.image_size} "
+                        f"px; evaluation renders at {render_size} px and resizes the same way")
     if not training.known:
         warnings.append(f"placements were NOT checked against the training seeds ({training.path} "
                         f"{'is missing' if not training.path.is_file() else 'has no Meta-World seeds'})")
@@ -590,7 +604,7 @@ def evaluate_metaworld(
     for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     settings = _Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
-                         training.fast_drawing)
+                         training.fast_drawing, render_size)
     records = _run_jobs(jobs, settings, workers, policy, show_progress)
 
     results = {
@@ -599,7 +613,7 @@ def evaluate_metaworld(
         "settings": {
             "tasks": task_names, "episodes": episodes, "seed": seed, "seed_namespace": SEED_NAMESPACE,
             "replan_every": config.replan_every, "replan_every_override": replan_every, "max_steps": max_steps,
-            "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size,
+            "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size, "render_size": render_size,
             "fast_drawing": training.fast_drawing, "exec_horizon": config.exec_horizon, "plan_reuse": config.plan_reuse,
             "temperature": config.temperature, "allow_unknown_training_seeds": allow_unknown_training_seeds,
             "training_tasks": list(training.tasks),

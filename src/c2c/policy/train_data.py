@@ -80,6 +80,10 @@ def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: Tok
     if spec_horizon != config.exec_horizon or tokenizer.config.horizon != config.exec_horizon:
         raise ConfigError(f"policy exec horizon He={config.exec_horizon} does not match the exec horizon "
                           f"He={spec_horizon} that tokenizer {tokenizer_dir} was trained with")
+    if config.has_plan and record.spec is not None and record.spec.plan_horizon != config.plan_horizon:
+        raise ConfigError(f"policy variant {config.variant!r} plans over Hp={config.plan_horizon} steps but tokenizer "
+                          f"{tokenizer_dir} was trained on Hp={record.spec.plan_horizon} plans (its plan statistics "
+                          f"would not fit): train a tokenizer with --plan-horizon {config.plan_horizon}")
     if config.has_plan and tokenizer.config.horizon != config.plan_steps:
         raise ConfigError(f"policy plan steps K={config.plan_steps} do not match the {tokenizer.config.horizon}-step "
                           f"chunks of tokenizer {tokenizer_dir}")
