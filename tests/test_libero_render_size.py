@@ -217,3 +217,27 @@ def test_eval_draws_at_the_training_datas_size(tmp_path, libero_installed):
     assert settings["render_size_from"] == f"{dataset}/meta/info.json: cameras stored at 40 px"
     assert "--render-size" not in results["command"] and results["tasks"][0]["episodes"][0]["steps"] == 2
     assert "rendered at 40 px, resized to 16 px" in (tmp_path / "eval" / "report.md").read_text()
+
+
+def test_render_plan_of_a_policy_trained_on_a_converted_dataset(tmp_path):
+    """The record a real training run leaves: openpi's LIBERO layout (16 px here) converted with --resize 8 and
+    trained at the debug preset's 16 px (--resize-images): drawn at 16, resized to 8, then back to 16."""
+    from conftest import TINY_CODEC
+    from lerobot_v2_fixtures import make_source_episodes, write_v2_dataset
+
+    from c2c.data.lerobot_v2 import convert_dataset
+    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
+
+    source = write_v2_dataset(tmp_path / "openpi", make_source_episodes(3, 16), version="v2.0", keys="openpi",
+                              video=False)
+    dataset = convert_dataset(source, tmp_path / "dataset", "openpi-libero", resize=8, show_progress=False)
+    tokenizer, policy = tmp_path / "tokenizer", tmp_path / "policy"
+    train_tokenizer(TokenizerTrainConfig(dataset=str(dataset), out=str(tokenizer), steps=2, batch_size=32,
+                                         kmeans_samples=256, eval_every=1000, codec=TINY_CODEC), show_progress=False)
+    train_policy(PolicyTrainConfig(dataset=str(dataset), tokenizer=str(tokenizer), out=str(policy), preset="debug",
+                                   steps=1, batch_size=4, checkpoint_every=1, eval_every=1000, eval_frames=8,
+                                   decode_frames=4, eval_batch_size=4, resize_images=True), show_progress=False)
+    plan = training_render_plan(policy, CAMERAS, 16)
+    assert (plan.render_size, plan.resizes) == (16, (8, 16)), plan
+    assert plan.source == f"{dataset} converted from 16 px cameras ({source.resolve()}/meta/info.json)"
