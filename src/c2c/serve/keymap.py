@@ -6,6 +6,8 @@ which of ours each wire key fills. Presets:
 
 ``libero``     observation/image -> observation.images.image (agentview), observation/wrist_image ->
                observation.images.image2 (wrist), as ``c2c data libero`` and the LIBERO HDF5 reader name them.
+               Asked for by name, it also makes ``c2c serve`` resize images of another size (openpi's LIBERO client
+               sends 224 x 224 ones) unless ``--strict-size``; see :func:`c2c.serve.server.resolve_resize`.
 ``metaworld``  observation/image -> observation.images.corner2, observation/wrist_image ->
                observation.images.gripperPOV (the default cameras of ``c2c data metaworld``).
 ``auto``       observation/image -> the policy's first camera, observation/wrist_image -> its second.
