@@ -314,3 +314,35 @@ def test_renders_at_the_training_images_size_and_resizes_as_training_did(policy_
     assert resized and all(shape == (24, 24, 3) and size == 16 for shape, size in resized)
     assert seen and all(shape == (16, 16, 3) for shape in seen)
     assert any("renders at 24 px and resizes the same way" in warning for warning in results["warnings"])
+
+
+@pytest.mark.sim
+def test_videos_draw_the_plan_the_policy_generated_without_decoding_again(policy_dir, tmp_path, monkeypatch):
+    from c2c.eval import plotting
+    from c2c.policy.policy import PlanExecutePolicy
+
+    generated, drawn = [], []
+    real_generate, real_add = PlanExecutePolicy.generate, plotting.EpisodeVideo.add
+
+    def recording_generate(self, observation, **kwargs):
+        chunk, batched = real_generate(self, observation, **kwargs)
+        generated.append(self.decode_plan(chunk)[0])
+        return chunk, batched
+
+    def recording_add(self, images, plan, caption):
+        drawn.append(plan)
+        return real_add(self, images, plan, caption)
+
+    monkeypatch.setattr(PlanExecutePolicy, "generate", recording_generate)
+    monkeypatch.setattr(plotting.EpisodeVideo, "add", recording_add)
+    kwargs = dict(episodes=1, seed=3, max_steps=25, workers=1, show_progress=False)
+    evaluate_metaworld(policy_dir, "reach", out=tmp_path / "plain", videos=0, **kwargs)
+    without_video = len(generated)
+    generated.clear()
+    evaluate_metaworld(policy_dir, "reach", out=tmp_path / "video", videos=1, **kwargs)
+    assert len(generated) == without_video == 2  # 25 steps, a chunk every 20: no extra decode for the video
+    assert len(drawn) == 26 and all(plan is not None for plan in drawn)  # 25 steps and the final frame
+    for frame in (0, 19):  # steps 0-19 show the first chunk's plan, the rest the second's
+        np.testing.assert_array_equal(drawn[frame], generated[0])
+    for frame in (20, 25):
+        np.testing.assert_array_equal(drawn[frame], generated[1])

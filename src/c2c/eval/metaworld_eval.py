@@ -323,7 +323,7 @@ class _EpisodeRunner:
         if job.video is not None:
             video = EpisodeVideo(job.video, cameras=len(env.cameras), image_size=env.image_size, fps=VIDEO_FPS,
                                  plan_panel=has_plan)
-        plan = None
+        plan, plan_of = None, None
         try:
             with torch.inference_mode():
                 obs = env.reset(job.seed)
@@ -332,17 +332,19 @@ class _EpisodeRunner:
                 success = False
                 while True:
                     finished = success or env.steps >= max_steps
+                    action = None if finished else policy.select_action(self._as_trained(obs))
                     if video is not None:
                         video_started = time.perf_counter()
-                        if has_plan and not finished and self._fresh_plan_at(env.steps):
-                            plan = _display_plan(policy, self._as_trained(obs))
+                        if has_plan and not finished and policy.last_plan_fresh and policy.last_chunk is not plan_of:
+                            plan_of = policy.last_chunk  # the plan the policy just generated, decoded only to draw
+                            plan = policy.decode_plan(plan_of)[0]
                         caption = (f"{job.task}  ep {job.episode}  seed {job.seed}  step {env.steps}/{max_steps}"
                                    + ("  SUCCESS" if success else ""))
                         video.add([obs[image_key(camera)] for camera in env.cameras], plan, caption)
                         video_seconds += time.perf_counter() - video_started
                     if finished:
                         break
-                    obs, success, _ = env.step(policy.select_action(self._as_trained(obs)))
+                    obs, success, _ = env.step(action)
                     progress.update(env.raw_state)
             if video is not None:
                 video_started = time.perf_counter()
@@ -369,24 +371,10 @@ class _EpisodeRunner:
         keys = [image_key(camera) for camera in self.settings.cameras]
         return {key: resize_frame(value, size) if key in keys else value for key, value in obs.items()}
 
-    def _fresh_plan_at(self, step: int) -> bool:
-        """Whether ``select_action`` decodes a chunk with a new plan at ``step`` (not a reused one)."""
-        config = self.policy.config
-        return step % config.replan_every == 0 and (step // config.replan_every) % config.plan_reuse == 0
-
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
         self.env = None
-
-
-def _display_plan(policy: Any, obs: dict[str, Any]) -> Any:
-    """The decoded coarse plan (K, A) for the video; torch's RNG is restored so sampled actions do not change."""
-    import torch
-
-    with torch.random.fork_rng(devices=[]):
-        _, plan = policy.predict_action_chunk(obs, return_plan=True)
-    return plan
 
 
 def _worker_main(settings: _Settings, inbox: Any, results: Any) -> None:

@@ -233,6 +233,8 @@ class PlanExecutePolicy(nn.Module):
         self._queue: deque[np.ndarray] = deque()
         self._cached_plan: torch.Tensor | None = None
         self._plan_uses = 0
+        self.last_chunk: GeneratedChunk | None = None  # the chunk select_action decoded last
+        self.last_plan_fresh = False  # whether that chunk generated its plan (not a reused one)
 
     def select_action(self, observation: Mapping[str, Any]) -> np.ndarray:
         """The next action: (A,) for one observation, (B, A) for a batch.
@@ -242,7 +244,9 @@ class PlanExecutePolicy(nn.Module):
         only exec tokens are generated (plan caching).
         """
         if not self._queue:
-            chunk, batched = self.generate(observation, plan_ids=self._reusable_plan(observation))
+            reused = self._reusable_plan(observation)
+            chunk, batched = self.generate(observation, plan_ids=reused)
+            self.last_chunk, self.last_plan_fresh = chunk, chunk.plan_ids is not None and reused is None
             if chunk.plan_ids is not None and self._plan_uses == 0:
                 self._cached_plan = chunk.plan_ids
             self._plan_uses = (self._plan_uses + 1) % self.config.plan_reuse
@@ -250,6 +254,16 @@ class PlanExecutePolicy(nn.Module):
             steps = np.moveaxis(actions, -2, 0)[: self.config.replan_every]  # (replan_every, [B,] A)
             self._queue.extend(step.copy() for step in steps)
         return self._queue.popleft()
+
+    def decode_plan(self, chunk: GeneratedChunk) -> np.ndarray | None:
+        """The (B, K, A) coarse plan of an already generated chunk, in dataset units (None without a plan): for
+        display, with no second model decode."""
+        if chunk.plan is not None:
+            return chunk.plan
+        if chunk.plan_ids is None:
+            return None
+        codes = self.suffix.ids_to_codes(chunk.suffix_ids)["plan"].numpy()  # (B, N, R)
+        return self.action_tokenizer.decode(codes, "plan")
 
     def _reusable_plan(self, observation: Mapping[str, Any]) -> torch.Tensor | None:
         if self._plan_uses == 0 or self._cached_plan is None:
