@@ -10,6 +10,11 @@ last position, so it is appended rather than generated.
 Plan caching: given plan ids from an earlier call, the plan is fed into the cache in one step and only the exec
 tokens are generated (the plan is conditioning, not output; Eq. 8's second product).
 
+Two loops give the same tokens: ``method="fast"`` (the default; ``fast_decoding.py``: a static cache, the suffix
+mask and positions made once per chunk, a lean one-token step, several times cheaper per token) and
+``method="reference"`` (below: a ``DynamicCache`` and transformers' forward per token, the mask rebuilt each step).
+The fast loop hands models it cannot reproduce bit for bit to the reference loop.
+
 Example::
 
     ids = generate_suffix(model, inputs)                                  # (B, T) greedy, end token last
@@ -27,6 +32,8 @@ from transformers import DynamicCache
 from c2c.errors import ConfigError
 from c2c.policy.model import PlanExecuteVLA, PrefixInputs
 from c2c.policy.tokens import TokenGroup, attention_mask, positions_from_valid
+
+METHODS = ("fast", "reference")  # generate_suffix's loops: fast_decoding.py's, and the one below
 
 
 @dataclass
@@ -77,14 +84,25 @@ def extend(model: PlanExecuteVLA, state: DecodeState, ids: torch.Tensor) -> torc
 @torch.no_grad()
 def generate_suffix(model: PlanExecuteVLA, inputs: PrefixInputs, *, temperature: float = 0.0, top_k: int = 0,
                     generator: torch.Generator | None = None, plan_ids: torch.Tensor | None = None,
-                    use_cache: bool = True) -> torch.Tensor:
+                    use_cache: bool = True, method: str = "fast", compile: bool | None = None) -> torch.Tensor:
     """Generate the whole suffix: (B, T) ids, plan tokens then exec tokens, the end token last.
 
     ``plan_ids`` (B, Tp): reuse a plan instead of generating one (only exec tokens are generated).
+    ``method``: "fast" (``fast_decoding.generate_fast``) or "reference" (the loop below); the same tokens.
+    ``compile``: run the fast loop's step through ``torch.compile`` (None: ``C2C_DECODE_COMPILE=1``).
     ``use_cache=False`` recomputes the full sequence at every step (a reference for tests; quadratic cost).
     """
     suffix = model.suffix
     start = _check_plan(model, plan_ids, inputs.batch_size)
+    if method not in METHODS:
+        raise ConfigError(f"unknown decoding method {method!r}; expected one of {', '.join(METHODS)}")
+    if use_cache and method == "fast":
+        from c2c.policy.fast_decoding import generate_fast
+
+        ids = generate_fast(model, inputs, start, plan_ids, temperature=temperature, top_k=top_k,
+                            generator=generator, compile=compile)
+        if ids is not None:
+            return ids
     generated = inputs.instruction_ids.new_zeros(inputs.batch_size, 0)  # (B, 0)
     if plan_ids is not None:
         generated = plan_ids.to(generated.device).long()
