@@ -314,6 +314,7 @@ class MetaWorldEnv:
         self._scene_options = _scene_options(self._env.model, self.cameras, self._camera_ids, cull=fast_drawing)
         self._upside_down = [False] * len(self.cameras)
         self._expert = None
+        self._render_model = self._env.model  # the model the process's renderer is made for (share_renderer)
         self._raw_state: np.ndarray | None = None  # (39,) float64, the latest metaworld observation
         self._steps = 0
 
@@ -390,12 +391,23 @@ class MetaWorldEnv:
         """Camera name -> (H, W, 3) uint8 upright image of the current state."""
         if not self.cameras:
             return {}
-        renderer = renderer_for(self._env.model, self.image_size)
+        renderer = renderer_for(self._render_model, self.image_size)
         views = zip(self.cameras, self._camera_ids, self._scene_options, self._upside_down, strict=True)
         return {
             camera: renderer.render(self._env.data, camera_id, option, rotate_180=upside_down)
             for camera, camera_id, option, upside_down in views
         }
+
+    def share_renderer(self, other: "MetaWorldEnv") -> None:
+        """Draw with the renderer made for ``other``'s model: another env of the same task, cameras, size and
+        drawing (the same model file; only the simulation states differ), so that envs stepped side by side in one
+        process do not remake the process's one renderer at every switch."""
+        same = (other.task, other.cameras, other.image_size, other._scene_options is not None)
+        if same != (self.task, self.cameras, self.image_size, self._scene_options is not None) \
+                or other._env.model.ngeom != self._env.model.ngeom:
+            raise ConfigError(f"share_renderer: {other.task} at {other.image_size} px with cameras {other.cameras} "
+                              f"cannot draw {self.task} at {self.image_size} px with cameras {self.cameras}")
+        self._render_model = other._render_model
 
     def observation(self) -> dict[str, Any]:
         """``{"observation.images.<cam>": (H, W, 3) uint8, "observation.state": (4,) float32, "task": str}``."""
