@@ -96,11 +96,12 @@ def test_plan_caching_skips_plan_generation_and_still_decodes():
     original = policy.model.decoder
     policy.model.decoder = lambda embeds, *a, **k: calls.append(embeds.shape[1]) or original(embeds, *a, **k)
     try:
-        reused = generate_suffix(policy.model, inputs, plan_ids=full[:, plan_span])
+        reused = generate_suffix(policy.model, inputs, plan_ids=full[:, plan_span], method="reference")
     finally:
         del policy.model.decoder
     exec_tokens = exec_span.stop - exec_span.start
-    # One prefill, the whole plan in one step, then one step per exec token after the first.
+    # The reference loop: one prefill, the whole plan in one step, then one step per exec token after the first
+    # (the fast loop runs the same prefill and plan step, then its own one-token steps).
     assert calls[1] == plan_span.stop and len(calls) == 2 + exec_tokens - 1
     assert torch.equal(reused, full)  # same plan in -> same greedy exec out
     _assert_all_decode(policy, reused)
