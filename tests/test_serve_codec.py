@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import msgpack
 import numpy as np
 import pytest
 
-from c2c.serve.codec import DTYPES, ProtocolError, packb, unpackb
+from c2c.serve.codec import DTYPES, Limits, ProtocolError, check_structure, packb, unpackb
 
 ACCEPTED = [np.bool_, np.uint8, np.uint16, np.uint32, np.uint64, np.int8, np.int16, np.int32, np.int64,
             np.float16, np.float32, np.float64]
@@ -98,3 +100,48 @@ def test_pickle_is_never_used(monkeypatch):
     monkeypatch.setattr(pickle, "dumps", refuse)
     message = packb({"a": np.arange(6, dtype=np.float32).reshape(2, 3)})
     assert unpackb(message)["a"].shape == (2, 3)
+
+
+def _amplification(elements: int = 16_000_000) -> bytes:
+    """A list header declaring ``elements`` elements, then that many one-byte empty lists (16 MB on the wire)."""
+    return b"\xdd" + elements.to_bytes(4, "big") + b"\x90" * elements
+
+
+@pytest.mark.parametrize("message, match", [
+    (_amplification(), "a list of 16000000 elements: at most 1024 are accepted"),
+    (msgpack.packb([[]] * 1024 * 8), "at most 1024"),
+    (msgpack.packb([[[]] * 1000] * 5), "declares more than 4096 values"),
+    (msgpack.packb({str(i): [None] * 1000 for i in range(5)}), "declares more than 4096 values"),
+    (b"\x91" * 40 + b"\x90", "nested deeper than 32 levels"),
+    (msgpack.packb("x" * 70_000), "a string of 70000 bytes"),
+    (msgpack.packb(b"x" * 100), "a bin of 100 bytes: at most 64"),
+    (msgpack.packb(msgpack.ExtType(3, b"x" * 100)), "an extension value of 100 bytes"),
+    (b"\xdc\x00\x10" + b"\x90" * 10, "truncated"),
+    (msgpack.packb(1) + b"\x00", "1 bytes after the message"),
+    (b"\xdb\x00\x00", "truncated"),
+])
+def test_messages_over_the_limits_are_refused_before_anything_is_built(message, match):
+    limits = Limits(max_bin_len=64)
+    with pytest.raises(ProtocolError, match=match):
+        check_structure(message, limits)
+    with pytest.raises(ProtocolError, match=match):
+        unpackb(message, limits)
+
+
+def test_the_amplification_message_is_refused_at_once():
+    message = _amplification()
+    started = time.perf_counter()
+    with pytest.raises(ProtocolError, match="at most 1024"):
+        unpackb(message)
+    assert time.perf_counter() - started < 0.1  # one header read; decoding it took seconds and a gigabyte
+    assert check_structure(msgpack.packb([[None] * 1000] * 4)) == 4005  # within the limits: accepted
+
+
+def test_a_real_request_is_within_the_limits():
+    request = {"observation/image": np.zeros((224, 224, 3), np.uint8),
+               "observation/wrist_image": np.zeros((224, 224, 3), np.uint8),
+               "observation/state": [0.5] * 8, "prompt": "p" * 4096, "return_plan": False}
+    assert check_structure(packb(request)) < 100
+    assert unpackb(packb(request))["observation/image"].shape == (224, 224, 3)
+    memory = memoryview(packb(request))
+    assert unpackb(memory)["observation/state"] == [0.5] * 8

@@ -8,6 +8,14 @@ as one, as with openpi). Unpacking checks every array before it is built: the dt
 ``np.dtype`` never parses anything else), the shape a list of non-negative ints, and the byte count exactly
 ``prod(shape) * itemsize``. Arrays come back as writable, native-endian copies.
 
+Bounds (:class:`Limits`): before msgpack builds anything, :func:`check_structure` walks the message's headers and
+refuses one that declares more values in all than ``max_values`` (every map key and value, list element, string,
+number; a request has a few dozen), a list or map longer than ``max_container_len``, nesting deeper than
+``max_depth``, or a string, bin or extension longer than its limit; msgpack's own limits (``max_array_len`` ...)
+are set from the same numbers. So a message of N bytes builds at most ``max_values`` Python objects plus its own
+bytes: a list header declaring 16 million elements followed by 16 million one-byte empty lists is refused after
+reading one header, not decoded into a gigabyte of lists.
+
 Example::
 
     data = packb({"observation/state": np.zeros(8, np.float32), "prompt": "open the drawer"})
@@ -17,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import msgpack
@@ -38,6 +47,107 @@ MAX_DIMS = 32  # numpy's own limit is 64; no observation has more than a handful
 
 class ProtocolError(C2CError):
     """A message that does not follow the wire format; the text names the offending part."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one message may hold (see the module docstring); the defaults fit any observation of a few cameras."""
+
+    max_values: int = 4096  # every value declared in the message, containers included
+    max_container_len: int = 1024  # elements of one list, entries of one map
+    max_depth: int = 32  # nested maps and lists
+    max_str_len: int = 64 * 1024  # bytes of one string (a prompt is at most 4096 characters)
+    max_bin_len: int = 16 * 2**20  # bytes of one bin (an image's data); the server sets its message size
+    max_ext_len: int = 64  # extension types are refused anyway; this only bounds what is read first
+
+    def msgpack_options(self) -> dict[str, int]:
+        """The same bounds as msgpack's own unpacking limits."""
+        return {"max_array_len": self.max_container_len, "max_map_len": self.max_container_len,
+                "max_str_len": self.max_str_len, "max_bin_len": self.max_bin_len, "max_ext_len": self.max_ext_len}
+
+
+DEFAULT_LIMITS = Limits()
+
+# Header byte -> (kind, bytes of the length field or fixed payload size); fixed-size kinds listed, the rest in
+# check_structure. Kinds: "skip" (payload of the given size), "str"/"bin"/"ext" (length field), "array"/"map".
+_SIZED: dict[int, tuple[str, int]] = {
+    0xC4: ("bin", 1), 0xC5: ("bin", 2), 0xC6: ("bin", 4),
+    0xC7: ("ext", 1), 0xC8: ("ext", 2), 0xC9: ("ext", 4),
+    0xCA: ("skip", 4), 0xCB: ("skip", 8), 0xCC: ("skip", 1), 0xCD: ("skip", 2), 0xCE: ("skip", 4),
+    0xCF: ("skip", 8), 0xD0: ("skip", 1), 0xD1: ("skip", 2), 0xD2: ("skip", 4), 0xD3: ("skip", 8),
+    0xD4: ("skip", 2), 0xD5: ("skip", 3), 0xD6: ("skip", 5), 0xD7: ("skip", 9), 0xD8: ("skip", 17),
+    0xD9: ("str", 1), 0xDA: ("str", 2), 0xDB: ("str", 4),
+    0xDC: ("array", 2), 0xDD: ("array", 4), 0xDE: ("map", 2), 0xDF: ("map", 4),
+}
+
+
+def check_structure(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> int:
+    """Walk the headers of one msgpack message without building anything; the number of values it declares.
+
+    Raises :class:`ProtocolError` (one line) for a message over ``limits``, a truncated message, an invalid header
+    byte or bytes after the message. Costs at most ``limits.max_values`` header reads, whatever the message.
+    """
+    view = memoryview(data).cast("B") if not isinstance(data, (bytes, bytearray)) else data
+    size, pos, depth = len(view), 0, 0
+    declared = 1  # the root value
+    pending = [1]  # values still to read at each open level
+    while pending:
+        if pending[-1] == 0:
+            pending.pop()
+            depth -= 1
+            continue
+        pending[-1] -= 1
+        if pos >= size:
+            raise ProtocolError(f"not valid msgpack (truncated: {size} bytes end inside a value)")
+        byte = view[pos]
+        pos += 1
+        if byte <= 0x7F or byte >= 0xE0 or byte in (0xC0, 0xC2, 0xC3):  # ints, nil, false, true
+            continue
+        if 0xA0 <= byte <= 0xBF:
+            kind, length = "str", byte & 0x1F
+        elif 0x90 <= byte <= 0x9F:
+            kind, length = "array", byte & 0x0F
+        elif 0x80 <= byte <= 0x8F:
+            kind, length = "map", byte & 0x0F
+        elif byte in _SIZED:
+            kind, field = _SIZED[byte]
+            if kind == "skip":
+                pos += field
+                continue
+            if pos + field > size:
+                raise ProtocolError(f"not valid msgpack (truncated: {size} bytes end inside a header)")
+            length = int.from_bytes(view[pos:pos + field], "big")
+            pos += field
+        else:
+            raise ProtocolError(f"not valid msgpack (byte 0x{byte:02x} at offset {pos - 1} starts no value)")
+        if kind in ("array", "map"):
+            if length > limits.max_container_len:
+                raise ProtocolError(f"a {'list' if kind == 'array' else 'map'} of {length} "
+                                    f"{'elements' if kind == 'array' else 'entries'}: at most "
+                                    f"{limits.max_container_len} are accepted")
+            count = 2 * length if kind == "map" else length
+            declared += count
+            if declared > limits.max_values:
+                raise ProtocolError(f"the message declares more than {limits.max_values} values (a request has a "
+                                    f"few dozen)")
+            if count > size - pos:
+                raise ProtocolError(f"not valid msgpack (truncated: a {kind} of {length} in {size - pos} bytes)")
+            if count:
+                depth += 1
+                if depth > limits.max_depth:
+                    raise ProtocolError(f"maps and lists nested deeper than {limits.max_depth} levels")
+                pending.append(count)
+            continue
+        limit = {"str": limits.max_str_len, "bin": limits.max_bin_len, "ext": limits.max_ext_len}[kind]
+        if length > limit:
+            what = {"str": "a string", "bin": "a bin", "ext": "an extension value"}[kind]
+            raise ProtocolError(f"{what} of {length} bytes: at most {limit} are accepted")
+        pos += length + (1 if kind == "ext" else 0)  # an ext's type byte follows its length
+    if pos > size:
+        raise ProtocolError(f"not valid msgpack (truncated: {size} bytes end inside a value)")
+    if pos < size:
+        raise ProtocolError(f"not valid msgpack ({size - pos} bytes after the message)")
+    return declared
 
 
 def _dtype_name(dtype: np.dtype) -> str:
@@ -123,11 +233,13 @@ def _refuse_extension(code: int, data: bytes) -> Any:
     raise ProtocolError(f"msgpack extension type {code} is not accepted")
 
 
-def unpackb(data: bytes | bytearray | memoryview) -> Any:
-    """msgpack bytes -> Python values with checked numpy arrays; anything malformed is a :class:`ProtocolError`."""
+def unpackb(data: bytes | bytearray | memoryview, limits: Limits = DEFAULT_LIMITS) -> Any:
+    """msgpack bytes -> Python values with checked numpy arrays; anything malformed or over ``limits`` is a
+    :class:`ProtocolError` (checked by :func:`check_structure` before msgpack builds anything)."""
+    check_structure(data, limits)
     try:
         return msgpack.unpackb(data, object_hook=_decode, ext_hook=_refuse_extension, raw=False, use_list=True,
-                               strict_map_key=True)
+                               strict_map_key=True, **limits.msgpack_options())
     except ProtocolError:
         raise
     except UnicodeDecodeError:
