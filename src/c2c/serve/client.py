@@ -25,7 +25,7 @@ import numpy as np
 
 from c2c.errors import C2CError, ConfigError
 from c2c.serve.codec import packb, unpackb
-from c2c.serve.keymap import RETURN_PLAN
+from c2c.serve.keymap import CONTROL_MARK, RETURN_PLAN
 
 DEFAULT_OPEN_TIMEOUT_S = 30.0
 
@@ -83,6 +83,20 @@ class PolicyClient:
         reply = self._receive()
         if not isinstance(reply, dict) or "actions" not in reply:
             raise ServerError(f"{self.url}: the reply has no 'actions' (keys: {list(reply)[:10]})")
+        return reply
+
+    def control(self, name: str) -> dict[str, Any]:
+        """Send the control message ``{"__ctrl__": name}`` (``episode_start``, ``episode_end``, ``reset``) and
+        return the server's answer (``{"ok": True, ...}`` from ``c2c serve``)."""
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            self._connection.send(packb({CONTROL_MARK: name}))
+        except ConnectionClosed as error:
+            raise ServerError(f"{self.url}: the server closed the connection ({_close_text(error)})") from None
+        reply = self._receive()
+        if not isinstance(reply, dict):
+            raise ServerError(f"{self.url}: the answer to {name!r} is not a map")
         return reply
 
     def close(self) -> None:

@@ -40,6 +40,7 @@ WIRE_WRIST_IMAGE = "observation/wrist_image"
 WIRE_STATE = "observation/state"
 WIRE_PROMPT = "prompt"
 RETURN_PLAN = "return_plan"  # request option: False leaves the plan out of the reply
+CONTROL_MARK = "__ctrl__"  # a message {"__ctrl__": name} is a control message, not a request (c2c.serve.server)
 CONTROL_KEYS = frozenset({RETURN_PLAN})
 
 COMMON = {WIRE_STATE: OBS_STATE, WIRE_PROMPT: TASK}

@@ -7,21 +7,33 @@ observation and is answered with ``{"actions": float32 (He, A), "plan": float32 
 ``"return_plan": false``. Arrays use openpi's ``msgpack_numpy`` format (:mod:`c2c.serve.codec`). ``GET /healthz``
 answers 200 without a key.
 
+Control messages: a map with the key ``"__ctrl__"`` (``{"__ctrl__": "episode_start"}``, ``"episode_end"`` or
+``"reset"``, as some openpi client variants send between episodes) is answered ``{"ok": True, "control": <name>,
+"episode": <episodes started on this connection>}`` and the connection stays open. The server keeps no action
+state per connection (every request decodes a fresh chunk with a fresh plan; action queues live in the client),
+so such a message resets only the connection's episode counters that the log reports. An unknown name is answered
+``{"ok": False, "control": <name>, "error": ...}``; a ``__ctrl__`` that is not a string is a bad request.
+
 Image size: an image of another size than the policy's is resized (PIL bilinear, as training resizes dataset
 frames) when ``resize`` is on, else refused. ``resize=None`` (the default) turns it on for the ``libero`` key map
 only: openpi's LIBERO client (``examples/libero/main.py``) sends 224 x 224 images. ``strict_size=True`` always
 refuses (see :func:`resolve_resize`).
 
-Errors: a message that is not msgpack, an array with a refused dtype, a bad shape or a wrong byte count, a missing
-key, an image of the wrong size (unless resized), a text frame: the connection gets one text frame
-``bad request: <what and what was expected>`` and is closed with code 1008; a failure inside the policy gets the
-traceback as text and code 1011. A message over ``max_message_bytes`` is closed by websockets with code 1009. A
-wrong or missing API key (header ``Authorization: Api-Key <key>``, as openpi-client sends it, or ``Api-Key:
-<key>``) is refused at the handshake with HTTP 401. Other connections are never affected.
+Errors: a message that is not msgpack or holds more than :class:`~c2c.serve.codec.Limits` allow, an array with a
+refused dtype, a bad shape or a wrong byte count, a missing key, an image of the wrong size (unless resized), a
+text frame: the connection gets one text frame ``bad request: <what and what was expected>`` and is closed with
+code 1008; a failure inside the policy gets ``policy failure: <error>`` and code 1011. A message over
+``max_message_bytes`` is closed by websockets with code 1009. A wrong or missing API key (header ``Authorization:
+Api-Key <key>``, as openpi-client sends it, or ``Api-Key: <key>``) is refused at the handshake with HTTP 401, two
+``Api-Key`` or two ``Authorization`` headers with HTTP 400. Each refusal is one log line; tracebacks (in the log and
+in the policy-failure frame) only with ``C2C_DEBUG=1``. Other connections are never affected.
 
-Batching: requests are checked on the event loop, then queued; one worker thread runs the policy. When it is free
-it takes every queued request (up to ``max_batch``) and decodes them as one batch; if that batch fails, its
-requests are decoded one by one so that only the failing one gets the error.
+Decoding and batching: a message is unpacked and checked in a decode thread (``decode_workers`` at once over all
+connections; a connection's next message is read only after its reply), never on the event loop, so one
+connection's message cannot stall the others. Checked requests are queued; one worker thread runs the policy. When
+it is free it takes every queued request (up to ``max_batch``) and decodes them as one batch; if that batch fails,
+its requests are decoded one by one so that only the failing one gets the error. A request whose connection closed
+before its reply is dropped before its batch runs (or its result discarded when the batch already runs).
 
 Example::
 
@@ -36,11 +48,12 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import os
 import signal
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -51,8 +64,8 @@ import numpy as np
 
 from c2c.constants import OBS_STATE, TASK, image_key
 from c2c.errors import C2CError, ConfigError
-from c2c.serve.codec import ProtocolError, packb, unpackb
-from c2c.serve.keymap import RETURN_PLAN, KeyMap, load_key_map
+from c2c.serve.codec import Limits, ProtocolError, packb, unpackb
+from c2c.serve.keymap import CONTROL_MARK, RETURN_PLAN, KeyMap, load_key_map
 from c2c.serve.observation import RequestSpec
 
 PROTOCOL = "openpi-websocket"
@@ -61,11 +74,43 @@ DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8000
 DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
 DEFAULT_MAX_BATCH = 8
+DEFAULT_DECODE_WORKERS = 2  # messages unpacked and checked at once, over all connections
+MAX_QUEUED_FRAMES = 4  # frames websockets buffers per connection before it stops reading (backpressure)
+CONTROL_MESSAGES = ("episode_start", "episode_end", "reset")
+MAX_CONTROL_CHARS = 64
 HEALTH_PATH = "/healthz"
 CLOSE_BAD_REQUEST = 1008  # policy violation
 CLOSE_INTERNAL_ERROR = 1011
 
 log = logging.getLogger("c2c.serve")
+_ws_log = logging.getLogger("c2c.serve.websockets")  # what websockets itself logs, through _OneLine
+
+
+def _debug() -> bool:
+    """Whether tracebacks are logged (``C2C_DEBUG`` set, as for the command line's errors)."""
+    return bool(os.environ.get("C2C_DEBUG"))
+
+
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class _OneLine(logging.Filter):
+    """websockets' own records: warnings and errors only, a traceback folded into the line (unless C2C_DEBUG)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if _debug():
+            return True
+        if record.levelno < logging.WARNING:
+            return False
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg, record.args = f"{record.getMessage()}: {_one_line(record.exc_info[1])}", None
+            record.exc_info, record.exc_text = None, None
+        return True
+
+
+_ws_log.addFilter(_OneLine())
 
 
 @dataclass
@@ -83,12 +128,13 @@ class _Batcher:
         self.policy, self.max_batch = policy, max_batch
         self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-serve-policy")
-        self.requests = self.batches = 0
+        self.requests = self.batches = self.dropped = 0
 
-    async def submit(self, observation: dict[str, Any], return_plan: bool) -> dict[str, Any]:
+    def submit(self, observation: dict[str, Any], return_plan: bool) -> asyncio.Future:
+        """Queue one request; its reply comes in the future (cancel it to drop the request)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put(_Pending(observation, return_plan, future))
-        return await future
+        self.queue.put_nowait(_Pending(observation, return_plan, future))
+        return future
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -96,7 +142,9 @@ class _Batcher:
             batch = [await self.queue.get()]
             while len(batch) < self.max_batch and not self.queue.empty():
                 batch.append(self.queue.get_nowait())
-            batch = [item for item in batch if not item.future.done()]  # callers that went away
+            live = [item for item in batch if not item.future.done()]  # callers that went away are skipped
+            self.dropped += len(batch) - len(live)
+            batch = live
             if not batch:
                 continue
             started = time.perf_counter()
@@ -161,17 +209,66 @@ class _Batcher:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
 
+class _DuplicateHeader(Exception):
+    """A handshake with two headers of a name that must appear once."""
+
+
 def _presented_key(headers: Any) -> str | None:
-    """The API key of a handshake: ``Api-Key: <key>`` or ``Authorization: Api-Key <key>`` (or ``Bearer``)."""
-    direct = headers.get("Api-Key")
-    if direct is not None:
-        return direct.strip()
-    authorization = headers.get("Authorization")
-    if authorization is not None:
-        scheme, _, value = authorization.strip().partition(" ")
+    """The API key of a handshake: ``Api-Key: <key>`` or ``Authorization: Api-Key <key>`` (or ``Bearer``);
+    :class:`_DuplicateHeader` when either header comes more than once."""
+    values = {}
+    for name in ("Api-Key", "Authorization"):
+        given = headers.get_all(name)
+        if len(given) > 1:
+            raise _DuplicateHeader(f"{len(given)} {name} headers (send one)")
+        values[name] = given[0] if given else None
+    if values["Api-Key"] is not None:
+        return values["Api-Key"].strip()
+    if values["Authorization"] is not None:
+        scheme, _, value = values["Authorization"].strip().partition(" ")
         if scheme.lower() in ("api-key", "bearer"):
             return value.strip()
     return None
+
+
+@dataclass
+class _Control:
+    """A control message (``{"__ctrl__": name}``) read from a connection."""
+
+    name: str
+
+
+def _control_name(value: Any) -> str:
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_CONTROL_CHARS:
+        shown = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
+        raise ProtocolError(f"{CONTROL_MARK!r}: expected the name of a control message "
+                            f"({', '.join(CONTROL_MESSAGES)}), got {shown[:80]}")
+    return value
+
+
+@dataclass
+class _ConnectionState:
+    """What the server keeps per connection: counters for the log (no action state: see the module docstring)."""
+
+    peer: str
+    served: int = 0
+    episodes: int = 0
+    episode_requests: int = 0
+
+    def control(self, name: str) -> dict[str, Any]:
+        """Apply a control message; the reply."""
+        if name not in CONTROL_MESSAGES:
+            log.warning("%s sent the unknown control message %r (known: %s)", self.peer, name,
+                        ", ".join(CONTROL_MESSAGES))
+            return {"ok": False, "control": name,
+                    "error": f"unknown control message {name!r} (known: {', '.join(CONTROL_MESSAGES)})"}
+        if name == "episode_end":
+            log.info("%s: episode %d ended after %d requests", self.peer, self.episodes, self.episode_requests)
+        else:
+            self.episodes += 1
+            log.info("%s: episode %d started (%s)", self.peer, self.episodes, name)
+        self.episode_requests = 0
+        return {"ok": True, "control": name, "episode": self.episodes}
 
 
 def training_summary(policy_dir: Path | None) -> dict[str, Any] | None:
@@ -211,10 +308,11 @@ class PolicyServer:
     def __init__(self, policy: Any, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, api_key: str | None = None,
                  key_map: KeyMap | str | None = None, resize: bool | None = None, strict_size: bool = False,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, max_batch: int = DEFAULT_MAX_BATCH,
-                 policy_dir: str | Path | None = None, training: dict[str, Any] | None = None) -> None:
+                 policy_dir: str | Path | None = None, training: dict[str, Any] | None = None,
+                 decode_workers: int = DEFAULT_DECODE_WORKERS, limits: Limits | None = None) -> None:
         config = policy.config
         for name, value, low in (("port", port, 0), ("max_message_bytes", max_message_bytes, 1024),
-                                 ("max_batch", max_batch, 1)):
+                                 ("max_batch", max_batch, 1), ("decode_workers", decode_workers, 1)):
             if not isinstance(value, int) or value < low or (name == "port" and value > 65535):
                 raise ConfigError(f"--{name.replace('_', '-')} must be an integer >= {low}"
                                   f"{' and <= 65535' if name == 'port' else ''}, got {value!r}")
@@ -226,7 +324,8 @@ class PolicyServer:
         key_map.check_cameras(config.cameras)
         self.policy, self.config = policy, config
         self.host, self.port, self.api_key = host, port, api_key
-        self.max_message_bytes, self.max_batch = max_message_bytes, max_batch
+        self.max_message_bytes, self.max_batch, self.decode_workers = max_message_bytes, max_batch, decode_workers
+        self.limits = limits if limits is not None else Limits(max_bin_len=max_message_bytes)
         self.policy_dir = None if policy_dir is None else Path(policy_dir)
         self.spec = RequestSpec(tuple(config.cameras), config.image_size, config.state_dim, key_map, resize,
                                 strict_size)
@@ -235,7 +334,10 @@ class PolicyServer:
         self._server: Any = None
         self._batcher: _Batcher | None = None
         self._batcher_task: asyncio.Task | None = None
+        self._decoder: ThreadPoolExecutor | None = None
+        self._decode_slots: asyncio.Semaphore | None = None
         self.connections = 0
+        self.dropped = 0  # requests whose connection closed before their reply
 
     def metadata(self) -> dict[str, Any]:
         """What a client learns on connect: the expected request, the reply's shapes, the key map."""
@@ -253,6 +355,7 @@ class PolicyServer:
         request_keys[state_wire] = f"float32 ({config.state_dim},) robot state ({OBS_STATE})"
         request_keys[task_wire] = f"instruction string ({TASK})"
         request_keys[RETURN_PLAN] = "optional bool (default true): false leaves the plan out of the reply"
+        limits = self.limits
         return {
             "server": "c2c", "version": __version__, "protocol": PROTOCOL, "protocol_version": PROTOCOL_VERSION,
             "variant": config.variant, "has_plan": config.has_plan, "returns_plan": config.has_plan,
@@ -264,6 +367,10 @@ class PolicyServer:
             "plan_horizon": config.plan_horizon, "replan_every": config.replan_every,
             "request_keys": request_keys, "key_map": key_map.to_dict(),
             "max_message_bytes": self.max_message_bytes, "max_batch": self.max_batch,
+            "control_key": CONTROL_MARK, "control_messages": list(CONTROL_MESSAGES),
+            "limits": {"max_values": limits.max_values, "max_container_len": limits.max_container_len,
+                       "max_depth": limits.max_depth, "max_str_len": limits.max_str_len,
+                       "max_bin_len": limits.max_bin_len},
             "policy_dir": None if self.policy_dir is None else str(self.policy_dir),
             "policy_config": config.to_dict(), "training": self.training,
         }
@@ -280,9 +387,12 @@ class PolicyServer:
 
         self._batcher = _Batcher(self.policy, self.max_batch)
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="c2c-serve-batcher")
+        self._decoder = ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="c2c-serve-decode")
+        self._decode_slots = asyncio.Semaphore(self.decode_workers)
         try:
             self._server = await serve(self._handle, self.host, self.port, compression=None,
-                                       max_size=self.max_message_bytes, process_request=self._process_request)
+                                       max_size=self.max_message_bytes, max_queue=MAX_QUEUED_FRAMES,
+                                       process_request=self._process_request, logger=_ws_log)
         except OSError as error:
             await self._stop_batcher()
             raise ConfigError(f"cannot listen on {self.host}:{self.port}: {error.strerror or error}") from None
@@ -297,6 +407,9 @@ class PolicyServer:
         await self._stop_batcher()
 
     async def _stop_batcher(self) -> None:
+        if self._decoder is not None:
+            decoder, self._decoder = self._decoder, None
+            await asyncio.to_thread(decoder.shutdown, wait=True, cancel_futures=True)
         if self._batcher_task is not None:
             self._batcher_task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -308,18 +421,40 @@ class PolicyServer:
             if batcher.batches:
                 log.info("served %d requests in %d batches (%.2f per batch)", batcher.requests, batcher.batches,
                          batcher.requests / batcher.batches)
+            if self.dropped:
+                log.info("dropped %d requests whose connection closed first (%d before their batch ran)",
+                         self.dropped, batcher.dropped)
 
     # --- connections --------------------------------------------------------------------------------------------
     def _process_request(self, connection: Any, request: Any) -> Any:
-        if request.path.split("?", 1)[0] == HEALTH_PATH:
-            return connection.respond(HTTPStatus.OK, "OK\n")
-        if self.api_key is not None:
-            given = _presented_key(request.headers)
+        """Health checks and the API key; every refusal is one log line and a one-line HTTP answer."""
+        try:
+            if request.path.split("?", 1)[0] == HEALTH_PATH:
+                return connection.respond(HTTPStatus.OK, "OK\n")
+            if self.api_key is None:
+                return None
+            try:
+                given = _presented_key(request.headers)
+            except _DuplicateHeader as duplicate:
+                log.warning("refused %s: %s", _peer(connection), duplicate)
+                return connection.respond(HTTPStatus.BAD_REQUEST, f"{duplicate}\n")
             if given is None or not hmac.compare_digest(given.encode(), self.api_key.encode()):
                 log.warning("refused %s: %s API key", _peer(connection), "missing" if given is None else "wrong")
                 return connection.respond(HTTPStatus.UNAUTHORIZED, "missing or wrong API key (send the header "
                                           "'Authorization: Api-Key <key>' or 'Api-Key: <key>')\n")
-        return None
+            return None
+        except Exception as error:  # a malformed handshake is refused, never a 500
+            log.warning("refused %s: malformed handshake (%s)", _peer(connection), _one_line(error),
+                        exc_info=_debug())
+            return connection.respond(HTTPStatus.BAD_REQUEST, "malformed handshake\n")
+
+    def _read(self, message: bytes) -> _Control | tuple[dict[str, Any], bool]:
+        """In a decode thread: a message -> a control message, or (observation, whether to return the plan)."""
+        request = unpackb(message, self.limits)
+        if isinstance(request, Mapping) and CONTROL_MARK in request:
+            return _Control(_control_name(request[CONTROL_MARK]))
+        observation, return_plan = self.spec.parse(request)
+        return observation, return_plan and self.config.has_plan
 
     async def _handle(self, connection: Any) -> None:
         from websockets.exceptions import ConnectionClosed
@@ -327,28 +462,51 @@ class PolicyServer:
         peer = _peer(connection)
         self.connections += 1
         log.info("connection from %s", peer)
-        served = 0
+        state = _ConnectionState(peer)
+        closed = asyncio.ensure_future(connection.wait_closed())
+        loop = asyncio.get_running_loop()
+        assert self._batcher is not None and self._decoder is not None and self._decode_slots is not None
         try:
             await connection.send(self._metadata)
             async for message in connection:
                 if isinstance(message, str):
                     raise ProtocolError("expected binary msgpack frames, got a text frame")
-                observation, return_plan = self.spec.parse(unpackb(message))
-                assert self._batcher is not None
-                reply = await self._batcher.submit(observation, return_plan and self.config.has_plan)
+                async with self._decode_slots:
+                    read = await loop.run_in_executor(self._decoder, self._read, message)
+                del message
+                if isinstance(read, _Control):
+                    await connection.send(packb(state.control(read.name)))
+                    continue
+                reply = None if closed.done() else await _unless_closed(self._batcher.submit(*read), closed)
+                if reply is None:
+                    self.dropped += 1
+                    log.info("%s closed the connection before its reply: request dropped", peer)
+                    break
                 await connection.send(packb(reply))
-                served += 1
+                state.served += 1
+                state.episode_requests += 1
         except ConnectionClosed:
             pass
         except (ProtocolError, C2CError) as error:
-            log.warning("bad request from %s: %s", peer, error)
+            log.warning("bad request from %s: %s", peer, error, exc_info=_debug())
             await _fail(connection, f"bad request: {error}", CLOSE_BAD_REQUEST, "bad request (see the text frame)")
-        except Exception:  # this connection fails (traceback logged and sent), the server goes on
-            log.exception("policy failure for %s", peer)
-            await _fail(connection, f"policy failure:\n{traceback.format_exc()}", CLOSE_INTERNAL_ERROR,
-                        "internal error (traceback in the text frame)")
+        except Exception as error:  # this connection fails (one line logged and sent), the server goes on
+            log.error("policy failure for %s: %s", peer, _one_line(error), exc_info=_debug())
+            text = f"policy failure: {_one_line(error)}" + (f"\n{traceback.format_exc()}" if _debug() else "")
+            await _fail(connection, text, CLOSE_INTERNAL_ERROR, "internal error (see the text frame)")
         finally:
-            log.info("connection from %s closed after %d requests", peer, served)
+            closed.cancel()
+            log.info("connection from %s closed after %d requests", peer, state.served)
+
+
+async def _unless_closed(future: asyncio.Future, closed: asyncio.Future) -> dict[str, Any] | None:
+    """The reply of ``future``, or None (the request cancelled) when the connection closes first."""
+    try:
+        await asyncio.wait((future, closed), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not future.done():  # the connection closed, or this handler was cancelled
+            future.cancel()
+    return None if future.cancelled() else future.result()
 
 
 def _peer(connection: Any) -> str:
@@ -429,6 +587,7 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
                api_key: str | None = None, key_map: str | None = None, resize: bool | None = None,
                strict_size: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
+               decode_workers: int = DEFAULT_DECODE_WORKERS,
                stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
     """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly."""
     import torch
@@ -445,7 +604,7 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
     policy = load_policy(policy_dir)
     server = PolicyServer(policy, host=host, port=port, api_key=api_key, key_map=key_map, resize=resize,
                           strict_size=strict_size, max_message_bytes=max_message_bytes, max_batch=max_batch,
-                          policy_dir=policy_dir)
+                          policy_dir=policy_dir, decode_workers=decode_workers)
 
     async def main() -> None:
         stop = asyncio.Event()
