@@ -13,3 +13,7 @@ class DatasetError(C2CError):
 
 class ConfigError(C2CError):
     """A command-line option or configuration value is invalid."""
+
+
+class OutputError(C2CError):
+    """An output directory or file cannot be created or written."""

@@ -8,6 +8,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from c2c.errors import OutputError
+from c2c.utils.outdir import write_failure_hint
+
 
 def _umask() -> int:
     current = os.umask(0)
@@ -16,7 +19,17 @@ def _umask() -> int:
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file renamed into place; an OSError (no permission, a full
+    disk) becomes an :class:`OutputError` naming ``path``."""
     path = Path(path)
+    try:
+        _atomic_write(path, data)
+    except OSError as error:
+        reason, fix = write_failure_hint(error, "path")
+        raise OutputError(f"{path}: cannot write it ({reason}); {fix}") from None
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
