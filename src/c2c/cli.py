@@ -1,12 +1,15 @@
 """The ``c2c`` command line.
 
-Every subcommand fails with a one-line ``c2c: error: ...`` naming the bad input (a :class:`C2CError`) instead of a
-traceback; ``C2C_DEBUG=1`` shows the traceback too.
+Every subcommand fails with a one-line ``c2c: error: ...`` instead of a traceback: a :class:`C2CError` names the bad
+input, an OSError the path, anything else its type and message; ``C2C_DEBUG=1`` shows the traceback instead. A
+command's ``--out`` is checked (a directory that can be written) before any work, and removed again when the command
+fails before writing anything into it.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from pathlib import Path
@@ -569,19 +572,73 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _out_dir(args: argparse.Namespace) -> Path | None:
+    """The output directory a command writes to: its --out, or the default of `c2c run` and `c2c ablate`."""
+    out = getattr(args, "out", None)
+    if out is None and args.command in ("run", "ablate"):
+        out = Path("runs") / args.preset
+    return out
+
+
+def _output_guard(args: argparse.Namespace) -> contextlib.AbstractContextManager:
+    """The output directory checked before the command starts (writable, not a file) and removed again when the
+    command fails before writing anything into it. Dataset writers stage their output beside it."""
+    from c2c.utils.outdir import output_directory
+
+    out = _out_dir(args)
+    if out is None:
+        return contextlib.nullcontext()
+    overwrite = getattr(args, "overwrite", None)  # commands that replace an existing --out say so
+    return output_directory(out, "--out", staging_beside=args.command == "data", overwrite=overwrite)
+
+
+def _debugging() -> bool:
+    return os.environ.get("C2C_DEBUG", "") not in ("", "0")
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _os_error_line(error: OSError) -> str:
+    """An OSError as one line naming the path and what to do."""
+    from c2c.utils.outdir import write_failure_hint
+
+    reason, fix = write_failure_hint(error, "path")
+    if error.filename is None:
+        return f"{type(error).__name__}: {_first_line(str(error))} ({fix}; set C2C_DEBUG=1 for the traceback)"
+    paths = error.filename if error.filename2 is None else f"{error.filename} -> {error.filename2}"
+    return f"{paths}: {reason}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. A :class:`C2CError` prints ``c2c: error: <message>`` (exit 2); an OSError one line naming the
+    path (exit 1); any other exception one line with its type (exit 1); ``C2C_DEBUG=1`` re-raises them instead, for
+    the traceback. Ctrl-C prints one line (exit 130)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return int(args.func(args) or 0)
-    except C2CError as err:
-        if os.environ.get("C2C_DEBUG"):
-            raise
-        print(f"c2c: error: {err}", file=sys.stderr)
-        return 2
+        with _output_guard(args):
+            return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print("c2c: interrupted (rerun the same command to resume where supported)", file=sys.stderr)
         return 130
+    except C2CError as err:
+        if _debugging():
+            raise
+        print(f"c2c: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        if _debugging():
+            raise
+        print(f"c2c: error: {_os_error_line(err)}", file=sys.stderr)
+        return 1
+    except Exception as err:
+        if _debugging():
+            raise
+        print(f"c2c: error: unexpected {type(err).__name__}: {_first_line(str(err))} (set C2C_DEBUG=1 for the "
+              "traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
