@@ -55,6 +55,7 @@ from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.train_data import PolicyData, batch_loader, draw_frames, load_policy_data, random_shift
 from c2c.policy.train_eval import TrainingRun, evaluate_policy, format_metrics, plot_curves  # noqa: F401 (public)
 from c2c.utils.io import atomic_write_json
+from c2c.utils.outdir import check_out_dir
 
 TRAINING_DATA_FILE = "training_data.json"  # the training dataset's generator record (c2c extra info)
 
@@ -262,6 +263,7 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
 
     launch = config.launch()  # device, world size and batch split are checked before any data is read
     out = Path(config.out)
+    check_out_dir(out)  # a file in the way or a read-only disk: one line now, not after training
     state = read_state(out)
     if resume and state is None:
         raise ConfigError(f"--resume: {out / CHECKPOINT} does not exist (nothing to resume)")

@@ -27,6 +27,7 @@ from c2c.tokenizer.data import ChunkSplit, default_spec, load_chunks
 from c2c.tokenizer.metrics import code_distribution, overlap_mass, perplexity, usage_fraction
 from c2c.tokenizer.rvq_tokenizer import VARIANTS, RVQTokenizer
 from c2c.utils.io import atomic_write_json
+from c2c.utils.outdir import check_out_dir
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -167,7 +168,7 @@ def train_tokenizer(config: TokenizerTrainConfig, show_progress: bool = True,
     ``stop_after`` ends this run after that many steps with a checkpoint (returns None); rerun to continue.
     """
     out = Path(config.out)
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)  # a file in the way or a read-only disk: one line now, not after training
     torch.manual_seed(config.seed)
     spec = default_spec(Path(config.dataset), config.exec_horizon,
                         0 if config.variant == "exec-only" else config.plan_horizon, config.plan_steps,
