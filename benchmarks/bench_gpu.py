@@ -45,6 +45,7 @@ from c2c.policy.memory import (
     MemoryOptions,
     WeightEMA,
     apply_memory_options,
+    cast_bf16_weights,
     trainable_parameters,
 )
 from c2c.policy.model import PlanExecuteVLA
@@ -184,6 +185,8 @@ def training_rows(factory: Callable[[], PlanExecutePolicy], precision: str, ema_
     config, device = policy.config, policy.device
     options = MemoryOptions(precision=precision, gradient_checkpointing=True)
     applied = apply_memory_options(policy.model, options)
+    if precision == "bf16-weights":  # train.py casts after apply_memory_options (and after its fp32 copy)
+        cast_bf16_weights(policy.model)
     policy.train()
     train_config = PolicyTrainConfig(dataset="-", tokenizer="-", out="-", preset=config.backbone, precision=precision,
                                      gradient_checkpointing=True, ema=ema_mode, device=device.type)
@@ -263,7 +266,8 @@ def judge(report: dict) -> list[dict]:
 
 def format_markdown(report: dict) -> str:
     mem = f"{report['device_memory_gib']:.1f} GiB" if report["device_memory_gib"] else "no GPU"
-    size = f"{report['parameters'] / 1e9:.2f} B" if report["parameters"] >= 1e8 else f"{report['parameters'] / 1e6:.2f} M"
+    count = report["parameters"]
+    size = f"{count / 1e9:.2f} B" if count >= 1e8 else f"{count / 1e6:.2f} M"
     lines = [f"# GPU check: {report['preset']} ({size} parameters, {report['weights']})",
              "", (f"Device: {report['device']} ({mem}); torch {report['torch']} (CUDA {report['cuda']}), "
                   f"transformers {report['transformers']}. Command: `{report['command']}`"),
@@ -279,7 +283,8 @@ def format_markdown(report: dict) -> str:
     decode = report.get("decode")
     if decode:
         lines += ["", f"## Decode latency per chunk (greedy, batch 1, bf16, median of {report['repeats']})", "",
-                  "| case | generated tokens | ms / chunk | ms / token | vs noplan |", "| --- | ---: | ---: | ---: | ---: |"]
+                  "| case | generated tokens | ms / chunk | ms / token | vs noplan |",
+                  "| --- | ---: | ---: | ---: | ---: |"]
         base = decode["noplan"]["ms_per_chunk"]
         for name, label in (("plan", "plan"), ("noplan", "noplan"), ("plan_cached", "plan, cached plan")):
             row = decode[name]

@@ -94,3 +94,36 @@ def test_without_a_gpu_the_real_run_stops_with_one_line(tmp_path):
     lines = [line for line in done.stderr.splitlines() if "Warning" not in line and line.strip()]
     assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "--smoke" in lines[0], done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+
+
+def test_memory_estimate_counts_the_real_architecture_on_meta(monkeypatch):
+    """memory_estimate.py's states: parameters of paligemma-3b on the meta device, bytes per option, batch limits."""
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # memory_estimate imports bench_gpu as a sibling script
+    spec = importlib.util.spec_from_file_location("memory_estimate", SCRIPT.parent / "memory_estimate.py")
+    estimate = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "memory_estimate", estimate)  # dataclasses look their module up there
+    spec.loader.exec_module(estimate)
+    bench = load_bench()
+    meta = bench.random_policy(bench.bench_config("paligemma-3b"), bench.bench_tokenizer(), "meta")
+    assert all(p.device.type == "meta" for p in meta.model.parameters())
+    option = estimate.Option
+    bf16 = estimate.states(meta.model, option("bf16", "bf16", "off"))
+    weights = estimate.states(meta.model, option("bf16-weights", "bf16-weights", "on"))
+    lora = estimate.states(meta.model, option("lora", "bf16", "off", freeze_vision=True, lora_rank=16))
+    assert 2.9e9 < bf16["parameters"] == bf16["trainable"] < 2.95e9  # SigLIP So400m + Gemma-2B, tied embedding
+    assert bf16["weights"] == bf16["grads"] == 4 * bf16["parameters"] and bf16["moments"] == 2 * bf16["grads"]
+    assert bf16["ema"] == 0 and bf16["copies_ckpt"] > bf16["copies_outside"] > 0
+    assert 0.5 < weights["weights"] / bf16["weights"] < 0.51 and weights["ema"] == 4 * weights["trainable"]
+    assert lora["trainable"] < 0.2 * lora["parameters"] and lora["grad_vision_layer"] == 0
+    counted = {"vision": 20 * 2**20, "vision_other": 2**20, "text": 120 * 2**20, "other": 90 * 2**20,
+               "input_size": {"vision": 4, "text": 4}}
+    shape = estimate.model_shape(meta)
+    assert (shape["text_tokens"], shape["vision_tokens"], shape["suffix"]) == (645, 512, 85)
+    parts = {ckpt: estimate.activation_parts(counted, shape, ckpt) for ckpt in (True, False)}
+    assert parts[True]["held"] < parts[False]["held"]
+    usable = 76 * 2**30
+    with_ckpt, _ = estimate.largest_batch(bf16, parts[True], True, shape, usable)
+    without, _ = estimate.largest_batch(bf16, parts[False], False, shape, usable)
+    assert with_ckpt > without > 0
+    assert estimate.peak(bf16, parts[True], with_ckpt, True, shape)[0] <= usable
+    assert estimate.peak(bf16, parts[True], with_ckpt + 1, True, shape)[0] > usable
