@@ -44,6 +44,8 @@ Output directory ``out``:
                   a long run that stops leaves the finished tasks behind; ``"complete"`` at the end.
 ``report.md``     the same as Markdown.
 ``success.png``   bar chart of the per-task rates.
+``results.partial.jsonl``  every trial's record, written as it finishes; removed once the run is complete, so a run
+                  that stops inside a task keeps its finished trials too (:mod:`c2c.eval.partial`).
 ``videos/task<ii>_trial<kk>.mp4``  the first ``videos`` trials of every task: the policy's cameras side by side.
 """
 
@@ -66,6 +68,8 @@ from c2c.envs.libero_env import (
     TASKS_PER_SUITE, check_suite, check_task_id,
 )
 from c2c.errors import ConfigError
+from c2c.eval.partial import PartialRecords
+from c2c.utils.outdir import check_out_dir
 
 FORMAT = "c2c-eval-libero"
 FORMAT_VERSION = 1
@@ -394,7 +398,7 @@ def evaluate_libero(
     names = {info["task_id"]: info for info in suite_tasks(suite)}
     videos = min(videos, trials)
     video_dir = out / "videos"
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)  # writable, before any rollout
     for stale in video_dir.glob("task*_trial*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     say = log or (lambda _message: None)
@@ -423,17 +427,22 @@ def evaluate_libero(
     if hasattr(policy_obj, "eval"):
         policy_obj.eval()
     jobs = trial_jobs(task_ids, trials, _worker_count(workers, policy_dir, len(task_ids) * trials))
+    partial = PartialRecords(out, policy=results["policy"], suite=suite, tasks=task_ids, trials=trials, seed=seed)
     if len(jobs) > 1 and policy_dir is not None:
         settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, plan, videos,
                                    str(video_dir), bool(fast_drawing))
         try:
-            _evaluate_in_workers(jobs, settings, names, results, out, say, started)
+            _evaluate_in_workers(jobs, settings, names, results, out, say, started, partial)
+        except BaseException:
+            partial.keep()
+            raise
         finally:
             policy_obj.config = original_config
         results["settings"]["workers"] = len({job.worker for job in jobs})
         results["status"] = "complete"
         _fill_suite_summary(results, time.perf_counter() - started)
-        write_outputs(results, out, final=True)
+        with partial.saving():  # the partial records go once results.json is complete
+            write_outputs(results, out, final=True)
         return results
     results["settings"]["workers"] = 1
     try:
@@ -448,6 +457,7 @@ def evaluate_libero(
                 for trial in range(trials):
                     path = video_dir / f"task{task_id:02d}_trial{trial:02d}.mp4" if trial < videos else None
                     records.append(run_trial(env, policy_obj, trial, seed, path))
+                    partial.add({"task_id": task_id, **records[-1]})
                     done = sum(r["success"] for r in records)
                     say(f"[libero]   trial {trial}: {'success' if records[-1]['success'] else 'failure'} after "
                         f"{records[-1]['steps']} steps ({records[-1]['seconds']:.1f} s); {done}/{len(records)}")
@@ -456,13 +466,17 @@ def evaluate_libero(
             results["tasks"].append(_task_summary(info, records, time.perf_counter() - task_started))
             _fill_suite_summary(results, time.perf_counter() - started)
             write_outputs(results, out, final=False)
+    except BaseException:
+        partial.keep()
+        raise
     finally:
         policy_obj.config = original_config
         if hasattr(policy_obj, "train"):
             policy_obj.train(was_training)
     results["status"] = "complete"
     _fill_suite_summary(results, time.perf_counter() - started)
-    write_outputs(results, out, final=True)
+    with partial.saving():  # the partial records go once results.json is complete
+        write_outputs(results, out, final=True)
     return results
 
 
@@ -594,8 +608,10 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
 
 
 def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names: dict[int, dict[str, Any]],
-                         results: dict[str, Any], out: Path, say: Callable[[str], None], started: float) -> None:
-    """Run ``jobs`` in worker processes (spawned: one renderer per process) and fill ``results`` task by task."""
+                         results: dict[str, Any], out: Path, say: Callable[[str], None], started: float,
+                         partial: PartialRecords | None = None) -> None:
+    """Run ``jobs`` in worker processes (spawned: one renderer per process) and fill ``results`` task by task;
+    ``partial`` gets every trial's record as its job finishes."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
@@ -612,6 +628,8 @@ def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names:
         try:
             for future in as_completed(futures):
                 job, job_records, job_seconds = future.result()
+                for record in job_records if partial is not None else ():
+                    partial.add({"task_id": job.task_id, **record})
                 records[job.task_id].extend(job_records)
                 seconds[job.task_id] += job_seconds
                 pending[job.task_id] -= 1

@@ -35,6 +35,8 @@ Output directory ``out``:
                   reach the object, did the object move, how near the goal it got): on multi-stage tasks it
                   tells a policy that never reaches the object from one that moves it but misses the goal.
 ``success.png``   bar chart per task (and per group).
+``results.partial.jsonl``  every episode's record, written as it finishes; removed once results.json is written, so
+                  after a failure it keeps the episodes that finished (:mod:`c2c.eval.partial`).
 ``videos/<task>_ep<k>.mp4``  the first ``videos`` episodes of every task: the policy's camera images, upscaled,
                   beside the decoded coarse plan (cumulative xyz per coarse step). Drawing the plan costs one more
                   decode per fresh plan in these episodes (under a forked RNG, so sampled actions do not change,
@@ -55,10 +57,12 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from c2c.envs.metaworld_tasks import DIFFICULTY_GROUPS, difficulty_group, resolve_tasks
 from c2c.errors import C2CError, ConfigError
+from c2c.eval.partial import PartialRecords
+from c2c.utils.outdir import check_out_dir
 
 FORMAT = "c2c-eval-metaworld"
 FORMAT_VERSION = 1
@@ -454,15 +458,18 @@ def _usable_cpus() -> int:
 class _Progress:
     """A tqdm bar over episodes with the running success rate, or nothing."""
 
-    def __init__(self, total: int, enabled: bool) -> None:
+    def __init__(self, total: int, enabled: bool, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
         self.bar = None
         self.successes = self.done = 0
+        self.on_record = on_record  # e.g. PartialRecords.add: every record written as it comes
         if enabled:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(total=total, desc="metaworld eval", unit="ep", dynamic_ncols=True)
 
     def advance(self, record: dict[str, Any]) -> None:
+        if self.on_record is not None:
+            self.on_record(record)
         self.done += 1
         self.successes += record["success"]
         if self.bar is not None:
@@ -588,12 +595,13 @@ def evaluate_metaworld(
         warnings.append(f"placements were NOT checked against the training seeds ({training.path} "
                         f"{'is missing' if not training.path.is_file() else 'has no Meta-World seeds'})")
 
-    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out)  # writable, before any rollout
     for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     settings = _Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
                          training.fast_drawing, render_size)
-    records = _run_jobs(jobs, settings, workers, policy, show_progress)
+    with PartialRecords(out, policy=str(policy_dir), tasks=task_names, episodes=episodes, seed=seed) as partial:
+        records = _run_jobs(jobs, settings, workers, policy, show_progress, partial.add)
 
     results = {
         "format": FORMAT, "version": FORMAT_VERSION, "policy": str(policy_dir), "variant": config.variant,
@@ -621,14 +629,15 @@ def evaluate_metaworld(
         results["weights"] = f"served by {server}"
         results["server"] = {"url": server, "policy_dir": policy.metadata.get("policy_dir"),
                              "training_record_from": "server" if policy_dir is None else str(training.path)}
-    write_outputs(results, out)
+    with partial.saving():  # the partial records go once results.json is written
+        write_outputs(results, out)
     return results
 
 
-def _run_jobs(jobs: list[_Job], settings: _Settings, workers: int, policy: Any,
-              show_progress: bool) -> list[dict[str, Any]]:
-    """Every job's record, in job order."""
-    progress = _Progress(len(jobs), show_progress)
+def _run_jobs(jobs: list[_Job], settings: _Settings, workers: int, policy: Any, show_progress: bool,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every job's record, in job order; ``on_record`` gets each one as its episode finishes."""
+    progress = _Progress(len(jobs), show_progress, on_record)
     records: list[dict[str, Any]] = []
     try:
         if workers == 1:
