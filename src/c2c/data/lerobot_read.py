@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import io
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -27,9 +28,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
-from c2c.constants import ACTION, EPISODE_INDEX, OBS_STATE, TASK_INDEX, camera_name
+from c2c.constants import ACTION, EPISODE_INDEX, FRAME_INDEX, OBS_STATE, TASK_INDEX, camera_name
 from c2c.data.episodes import Episode
 from c2c.data.stats import Stats, load_stats_json
 from c2c.data.video import decode_video_span
@@ -49,6 +50,9 @@ METADATA_PREFIX = "c2c/"  # Episode.metadata columns in the episodes parquet
 # A writer's staging directory holds this file until the moment it is renamed into place.
 PARTIAL_MARKER = ".c2c-partial"
 VISUAL_DTYPES = ("image", "video")
+# What PIL raises on damaged image bytes: truncated data, bad chunks (SyntaxError), bad zlib streams, odd headers.
+IMAGE_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, zlib.error, Image.DecompressionBombError)
+DAMAGED_FIX = "the file is damaged: write the dataset again (or download it again)"
 
 
 def is_complete_dataset(root: Path) -> bool:
@@ -83,6 +87,10 @@ def read_info(root: Path) -> dict[str, Any]:
     return info
 
 
+def _first_line(error: BaseException) -> str:
+    return next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+
+
 def read_parquet(path: Path, what: str, **kwargs: Any) -> pa.Table:
     """``pq.read_table`` with a one-line DatasetError naming the file when it is missing or unreadable."""
     if not path.is_file():
@@ -90,7 +98,28 @@ def read_parquet(path: Path, what: str, **kwargs: Any) -> pa.Table:
     try:
         return pq.read_table(path, **kwargs)
     except (pa.ArrowException, OSError) as error:
-        raise DatasetError(f"{path}: cannot read {what} ({str(error).splitlines()[0]})") from None
+        raise DatasetError(f"{path}: cannot read {what} ({_first_line(error)}); {DAMAGED_FIX}") from None
+
+
+def read_parquet_schema(path: Path, what: str) -> pa.Schema:
+    """``pq.read_schema`` with a one-line DatasetError naming the file when it is missing or unreadable."""
+    if not path.is_file():
+        raise DatasetError(f"{path}: {what} file is missing")
+    try:
+        return pq.read_schema(path)
+    except (pa.ArrowException, OSError) as error:
+        raise DatasetError(f"{path}: cannot read {what} ({_first_line(error)}); {DAMAGED_FIX}") from None
+
+
+def decode_image(data: bytes, where: str) -> np.ndarray:
+    """PNG or JPEG bytes as (H, W, 3) uint8; a DatasetError naming ``where`` when they cannot be decoded."""
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            return np.asarray(image.convert("RGB"))
+    except IMAGE_DECODE_ERRORS as error:
+        reason = "no PNG or JPEG header, or cut short" if isinstance(error, UnidentifiedImageError) else \
+            _first_line(error)
+        raise DatasetError(f"{where}: cannot decode the image ({reason}); {DAMAGED_FIX}") from None
 
 
 def read_tasks(root: Path) -> list[str]:
@@ -122,7 +151,7 @@ def read_episode_rows(root: Path) -> list[dict[str, Any]]:
         raise DatasetError(f"{root / EPISODES_DIR}: no episodes parquet file")
     rows: list[dict[str, Any]] = []
     for path in paths:
-        names = pq.read_schema(path).names
+        names = read_parquet_schema(path, "episodes").names
         columns = [name for name in names if not name.startswith("stats/")]
         rows.extend(read_parquet(path, "episodes", columns=columns).to_pylist())
     rows.sort(key=lambda row: row[EPISODE_INDEX])
@@ -145,16 +174,21 @@ def column_to_numpy(column: pa.ChunkedArray, width: int, where: str) -> np.ndarr
 
 
 def decode_png_column(column: pa.ChunkedArray, root: Path, shape: tuple[int, ...], where: str) -> np.ndarray:
-    """An image column ({"bytes", "path"} structs of PNG/JPEG) as (T, H, W, 3) uint8."""
+    """An image column ({"bytes", "path"} structs of PNG/JPEG) as (T, H, W, 3) uint8; errors name ``where`` and the
+    frame."""
     frames = []
     for frame_index, item in enumerate(column.to_pylist()):
         data = (item or {}).get("bytes")
         if data is None and (item or {}).get("path"):
-            data = (root / item["path"]).read_bytes()  # older layouts keep images beside the parquet
+            image_path = root / item["path"]  # older layouts keep images beside the parquet
+            try:
+                data = image_path.read_bytes()
+            except OSError as error:
+                raise DatasetError(f"{where} frame {frame_index}: cannot read {image_path} ({error.strerror})") \
+                    from None
         if data is None:
             raise DatasetError(f"{where}: frame {frame_index} has no image bytes")
-        with Image.open(io.BytesIO(data)) as image:
-            frames.append(np.asarray(image.convert("RGB")))
+        frames.append(decode_image(data, f"{where} frame {frame_index}"))
     images = np.stack(frames)
     if images.shape[1:] != tuple(shape):
         raise DatasetError(f"{where}: images are {list(images.shape[1:])} but info.json declares {list(shape)}")
@@ -281,7 +315,8 @@ class LeRobotDataset:
             raise DatasetError(f"{where}: '{key}' is a video feature but video_path or {columns} are missing")
         chunk_index, file_index, from_timestamp = (row[column] for column in columns)
         path = self.root / template.format(video_key=key, chunk_index=chunk_index, file_index=file_index)
-        frames = decode_video_span(path, fps=self.fps, start_s=from_timestamp, num_frames=row["length"])
+        frames = decode_video_span(path, fps=self.fps, start_s=from_timestamp, num_frames=row["length"],
+                                   what=f"episode {row[EPISODE_INDEX]} '{key}'")
         if frames.shape[1:] != self._shape(key):
             declared = list(self._shape(key))
             raise DatasetError(f"{path}: frames are {list(frames.shape[1:])} but info.json declares {declared}")
@@ -302,5 +337,21 @@ class LeRobotDataset:
             for key in keys:
                 shape = self._shape(key)
                 width = shape[0] if len(shape) == 1 else int(np.prod(shape))
-                parts[key].append(column_to_numpy(table[key], width, f"{path} '{key}'"))
+                values = column_to_numpy(table[key], width, f"{path} '{key}'")
+                if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+                    raise DatasetError(self._non_finite(path, key, values))
+                parts[key].append(values)
         return {key: np.concatenate(arrays) for key, arrays in parts.items()}
+
+    def _non_finite(self, path: Path, key: str, values: np.ndarray) -> str:
+        """The message naming the file, episode, frame and dim of the first NaN or inf of ``values``."""
+        first = np.argwhere(~np.isfinite(values.reshape(len(values), -1)))[0]
+        row, dim = int(first[0]), int(first[1])
+        where = f"row {row}"
+        try:
+            rows = read_parquet(path, "data", columns=[EPISODE_INDEX, FRAME_INDEX])
+            where = f"episode {rows[EPISODE_INDEX][row].as_py()}, frame {rows[FRAME_INDEX][row].as_py()}"
+        except (DatasetError, KeyError, IndexError, pa.ArrowException):
+            pass  # the row number is all there is
+        return (f"{path}: '{key}' has a non-finite value ({values.reshape(len(values), -1)[row, dim]}) at {where}, "
+                f"dim {dim}; drop or repair that episode and write the dataset again")

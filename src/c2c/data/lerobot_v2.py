@@ -36,13 +36,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
-import pyarrow.parquet as pq
 from PIL import Image
 
 from c2c.constants import ACTION, EPISODE_INDEX, OBS_IMAGES_PREFIX, OBS_STATE, TASK_INDEX, image_key
 from c2c.data.episodes import Episode
 from c2c.data.lerobot_read import (
-    INFO_PATH, VISUAL_DTYPES, column_to_numpy, decode_png_column, read_episode_rows, read_parquet, read_tasks,
+    INFO_PATH, VISUAL_DTYPES, column_to_numpy, decode_png_column, read_episode_rows, read_parquet,
+    read_parquet_schema, read_tasks,
 )
 from c2c.data.video import decode_video_span
 from c2c.errors import ConfigError, DatasetError
@@ -312,7 +312,8 @@ class LeRobotSource:
         else:
             chunk = index // int(self.info.get("chunks_size") or V2_CHUNKS_SIZE)
             path, start = self.root / template.format(episode_chunk=chunk, video_key=key, episode_index=index), 0.0
-        frames = decode_video_span(path, fps=self.fps, start_s=float(start), num_frames=row["length"])
+        frames = decode_video_span(path, fps=self.fps, start_s=float(start), num_frames=row["length"],
+                                   what=f"episode {index} '{key}'")
         expected = image_shape(self.features[key], where)
         if frames.shape[1:] != expected:
             raise DatasetError(f"{path}: frames are {list(frames.shape[1:])} but info.json declares {list(expected)}")
@@ -328,7 +329,7 @@ class LeRobotSource:
         where = f"{path} episode {index}"
         if not path.is_file():
             raise DatasetError(f"{path}: data file of episode {index} is missing")
-        names = pq.read_schema(path).names
+        names = read_parquet_schema(path, "data").names
         image_keys = [key for key in self.key_map.cameras if self.features[key]["dtype"] == "image"]
         wanted = [self.key_map.action, self.key_map.state, *image_keys]
         missing = [key for key in wanted if key not in names]

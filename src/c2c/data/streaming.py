@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import io
 import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -44,11 +43,10 @@ def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
     return np.asarray(Image.fromarray(frame).resize((size, size), Image.Resampling.BILINEAR))
 
 
-def _decode_png(data: bytes) -> np.ndarray:
-    from PIL import Image
+def _decode_png(data: bytes, where: str) -> np.ndarray:
+    from c2c.data.lerobot_read import decode_image
 
-    with Image.open(io.BytesIO(data)) as image:
-        return np.asarray(image.convert("RGB"))
+    return decode_image(data, where)
 
 
 class _VideoReader:
@@ -193,10 +191,16 @@ class FrameStore:
     def frame(self, camera: str, index: int) -> np.ndarray:
         """The (size, size, 3) uint8 image of ``camera`` at global frame ``index``."""
         episode, path, position = self.locate(camera, int(index))
+        frame_index = int(index - self.starts[episode])
         if self.kinds[camera] == "video":
-            image = self._video(path).frame(position)
+            try:
+                image = self._video(path).frame(position)
+            except DatasetError as error:
+                where = f"episode {episode} frame {frame_index} of '{image_key(camera)}'"
+                raise DatasetError(f"{error} ({where})") from None
         else:
-            image = _decode_png(self._png_bytes(camera, path, position, episode, int(index - self.starts[episode])))
+            image = _decode_png(self._png_bytes(camera, path, position, episode, frame_index),
+                                f"{path} episode {episode} frame {frame_index} '{image_key(camera)}'")
         if image.shape != self.shapes[camera]:
             raise DatasetError(f"{path}: '{image_key(camera)}' frames are {list(image.shape)} but info.json "
                                f"declares {list(self.shapes[camera])}")
@@ -253,7 +257,11 @@ class FrameStore:
         item = table[key][at].as_py() or {}
         data = item.get("bytes")
         if data is None and item.get("path"):
-            data = (self.root / item["path"]).read_bytes()
+            try:
+                data = (self.root / item["path"]).read_bytes()
+            except OSError as error:
+                raise DatasetError(f"{path} episode {episode} frame {frame_index}: cannot read "
+                                   f"{self.root / item['path']} ({error.strerror})") from None
         if data is None:
             raise DatasetError(f"{path}: episode {episode} frame {frame_index} has no '{key}' image bytes")
         return data

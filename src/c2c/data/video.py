@@ -135,34 +135,44 @@ def encode_video(frames: np.ndarray, path: Path, *, fps: int, codec: str | None 
         encoder.write(frames)
 
 
-def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int) -> np.ndarray:
+def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int, what: str = "") -> np.ndarray:
     """Frames stamped ``start_s``, ``start_s + 1/fps``, ... (``num_frames`` of them) as (T, H, W, 3) uint8.
 
-    Seeks to the keyframe before ``start_s``; a DatasetError names the file if some frames are missing.
+    Seeks to the keyframe before ``start_s``; a DatasetError names the file, ``what`` the span is (e.g. "episode 3
+    'observation.images.image'") and the first frame that cannot be decoded or is missing.
     """
     path = Path(path)
+    where = f"{path} ({what})" if what else str(path)
     if not path.exists():
-        raise DatasetError(f"{path}: video file is missing")
+        raise DatasetError(f"{where}: video file is missing")
     first = round(start_s * fps)
     wanted = range(first, first + num_frames)
     av = _pyav()
+    frames: dict[int, np.ndarray] = {}
     try:
-        frames = _decode_frame_indices(path, fps, wanted, seek_s=start_s)
+        frames = _decode_frame_indices(path, fps, wanted, seek_s=start_s, into=frames)
         if len(frames) < num_frames:  # an unusual keyframe layout: decode from the start instead
-            frames = _decode_frame_indices(path, fps, wanted, seek_s=None)
-    except av.error.FFmpegError as error:
-        raise DatasetError(f"{path}: cannot decode video ({error})") from None
+            frames = _decode_frame_indices(path, fps, wanted, seek_s=None, into=frames)
+    except (av.error.FFmpegError, OSError) as error:
+        after = max(frames, default=first - 1) + 1  # the first frame not decoded
+        raise DatasetError(f"{where}: cannot decode video frame {after - first} of the episode (frame {after} of the "
+                           f"file, {after / fps:.4f}s): {error}; the file is damaged: write the dataset again (or "
+                           "download it again)") from None
     missing = [index for index in wanted if index not in frames]
     if missing:
         raise DatasetError(
-            f"{path}: frames {missing[0] / fps:.4f}s..{missing[-1] / fps:.4f}s are missing "
-            f"({len(missing)} of {num_frames} asked for from {start_s:.4f}s)"
+            f"{where}: frames {missing[0] - first}..{missing[-1] - first} of the episode (file frames "
+            f"{missing[0]}..{missing[-1]}, {missing[0] / fps:.4f}s..{missing[-1] / fps:.4f}s) are missing "
+            f"({len(missing)} of {num_frames} asked for from {start_s:.4f}s); the file is damaged or shorter than "
+            "the episode rows say"
         )
     return np.stack([frames[index] for index in wanted])  # (T, H, W, 3)
 
 
-def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | None) -> dict[int, np.ndarray]:
-    frames: dict[int, np.ndarray] = {}
+def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | None,
+                          into: dict[int, np.ndarray] | None = None) -> dict[int, np.ndarray]:
+    """Frames of ``wanted`` decoded from ``seek_s`` on, added to ``into`` (kept when decoding fails half way)."""
+    frames: dict[int, np.ndarray] = {} if into is None else into
     to_rgb = RGBConverter()
     with _pyav().open(str(path)) as container:
         stream = container.streams.video[0]
