@@ -136,8 +136,8 @@ def lean_decoder(model: PlanExecuteVLA) -> Lean | None:
         embed = decoder.embed_tokens
         weight, scale = embed.weight, embed.embed_scale.to(embed.weight.dtype)
         return Lean(layers, _norm_weights(decoder.norm), decoder.rotary_emb,
-                    lambda ids: F.embedding(ids, weight) * scale, weight.dtype, int(config.num_attention_heads), int(config.num_key_value_heads),
-                    int(decoder.layers[0].self_attn.head_dim), pack=True)
+                    lambda ids: F.embedding(ids, weight) * scale, weight.dtype, int(config.num_attention_heads),
+                    int(config.num_key_value_heads), int(decoder.layers[0].self_attn.head_dim), pack=True)
     if type(decoder) is MultiStreamDecoder and type(model).decoder is MultiStreamVLA.decoder:
         if any(type(x) is not LayerStreams or type(x[OUTPUT_STREAM]) is not StreamLayer for x in decoder.layers):
             return None
@@ -192,13 +192,15 @@ def lean_step(x: torch.Tensor, layers: list[tuple], final: tuple, keys: list[tor
     batch, half, scaling = x.shape[0], head_dim // 2, head_dim ** -0.5
     groups = heads // kv_heads
     full = isinstance(slot, torch.Tensor)
+    # transformers' SDPA path packs a single query's heads onto its KV heads; the multi-stream layers use enable_gqa
+    query_shape = (batch, kv_heads, groups, head_dim) if pack and groups > 1 else (batch, heads, 1, head_dim)
     for (eps, scale, wq, bq, wk, bk, wv, bv, wo, bo, eps2, scale2, wg, wu, wd, act), key_buffer, value_buffer in zip(
             layers, keys, values):
         h = _norm(x, eps, scale)
-        q = F.linear(h, wq, bq).view(batch, 1, heads, head_dim).transpose(1, 2)
-        k = F.linear(h, wk, bk).view(batch, 1, kv_heads, head_dim).transpose(1, 2)
-        v = F.linear(h, wv, bv).view(batch, 1, kv_heads, head_dim).transpose(1, 2)
-        q = q * cos + q.roll(half, -1) * sin
+        q = F.linear(h, wq, bq).view(query_shape)  # one token: (B, 1, heads, d) -> (B, heads, 1, d) is a view
+        k = F.linear(h, wk, bk).view(batch, kv_heads, 1, head_dim)
+        v = F.linear(h, wv, bv).view(batch, kv_heads, 1, head_dim)
+        q = q * cos + q.roll(half, -1) * sin  # elementwise: the same numbers in the packed layout
         if full:
             key_buffer.index_copy_(2, slot, k * cos + k.roll(half, -1) * sin)
             value_buffer.index_copy_(2, slot, v)
@@ -207,8 +209,6 @@ def lean_step(x: torch.Tensor, layers: list[tuple], final: tuple, keys: list[tor
             torch.add(k * cos, k.roll(half, -1) * sin, out=key_buffer.narrow(2, slot, 1))
             value_buffer.narrow(2, slot, 1).copy_(v)
             key_states, value_states = key_buffer.narrow(2, 0, slot + 1), value_buffer.narrow(2, 0, slot + 1)
-        if pack and groups > 1:
-            q = q.reshape(batch, kv_heads, groups, head_dim)
         attended = F.scaled_dot_product_attention(q, key_states, value_states, attn_mask=mask, scale=scaling,
                                                   enable_gqa=not pack and groups > 1)
         x = x + F.linear(attended.reshape(batch, 1, heads * head_dim), wo, bo)  # heads in order, as the reference
@@ -243,16 +243,29 @@ def compile_requested(compile: bool | None) -> bool:
 
 
 # --- the loop ----------------------------------------------------------------------------------------------------
-@torch.no_grad()
 def generate_fast(model: PlanExecuteVLA, inputs: PrefixInputs, start: int, plan_ids: torch.Tensor | None, *,
                   temperature: float = 0.0, top_k: int = 0, generator: torch.Generator | None = None,
                   compile: bool | None = None) -> torch.Tensor | None:
     """``generate_suffix``'s tokens: (B, T) ids, plan then exec, the end token last (``start``: the first position
-    to generate, after ``plan_ids``). None where the lean step does not apply: the caller runs the reference loop."""
-    lean = None if torch.is_autocast_enabled(inputs.state.device.type) else lean_decoder(model)
-    if lean is None:
-        return None
-    suffix, heads = model.suffix, heads_of(model)
+    to generate, after ``plan_ids``). None where the lean step does not apply: the caller runs the reference loop.
+
+    The loop runs in inference mode (less dispatch work per operation than no_grad); the ids come back as an
+    ordinary tensor."""
+    with torch.no_grad():
+        lean = None if torch.is_autocast_enabled(inputs.state.device.type) else lean_decoder(model)
+        if lean is None:
+            return None
+        heads = heads_of(model)
+    with torch.inference_mode():
+        out = _loop(model, lean, heads, inputs, start, plan_ids, temperature, top_k, generator,
+                    compile_requested(compile))
+    return out.clone()
+
+
+def _loop(model: PlanExecuteVLA, lean: Lean, heads: Heads, inputs: PrefixInputs, start: int,
+          plan_ids: torch.Tensor | None, temperature: float, top_k: int, generator: torch.Generator | None,
+          compile: bool) -> torch.Tensor:
+    suffix = model.suffix
     total = suffix.length
     state, hidden = prefill(model, inputs)
     out = torch.empty(hidden.shape[0], total, dtype=torch.long, device=hidden.device)  # (B, T)
@@ -261,7 +274,7 @@ def generate_fast(model: PlanExecuteVLA, inputs: PrefixInputs, start: int, plan_
         out[:, :start] = plan_ids
         hidden = extend(model, state, out[:, :start])
     fed = total - 2  # suffix tokens ever fed back: all but the last generated one and the end token
-    runner = Runner(lean, state, fed, compile_requested(compile)) if start < fed else None
+    runner = Runner(lean, state, fed, compile) if start < fed else None
     columns = out[:, :, None].unbind(1)  # T x (B, 1) views
     for position in range(start, total - 1):
         logits = heads.logits(model, hidden, position)  # (B, K): only the ids valid here
