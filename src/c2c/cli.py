@@ -279,9 +279,13 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
         "...' does the same on one or several nodes (docs/training-at-scale.md).",
     )
     train.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset directory")
-    train.add_argument("--tokenizer", type=Path, required=True, help="trained action tokenizer directory")
+    train.add_argument("--tokenizer", type=Path, default=None,
+                       help="trained action tokenizer directory (RVQ variants; binning: a binning tokenizer, or none "
+                       "to fit one on the dataset; regress takes none)")
     train.add_argument("--out", type=Path, required=True, help="output directory (a policy checkpoint)")
-    train.add_argument("--variant", default="plan", help="plan (default) | plan-hp40 | noplan | separate")
+    train.add_argument("--variant", default="plan",
+                       help="plan (default) | plan-hp40 | noplan | separate | regress (continuous chunk head, L1; no "
+                       "tokenizer) | binning (exec tokens, 256 bins per action dimension)")
     train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | nano | debug | paligemma-3b | tiny-multistream | "
                        "paligemma-3b-multistream (App. C.3: VLM, proprio and action streams)")
     train.add_argument("--backbone-path", default=None, help="local PaliGemma directory (paligemma-3b)")
@@ -339,7 +343,8 @@ def _add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
         from c2c.policy.train import PolicyTrainConfig, format_metrics, launch_processes, train_policy
 
         config = PolicyTrainConfig(
-            dataset=str(args.dataset), tokenizer=str(args.tokenizer), out=str(args.out), variant=args.variant,
+            dataset=str(args.dataset), tokenizer=None if args.tokenizer is None else str(args.tokenizer),
+            out=str(args.out), variant=args.variant,
             preset=args.preset, backbone_path=args.backbone_path, cameras=args.cameras, steps=args.steps,
             batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr, warmup_steps=args.warmup_steps,
             weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
@@ -388,6 +393,9 @@ def _add_eval_metaworld(eval_sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--videos", type=int, default=0, help="episodes recorded as video per task (default 0)")
     mw.add_argument("--workers", type=int, default=None,
                     help="worker processes (default: min(CPUs, episodes, 2); 1 runs in this process)")
+    mw.add_argument("--envs-per-worker", type=int, default=1,
+                    help="environments each process steps together, decoding their observations as one batch "
+                    "(default 1)")
     mw.add_argument("--out", type=Path, required=True, help="output directory")
     mw.add_argument("--training-placements", action="store_true",
                     help="diagnostic: start episode k of each task from its k-th training demonstration's placement "
@@ -412,7 +420,7 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
         args.policy, args.tasks, args.episodes, 0 if args.seed is None else args.seed, args.out, replan_every=args.replan_every,
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
         allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=api_key(args),
-        training_placements=args.training_placements,
+        training_placements=args.training_placements, envs_per_worker=args.envs_per_worker,
     )
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
@@ -466,7 +474,8 @@ def _add_run_command(subparsers: argparse._SubParsersAction) -> None:
                      "--init-from; default: the preset's; 0: from scratch)")
     run.add_argument("--variants", default=None,
                      help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
-                     "noplan | separate; default: the preset's). Finished variants are reused by a later full run")
+                     "noplan | separate | regress | binning; default: the preset's). Finished variants are reused by a "
+                     "later full run")
     run.add_argument("--cameras", type=_comma_list, default=None,
                      help="Meta-World: cameras recorded and seen by the policies, primary first (default: the "
                      "preset's; quick: corner2, the others: corner2,gripperPOV)")

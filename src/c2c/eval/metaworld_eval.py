@@ -130,6 +130,7 @@ class _Settings:
     image_size: int
     fast_drawing: bool  # render as the training demonstrations were rendered
     render_size: int | None = None  # the training images' size: render at it, resize as training did (None: policy's)
+    envs_per_worker: int = 1  # environments a process steps together, decoding their observations as one batch
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -301,6 +302,7 @@ class _EpisodeRunner:
     def __init__(self, policy: Any, settings: _Settings) -> None:
         self.policy, self.settings = policy, settings
         self.env: Any = None
+        self.batch: Any = None  # the BatchRunner of envs_per_worker > 1
 
     def _env(self, task: str) -> Any:
         from c2c.envs.metaworld_env import MetaWorldEnv
@@ -375,10 +377,24 @@ class _EpisodeRunner:
         keys = [image_key(camera) for camera in self.settings.cameras]
         return {key: resize_frame(value, size) if key in keys else value for key, value in obs.items()}
 
+    def run_group(self, jobs: list[_Job]) -> list[dict[str, Any]]:
+        """Episodes of one task: one at a time, or side by side with batched decoding (``envs_per_worker``)."""
+        if len(jobs) == 1 and self.settings.envs_per_worker == 1:
+            return [self.run(jobs[0])]
+        from c2c.eval.metaworld_batch import BatchRunner
+
+        if self.batch is None:
+            self.close()  # the process's one renderer goes to the batch's environments
+            self.batch = BatchRunner(self.policy, self.settings, self._as_trained)
+        return self.batch.run(jobs)
+
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
         self.env = None
+        if getattr(self, "batch", None) is not None:
+            self.batch.close()
+            self.batch = None
 
 
 def _worker_main(settings: _Settings, inbox: Any, results: Any) -> None:
@@ -393,9 +409,10 @@ def _worker_main(settings: _Settings, inbox: Any, results: Any) -> None:
         results.put(_failure(error))
         return
     try:
-        while (job := inbox.get()) is not None:
+        while (group := inbox.get()) is not None:
             try:
-                results.put(("ok", runner.run(job)))
+                for record in runner.run_group(group):
+                    results.put(("ok", record))
             except Exception as error:  # noqa: BLE001 - reported by the main process
                 results.put(_failure(error))
     finally:
@@ -413,6 +430,7 @@ class _Workers:
 
     def __init__(self, count: int, settings: _Settings) -> None:
         context = multiprocessing.get_context("spawn")
+        self._group_size = settings.envs_per_worker
         self._inbox, self._results = context.Queue(), context.Queue()
         self._processes = [
             context.Process(target=_worker_main, args=(settings, self._inbox, self._results), daemon=True)
@@ -423,8 +441,10 @@ class _Workers:
 
     def run(self, jobs: list[_Job]) -> Iterator[dict[str, Any]]:
         """Episode records in the order they finish."""
-        for job in jobs:
-            self._inbox.put(job)
+        from c2c.eval.metaworld_batch import group_jobs
+
+        for group in group_jobs(jobs, self._group_size):
+            self._inbox.put(group)
         for _ in self._processes:
             self._inbox.put(None)
         for _ in jobs:
@@ -504,6 +524,7 @@ def evaluate_metaworld(
     server: str | None = None,
     api_key: str | None = None,
     training_placements: bool = False,
+    envs_per_worker: int = 1,
 ) -> dict[str, Any]:
     """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
 
@@ -523,7 +544,15 @@ def evaluate_metaworld(
     training demonstration attempt of that task (``seed`` is then unused). Success there about equal to success on
     unseen placements means the policy underfits; far higher means it does not generalise. The report and
     results.json say so in a warning and in ``settings.placements``.
+
+    ``envs_per_worker``: environments each process steps together, their observations decoded as one batch
+    (:mod:`c2c.eval.metaworld_batch`; with greedy decoding the same episodes as one at a time).
     """
+    if not isinstance(envs_per_worker, int) or envs_per_worker < 1:
+        raise ConfigError(f"--envs-per-worker must be 1 or more, got {envs_per_worker}")
+    if envs_per_worker > 1 and (server is not None or (policy is not None and not hasattr(policy, "generate"))):
+        raise ConfigError("--envs-per-worker above 1 needs a local policy (a policy server decodes one observation "
+                          "at a time); drop --server or use --envs-per-worker 1")
     if server is not None and policy is None:
         from c2c.serve.client import RemotePolicy
 
@@ -536,7 +565,7 @@ def evaluate_metaworld(
                 policy_dir, tasks, episodes, seed, out, replan_every=replan_every, max_steps=max_steps, videos=videos,
                 workers=1, show_progress=show_progress, policy=served,
                 allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
-                training_placements=training_placements,
+                training_placements=training_placements, envs_per_worker=envs_per_worker,
             )
     if server is not None and not hasattr(policy, "training_record"):
         raise ConfigError("give a policy server or a policy object, not both")
@@ -599,7 +628,7 @@ def evaluate_metaworld(
     for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     settings = _Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
-                         training.fast_drawing, render_size)
+                         training.fast_drawing, render_size, envs_per_worker)
     with PartialRecords(out, policy=str(policy_dir), tasks=task_names, episodes=episodes, seed=seed) as partial:
         records = _run_jobs(jobs, settings, workers, policy, show_progress, partial.add)
 
@@ -609,7 +638,8 @@ def evaluate_metaworld(
         "settings": {
             "tasks": task_names, "episodes": episodes, "seed": seed, "seed_namespace": SEED_NAMESPACE,
             "replan_every": config.replan_every, "replan_every_override": replan_every, "max_steps": max_steps,
-            "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size, "render_size": render_size,
+            "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size,
+            "render_size": render_size, "envs_per_worker": envs_per_worker,
             "fast_drawing": training.fast_drawing, "exec_horizon": config.exec_horizon, "plan_reuse": config.plan_reuse,
             "temperature": config.temperature, "allow_unknown_training_seeds": allow_unknown_training_seeds,
             "training_tasks": list(training.tasks),
@@ -619,7 +649,7 @@ def evaluate_metaworld(
         "command": command_line(policy_dir, task_names, episodes, seed, out, replan_every=replan_every,
                                 max_steps=max_steps, videos=videos, workers=workers,
                                 allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
-                                training_placements=training_placements),
+                                training_placements=training_placements, envs_per_worker=envs_per_worker),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
         **summarise(records, task_names, training),
@@ -674,9 +704,12 @@ def _run_inline(jobs: list[_Job], settings: _Settings, policy: Any, progress: _P
     records = []
     torch.set_num_threads(1)
     try:
-        for job in jobs:
-            records.append(runner.run(job))
-            progress.advance(records[-1])
+        from c2c.eval.metaworld_batch import group_jobs
+
+        for group in group_jobs(jobs, settings.envs_per_worker):
+            for record in runner.run_group(group):
+                records.append(record)
+                progress.advance(record)
     finally:
         runner.close()
         policy.config = original
@@ -696,7 +729,7 @@ def _weights_name(policy_dir: Path, policy: Any) -> str:
 def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed: int, out: Path, *,
                  replan_every: int | None, max_steps: int, videos: int, workers: int,
                  allow_unknown_training_seeds: bool, server: str | None = None,
-                 training_placements: bool = False) -> str:
+                 training_placements: bool = False, envs_per_worker: int = 1) -> str:
     """The `c2c eval metaworld` command that reproduces an evaluation (an API key is never written)."""
     words = ["c2c", "eval", "metaworld"]
     if policy_dir is not None:
@@ -711,6 +744,8 @@ def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed:
         words.append("--allow-unknown-training-seeds")
     if training_placements:
         words.append("--training-placements")
+    if envs_per_worker != 1:
+        words += ["--envs-per-worker", str(envs_per_worker)]
     return shlex.join(words)
 
 
