@@ -1,23 +1,25 @@
 """GPU check of the paligemma-3b policy: training throughput and peak memory per batch size, and decode latency.
 
-The model is paligemma-3b at its real sizes (SigLIP So400m/14 at 224 px + Gemma-2B, 257,152 vocabulary rows as
-pi0-FAST's) with random weights built directly on the GPU (nothing is downloaded or written to disk), or the real
-weights of ``--backbone-path DIR`` (a PaliGemma or LeRobot pi0fast directory). Inputs have the paper's shapes: two
-224-px cameras, 8-dim state, 7-dim actions in 20-step chunks, an action tokenizer of 3 levels x 4096 codes.
+paligemma-3b at its real sizes (SigLIP So400m/14 at 224 px + Gemma-2B, 257,152 vocabulary rows as pi0-FAST's) with
+random weights built on the GPU (nothing downloaded or written), or the weights of ``--backbone-path DIR`` (a
+PaliGemma or LeRobot pi0fast directory); two 224-px cameras, 8-dim state, 7-dim actions in 20-step chunks, an action
+tokenizer of 3 levels x 4096 codes.
 
-(a) Training, through the training code itself (``apply_memory_options``, ``train._optimizer``, ``train._train_step``
-    and the weight EMA): bf16 (fp32 master weights + autocast) with gradient checkpointing at batch 1, 4, 8, 16
-    (the sweep stops at the first out-of-memory, which is recorded), then one row with ``bf16-weights`` and one with
-    the EMA in host memory. Samples/s is the median over timed steps after warm-up; peak memory is
-    ``torch.cuda.max_memory_allocated`` (and ``max_memory_reserved``) over those steps.
-(b) Decoding: ``predict_action_chunk`` ms per chunk (greedy, batch 1, RVQ decode included) for plan, noplan (the
-    same weights without the plan branch) and plan with a cached plan (``plan_ids=``), the model in bf16; warm-up
-    rounds first, then the median of ``--repeats`` rounds interleaved across the three cases.
+(a) Decoding: ``predict_action_chunk`` ms per chunk (greedy, batch 1, RVQ decode included) for plan, noplan (the same
+    weights without the plan branch) and plan with a cached plan (``plan_ids=``), the model in bf16; warm-up rounds,
+    then the median of ``--repeats`` rounds interleaved across the cases. Last, if time allows, again with the decode
+    step through ``torch.compile`` (``C2C_DECODE_COMPILE=1``: CUDA graphs).
+(b) Training through the training code (``apply_memory_options``, ``cast_bf16_weights``, ``train._optimizer``,
+    ``train._train_step``, the weight EMA): bf16 (fp32 master weights + autocast) with gradient checkpointing at batch
+    1, 4, 8, 16 (stopping at the first out-of-memory, which is recorded), then ``bf16-weights`` and the EMA in host
+    memory at the largest batch that ran. Samples/s: median of timed steps after warm-up; peak memory:
+    ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``.
 
 Targets: batch >= 8 per 80 GB GPU, plan decode <= 2.2x noplan, cached plan <= 1.2x noplan, plan chunk <= 150 ms on
-an H100. ``--smoke`` runs the same code on the CPU with the ``debug`` preset in seconds (numbers meaningless).
+an H100. The JSON and Markdown reports are rewritten after every stage, so a run cut short keeps what it measured.
+``--smoke`` runs the same code on the CPU with the ``debug`` preset in seconds (numbers meaningless).
 
-    python benchmarks/bench_gpu.py --out runs/bench-gpu            # on a GPU machine, about 3-8 minutes
+    python benchmarks/bench_gpu.py --out runs/bench-gpu            # on a GPU machine, about 4-8 minutes
     python benchmarks/bench_gpu.py --smoke --out /tmp/bench-gpu    # the code path on the CPU
 """
 
@@ -26,9 +28,11 @@ from __future__ import annotations
 import argparse
 import copy
 import gc
+import os
 import statistics
 import sys
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,7 @@ from c2c.errors import C2CError
 from c2c.policy.backbone import backbone_from_config, paligemma_config
 from c2c.policy.config import PolicyConfig, policy_config
 from c2c.policy.distributed import Launch, Processes
+from c2c.policy.fast_decoding import COMPILE_ENV
 from c2c.policy.instructions import InstructionTokenizer
 from c2c.policy.memory import (
     MemoryOptions,
@@ -149,11 +154,33 @@ def decode_latency(plan: PlanExecutePolicy, noplan: PlanExecutePolicy, repeats: 
             synchronize(device)
             if round_index >= warmup:
                 times[name].append(time.perf_counter() - start)
-    result = {}
+    result: dict[str, Any] = {"parameters": sum(p.numel() for p in plan.model.parameters())}
     for name, (_, tokens) in cases.items():
         median = statistics.median(times[name])
         result[name] = {"ms_per_chunk": 1000 * median, "generated_tokens": tokens,
                         "ms_per_token": 1000 * median / tokens, "runs_ms": [round(1000 * t, 2) for t in times[name]]}
+    return result
+
+
+def decode_rows(factory: Callable[[], PlanExecutePolicy], repeats: int, warmup: int, compiled: bool) -> dict:
+    """A fresh bf16 policy's decode latency with the eager decode step, or with it through ``torch.compile``
+    (``C2C_DECODE_COMPILE``: CUDA graphs on a GPU; the warm-up rounds include compiling)."""
+    previous = os.environ.get(COMPILE_ENV)
+    os.environ[COMPILE_ENV] = "1" if compiled else "0"
+    started = time.perf_counter()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            plan = to_bf16_for_decoding(factory())
+            result = decode_latency(plan, sibling_policy(plan, "noplan"), repeats, warmup)
+    finally:
+        if previous is None:
+            os.environ.pop(COMPILE_ENV, None)
+        else:
+            os.environ[COMPILE_ENV] = previous
+    result["seconds"] = time.perf_counter() - started  # model build and warm-up (compiling) included
+    result["warnings"] = sorted({str(w.message).splitlines()[0][:300] for w in caught
+                                 if "decode step" in str(w.message)})
     return result
 
 
@@ -228,37 +255,32 @@ def training_rows(factory: Callable[[], PlanExecutePolicy], precision: str, ema_
 
 
 # --- report ------------------------------------------------------------------------------------------------------
-def fits_80gb(row: dict, device_gib: float | None) -> bool:
-    """A batch fits an 80 GB GPU when it ran on one (no OOM), or on a larger GPU within an H100's usable memory."""
-    if row.get("status") != "ok" or device_gib is None:
-        return False
-    return device_gib <= 80.5 or row.get("peak_reserved_gib", float("inf")) <= H100_USABLE_GIB
-
-
 def judge(report: dict) -> list[dict]:
+    """The targets. A batch fits an 80 GB GPU when it ran on one, or on a larger GPU within an H100's memory."""
     device_gib, smoke, name = report["device_memory_gib"], report["smoke"], report["device"]
-    checks = []
     sweep = next((s for s in report["training"] if s["precision"] == "bf16" and s["ema"] == report["ema"]), None)
-    rows = (sweep or {"rows": []})["rows"]
-    largest = max((r["batch"] for r in rows if fits_80gb(r, device_gib)), default=0)
-    if device_gib is None:
-        value = f"largest batch run {max((r['batch'] for r in rows if r['status'] == 'ok'), default=0)} (no GPU)"
-    else:
-        value = f"largest batch fitting 80 GB {largest}"
-    checks.append({"target": f"batch >= {TARGETS['batch_per_80gb']} per 80 GB GPU (bf16, checkpointing)",
-                   "value": value if sweep else "not measured",
-                   "passed": None if smoke or sweep is None else largest >= TARGETS["batch_per_80gb"]})
-    decode = report.get("decode")
-    if decode:
+    ran = [r for r in (sweep or {"rows": []})["rows"] if r["status"] == "ok"]
+    fitting = [r["batch"] for r in ran if device_gib is not None and (
+        device_gib <= 80.5 or r.get("peak_reserved_gib", float("inf")) <= H100_USABLE_GIB)]
+    largest = max(fitting, default=0)
+    value = (f"largest batch fitting 80 GB {largest}" if device_gib is not None else
+             f"largest batch run {max((r['batch'] for r in ran), default=0)} (no GPU)")
+    checks = [{"target": f"batch >= {TARGETS['batch_per_80gb']} per 80 GB GPU (bf16, checkpointing)",
+               "value": value if sweep else "not measured",
+               "passed": None if smoke or sweep is None else largest >= TARGETS["batch_per_80gb"]}]
+    for key, how in (("decode", ""), ("decode_compiled", ", compiled step")):
+        decode = report.get(key)
+        if not decode or "plan" not in decode:
+            continue
         noplan = decode["noplan"]["ms_per_chunk"]
-        for key, case, label in (("plan_vs_noplan", "plan", "plan decode"),
-                                 ("cached_vs_noplan", "plan_cached", "cached plan")):
+        for target, case, label in (("plan_vs_noplan", "plan", "plan decode"),
+                                    ("cached_vs_noplan", "plan_cached", "cached plan")):
             ratio = decode[case]["ms_per_chunk"] / noplan
-            checks.append({"target": f"{label} <= {TARGETS[key]}x noplan", "value": f"{ratio:.2f}x",
-                           "passed": None if smoke else ratio <= TARGETS[key]})
+            checks.append({"target": f"{label} <= {TARGETS[target]}x noplan{how}", "value": f"{ratio:.2f}x",
+                           "passed": None if smoke else ratio <= TARGETS[target]})
         plan_ms = decode["plan"]["ms_per_chunk"]
         on_h100 = "H100" in name and not smoke
-        checks.append({"target": f"plan chunk <= {TARGETS['plan_ms_h100']:.0f} ms on an H100",
+        checks.append({"target": f"plan chunk <= {TARGETS['plan_ms_h100']:.0f} ms on an H100{how}",
                        "value": f"{plan_ms:.1f} ms" + ("" if on_h100 else f" (on {name}: not judged)"),
                        "passed": plan_ms <= TARGETS["plan_ms_h100"] if on_h100 else None})
     return checks
@@ -266,11 +288,10 @@ def judge(report: dict) -> list[dict]:
 
 def format_markdown(report: dict) -> str:
     mem = f"{report['device_memory_gib']:.1f} GiB" if report["device_memory_gib"] else "no GPU"
-    count = report["parameters"]
-    size = f"{count / 1e9:.2f} B" if count >= 1e8 else f"{count / 1e6:.2f} M"
-    lines = [f"# GPU check: {report['preset']} ({size} parameters, {report['weights']})",
+    lines = [f"# GPU check: {report['preset']} ({report['parameters'] / 1e9:.3f} B parameters, {report['weights']})",
              "", (f"Device: {report['device']} ({mem}); torch {report['torch']} (CUDA {report['cuda']}), "
-                  f"transformers {report['transformers']}. Command: `{report['command']}`"),
+                  f"transformers {report['transformers']}; {report['seconds']:.0f} s. Command: "
+                  f"`{report['command']}`"), *[f"\n**Error** in {error}" for error in report["errors"]],
              "", "## Training (forward + backward + AdamW + EMA update; gradient checkpointing)", "",
              "| precision | EMA | batch | samples / s | ms / step | peak allocated GiB | peak reserved GiB | status |",
              "| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"]
@@ -280,9 +301,14 @@ def format_markdown(report: dict) -> str:
                      ("samples_per_s", "ms_per_step", "peak_allocated_gib", "peak_reserved_gib")]
             lines.append(f"| {sweep['precision']} | {sweep['ema']} | {row['batch']} | " + " | ".join(cells)
                          + f" | {row['status']} |")
-    decode = report.get("decode")
-    if decode:
-        lines += ["", f"## Decode latency per chunk (greedy, batch 1, bf16, median of {report['repeats']})", "",
+    for key, how in (("decode", "eager decode step"), ("decode_compiled", "decode step through torch.compile")):
+        decode = report.get(key)
+        if not decode or "plan" not in decode:
+            if decode:
+                lines += ["", f"## Decode latency, {how}: {decode.get('status', 'not run')}"]
+            continue
+        lines += ["", (f"## Decode latency per chunk, {how} (greedy, batch 1, bf16, median of {report['repeats']}; "
+                       f"{decode['seconds']:.0f} s with build and warm-up)"), "",
                   "| case | generated tokens | ms / chunk | ms / token | vs noplan |",
                   "| --- | ---: | ---: | ---: | ---: |"]
         base = decode["noplan"]["ms_per_chunk"]
@@ -290,6 +316,7 @@ def format_markdown(report: dict) -> str:
             row = decode[name]
             lines.append(f"| {label} | {row['generated_tokens']} | {row['ms_per_chunk']:.1f} | "
                          f"{row['ms_per_token']:.2f} | {row['ms_per_chunk'] / base:.2f}x |")
+        lines += [f"\nWarning: {warning}" for warning in decode["warnings"]]
     lines += ["", "## Targets", "", "| target | measured | result |", "| --- | --- | --- |"]
     for check in report["targets"]:
         verdict = {True: "pass", False: "**fail**", None: "not judged"}[check["passed"]]
@@ -308,22 +335,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per batch size")
     parser.add_argument("--warmup", type=int, default=2, help="untimed training steps / decode rounds first")
     parser.add_argument("--repeats", type=int, default=7, help="timed decode rounds")
-    parser.add_argument("--budget-s", type=float, default=420.0, help="skip remaining training rows past this time")
+    parser.add_argument("--budget-s", type=float, default=360.0, help="skip remaining training rows past this time")
+    parser.add_argument("--no-compile", dest="compile", action="store_false",
+                        help="skip the decode measured with the decode step through torch.compile")
     args = parser.parse_args(argv)
     if args.smoke:
         args.batches, args.steps, args.warmup, args.repeats = "1,2", 1, 1, 2
-    try:
-        args.batch_list = [int(b) for b in args.batches.split(",")]
-    except ValueError:
-        parser.error(f"--batches must be comma-separated integers, got {args.batches!r}")
-    if not args.batch_list or min(args.batch_list) < 1:
-        parser.error(f"--batches must be positive, got {args.batches!r}")
+    args.batch_list = [int(b) for b in args.batches.split(",") if b.strip().isdigit() and int(b) > 0]
+    if len(args.batch_list) != len(args.batches.split(",")):
+        parser.error(f"--batches must be comma-separated positive integers, got {args.batches!r}")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    started = time.perf_counter()
+    args, started = parse_args(argv), time.perf_counter()
     if not args.smoke and not torch.cuda.is_available():
         print(f"bench_gpu.py: torch {torch.__version__} sees no CUDA GPU; run it on a GPU machine, or pass --smoke "
               "for the CPU check of the code path", file=sys.stderr)
@@ -332,36 +357,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(1)
     device = torch.device("cpu") if args.smoke else torch.device("cuda", torch.cuda.current_device())
     preset = "debug" if args.smoke else "paligemma-3b"
-    tokenizer = bench_tokenizer()
-    config = bench_config(preset, backbone_path=args.backbone_path)
-    if args.backbone_path:  # real weights: loaded once on the CPU, copied to the device for every scheme
+    tokenizer, config = bench_tokenizer(), bench_config(preset, backbone_path=args.backbone_path)
+    if args.backbone_path:  # real weights: loaded once on the CPU, copied to the device for every stage
         template = PlanExecutePolicy.build(config, tokenizer)
         factory = lambda: copy.deepcopy(template).to(device)
     else:
         factory = lambda: random_policy(config, tokenizer, device)
     out_of_time = lambda: time.perf_counter() - started > args.budget_s
-
-    plan = to_bf16_for_decoding(factory())
-    parameters = sum(p.numel() for p in plan.model.parameters())
-    decode = decode_latency(plan, sibling_policy(plan, "noplan"), args.repeats, args.warmup)
-    del plan
-    release()
-
-    schemes = [("bf16", args.ema, args.batch_list)]
-    sweep = training_rows(factory, *schemes[0], args.steps, args.warmup, out_of_time)
-    fitted = [row["batch"] for row in sweep["rows"] if row["status"] == "ok"]
-    one = [max(fitted, default=min(args.batch_list))]  # the other rows at the largest batch that ran
-    schemes += [("bf16-weights", args.ema, one), ("bf16", "cpu" if args.ema == "off" else "off", one)]
-    release()
-    training = [sweep]
-    for scheme in schemes[1:]:
-        training.append(training_rows(factory, *scheme, args.steps, args.warmup, out_of_time))
-        release()
-
     on_gpu = device.type == "cuda"
-    command = "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    report = {"command": command.strip(), "smoke": args.smoke, "preset": preset, "parameters": parameters,
-              "weights": args.backbone_path or "random weights",
+    report = {"command": "python benchmarks/bench_gpu.py " + " ".join(sys.argv[1:] if argv is None else argv),
+              "smoke": args.smoke, "preset": preset, "weights": args.backbone_path or "random weights",
               "device": torch.cuda.get_device_name(device) if on_gpu else "cpu",
               "device_memory_gib": torch.cuda.get_device_properties(device).total_memory / GIB if on_gpu else None,
               "torch": torch.__version__, "cuda": torch.version.cuda, "transformers": transformers.__version__,
@@ -369,14 +374,45 @@ def main(argv: list[str] | None = None) -> int:
               "shapes": {"cameras": len(CAMERAS), "image_size": config.image_size, "state_dim": STATE_DIM,
                          "action_dim": ACTION_DIM, "codebook": f"3 x {CODEBOOK_SIZE}",
                          "loss_vocabulary": config.loss_vocabulary},
-              "decode": decode, "training": training, "seconds": time.perf_counter() - started}
-    report["targets"] = judge(report)
-    args.out.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out / "bench_gpu.json", report)
-    text = format_markdown(report)
-    atomic_write_text(args.out / "bench_gpu.md", text)
-    print(text)
-    return 0
+              "parameters": 0, "decode": None, "decode_compiled": None, "training": [], "errors": []}
+
+    def stage(key: str, run: Callable[[], dict], **label: Any) -> dict:
+        """One stage; an error is recorded and the next stages still run. The reports are rewritten after each, so
+        a run cut short keeps what it measured."""
+        error = None
+        try:
+            result = run()
+        except Exception as err:  # noqa: BLE001 - one failing stage must not lose the other stages' numbers
+            error = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+        if error is not None:  # outside the except block: the traceback (and the tensors it holds) is gone
+            result = {**label, "status": f"error: {error}", "rows": [{"batch": "-", "status": f"error: {error}"}]}
+            report["errors"].append(f"{key}: {error}")
+        release()
+        report["parameters"] = report["parameters"] or result.get("parameters", 0)
+        if key == "training":
+            report["training"].append(result)
+        else:
+            report[key] = result
+        report.update(seconds=time.perf_counter() - started, targets=judge(report))
+        args.out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(args.out / "bench_gpu.json", report)
+        atomic_write_text(args.out / "bench_gpu.md", format_markdown(report))
+        return result
+
+    stage("decode", lambda: decode_rows(factory, args.repeats, args.warmup, compiled=False))
+    sweep = stage("training", lambda: training_rows(factory, "bf16", args.ema, args.batch_list, args.steps,
+                                                    args.warmup, out_of_time), precision="bf16", ema=args.ema)
+    fitted = [row["batch"] for row in sweep["rows"] if row["status"] == "ok"]
+    one = [max(fitted, default=min(args.batch_list))]  # the other rows at the largest batch that ran
+    for precision, ema in (("bf16-weights", args.ema), ("bf16", "cpu" if args.ema == "off" else "off")):
+        stage("training", lambda p=precision, e=ema: training_rows(factory, p, e, one, args.steps, args.warmup,
+                                                                 out_of_time), precision=precision, ema=ema)
+    skip = "smoke" if args.smoke else "--no-compile" if not args.compile else (
+        "time budget" if time.perf_counter() - started > args.budget_s - 90 else None)
+    stage("decode_compiled", (lambda: {"status": f"skipped ({skip})"}) if skip else
+          (lambda: decode_rows(factory, args.repeats, args.warmup, compiled=True)))
+    print(format_markdown(report))
+    return 1 if report["errors"] else 0
 
 
 if __name__ == "__main__":

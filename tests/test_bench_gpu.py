@@ -3,7 +3,6 @@ the targets are judged from the right rows, and without a GPU the real run stops
 
 import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,16 +19,19 @@ def load_bench():
     return module
 
 
-def run(*args, timeout=120):
-    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=timeout,
-                          check=False)
+def torch_threads_kept():
+    """main(--smoke) sets one torch thread; give the test process its count back afterwards."""
+    from c2c.policy.testing import torch_threads
+
+    return torch_threads(torch.get_num_threads())
 
 
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory):
+    """``bench_gpu.py --smoke`` run in this process (the imports are shared with the other tests: seconds)."""
     out = tmp_path_factory.mktemp("bench-gpu")
-    done = run("--smoke", "--out", str(out))
-    assert done.returncode == 0, done.stderr[-2000:]
+    with torch_threads_kept():
+        assert load_bench().main(["--smoke", "--out", str(out)]) == 0
     return out, json.loads((out / "bench_gpu.json").read_text()), (out / "bench_gpu.md").read_text()
 
 
@@ -50,9 +52,30 @@ def test_smoke_writes_json_and_markdown(smoke):
         for row in sweep["rows"]:
             assert row["status"] == "ok" and row["samples_per_s"] > 0 and row["loss"] > 0
     assert len(report["targets"]) == 4 and all(check["passed"] is None for check in report["targets"])
+    assert report["errors"] == [] and report["decode_compiled"] == {"status": "skipped (smoke)"}
     for heading in ("## Training", "## Decode latency", "## Targets", "| bf16-weights | off | 2 |",
                     "plan, cached plan", "plan chunk <= 150 ms on an H100"):
         assert heading in text
+
+
+def test_a_failing_stage_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    bench = load_bench()
+    real_training_rows = bench.training_rows
+
+    def training_rows(factory, precision, *args):
+        if precision == "bf16-weights":
+            raise RuntimeError("CUDA error: an illegal memory access was encountered\nmore detail")
+        return real_training_rows(factory, precision, *args)
+
+    monkeypatch.setattr(bench, "training_rows", training_rows)
+    monkeypatch.setattr(bench, "decode_rows", lambda *args, **kwargs: {"parameters": 5, "status": "stub"})
+    with torch_threads_kept():
+        assert bench.main(["--smoke", "--out", str(tmp_path)]) == 1
+    report = json.loads((tmp_path / "bench_gpu.json").read_text())
+    assert report["errors"] == ["training: RuntimeError: CUDA error: an illegal memory access was encountered"]
+    assert [(s["precision"], s["ema"], s["rows"][0]["status"][:5]) for s in report["training"]] == [
+        ("bf16", "off", "ok"), ("bf16-weights", "off", "error"), ("bf16", "cpu", "ok")]
+    assert "**Error** in training: RuntimeError" in (tmp_path / "bench_gpu.md").read_text()
 
 
 def test_sweep_stops_at_the_first_out_of_memory():
@@ -88,12 +111,12 @@ def test_targets_on_an_h100_and_on_a_larger_gpu():
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
-def test_without_a_gpu_the_real_run_stops_with_one_line(tmp_path):
-    done = run("--out", str(tmp_path / "out"), timeout=60)
-    assert done.returncode == 2
-    lines = [line for line in done.stderr.splitlines() if "Warning" not in line and line.strip()]
-    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "--smoke" in lines[0], done.stderr
-    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
+def test_without_a_gpu_the_real_run_stops_with_one_line(tmp_path, capsys):
+    assert load_bench().main(["--out", str(tmp_path / "out")]) == 2
+    captured = capsys.readouterr()
+    lines = [line for line in captured.err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "--smoke" in lines[0], captured.err
+    assert captured.out == "" and not (tmp_path / "out").exists()
 
 
 def test_memory_estimate_counts_the_real_architecture_on_meta(monkeypatch):
