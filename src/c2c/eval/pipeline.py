@@ -41,9 +41,10 @@ from c2c.eval.presets import PipelinePreset, get_preset
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 STAGE_FILE = "stage.json"
-# The tokenizer each policy variant trains on: (tokenizer variant, plan horizon Hp).
+# The tokenizer each policy variant trains on: (tokenizer variant, plan horizon Hp). None: no tokenizer stage, the
+# training fits what the variant needs on the dataset (regress: q01/q99 statistics).
 TOKENIZER_FOR_VARIANT = {"plan": ("joint", 160), "noplan": ("joint", 160), "plan-hp40": ("joint", 40),
-                         "separate": ("separate", 160)}
+                         "separate": ("separate", 160), "regress": None}
 
 
 def _settings_hash(settings: dict[str, Any]) -> str:
@@ -214,7 +215,7 @@ def stage_tokenizers(preset: PipelinePreset, dataset_dir: Path, out: Path, force
     from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     records = {}
-    for variant, plan_horizon in sorted({TOKENIZER_FOR_VARIANT[v] for v in preset.variants}):
+    for variant, plan_horizon in sorted({TOKENIZER_FOR_VARIANT[v] for v in preset.variants} - {None}):
         name = tokenizer_name(variant, plan_horizon)
         config = TokenizerTrainConfig(dataset=str(dataset_dir), out=str(out / "tokenizer" / name), variant=variant,
                                       plan_horizon=plan_horizon, steps=preset.tokenizer_steps,
@@ -292,7 +293,8 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
 
     configs, records = policy_configs(preset, dataset_dir, out, device, root, datasets), {}
     settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"},
-                          "dataset": Path(config.dataset).name, "tokenizer": Path(config.tokenizer).name}
+                          "dataset": Path(config.dataset).name,
+                          "tokenizer": Path(config.tokenizer).name if config.tokenizer else None}
                 for variant, config in configs.items()}
     for variant, config in configs.items():  # a fine-tuning starts from a policy of this run: name it, not its path
         if config.init_from is None:
@@ -356,10 +358,11 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
     configs = {}
     finetune = root == TAKEOVER_ROOT and preset.takeover_finetune_steps > 0  # from the first round's policies
     for variant in preset.variants:
-        tokenizer = out / "tokenizer" / tokenizer_name(*TOKENIZER_FOR_VARIANT[variant])
+        needed = TOKENIZER_FOR_VARIANT[variant]
+        tokenizer = None if needed is None else str(out / "tokenizer" / tokenizer_name(*needed))
         steps = preset.takeover_finetune_steps if finetune else preset.policy_steps
         configs[variant] = PolicyTrainConfig(
-            dataset=str((datasets or {}).get(variant, dataset_dir)), tokenizer=str(tokenizer),
+            dataset=str((datasets or {}).get(variant, dataset_dir)), tokenizer=tokenizer,
             out=str(out / root / variant), variant=variant,
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
             checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device,
@@ -902,8 +905,10 @@ def write_report(out: Path, preset: PipelinePreset, dataset_dir: Path, windows: 
         lines.append(f"c2c tokenizer train --dataset {dataset_dir} --out {config['out']} --variant {config['variant']} "
                      f"--plan-horizon {config['plan_horizon']} --steps {config['steps']}")
     def train_lines(records: dict[str, dict], datasets: dict[str, Path]) -> list[str]:
-        return [f"c2c policy train --dataset {datasets.get(variant, dataset_dir)} --tokenizer "
-                f"{out / 'tokenizer' / record['settings']['tokenizer']} --out {record['settings']['out']} --variant "
+        return [f"c2c policy train --dataset {datasets.get(variant, dataset_dir)}"
+                + (f" --tokenizer {out / 'tokenizer' / record['settings']['tokenizer']}"
+                   if record['settings'].get('tokenizer') else "")
+                + f" --out {record['settings']['out']} --variant "
                 f"{variant} --preset {record['settings']['preset']} --steps {record['settings']['steps']} "
                 f"--batch-size {record['settings']['batch_size']}"
                 + (f" --init-from {out / record['settings']['init_from']}" if record['settings'].get('init_from')

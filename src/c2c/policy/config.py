@@ -2,7 +2,8 @@
 
 A variant is a config value, not a copied file: ``plan`` (Coarse-to-Control, Hp = 160), ``plan-hp40`` (Hp = 40),
 ``noplan`` (Faster-AR, no plan branch) and ``separate`` (plan and exec from two tokenizers with disjoint
-vocabularies) all train and decode through the same model.
+vocabularies) all train and decode through the same model. A baseline shares that model's backbone, training,
+checkpoints, evaluation and serving: ``regress`` (a continuous chunk head trained with L1, ACT-style; ``regress.py``).
 
 Backbone presets (:data:`PRESETS`):
 
@@ -100,6 +101,10 @@ VARIANTS: dict[str, VariantSpec] = {
     # A joint tokenizer's exec mode also serves: that is the paper's Hp = 0 ablation row.
     "noplan": VariantSpec(0, ("exec-only", "joint"), "Faster-AR: exec tokens only (Hp=0)"),
     "separate": VariantSpec(160, ("separate",), "plan then exec from two tokenizers with disjoint vocabularies"),
+    # Baselines on the same backbone, training, checkpoints, evaluation and serving. "continuous": no tokenizer, only
+    # the dataset's q01/q99 statistics (regress.ContinuousActions).
+    "regress": VariantSpec(0, ("continuous",), "continuous (He, A) chunk read out of He learned queries, L1 loss "
+                           "(ACT-style); no tokenizer"),
 }
 TOKEN_ORDERS = ("codebook-major", "latent-major")
 STATE_ENCODINGS = ("projection", "bins")
@@ -249,7 +254,7 @@ def get_preset(name: str) -> BackbonePreset:
 class PolicyConfig:
     """Everything that fixes a policy's architecture and its default inference behaviour."""
 
-    variant: str = "plan"  # plan | plan-hp40 | noplan | separate (see VARIANTS)
+    variant: str = "plan"  # plan | plan-hp40 | noplan | separate | regress (see VARIANTS)
     cameras: tuple[str, ...] = ("corner2", "gripperPOV")  # camera names, primary first; keys observation.images.<cam>
     image_size: int = 96  # square uint8 images of exactly this side are expected (no silent resizing)
     state_dim: int = 4  # proprio state S
@@ -291,6 +296,9 @@ class PolicyConfig:
         if self.plan_horizon and self.plan_horizon % self.plan_steps:
             raise ConfigError(f"plan_steps ({self.plan_steps}) must divide the {self.variant!r} plan horizon "
                               f"{self.plan_horizon}")
+        if self.continuous and preset.multistream:
+            raise ConfigError(f"variant {self.variant!r} has no multi-stream form; use a single-stream preset instead "
+                              f"of {preset.name!r}")
         if preset.pretrained and not self.backbone_path:
             raise ConfigError(f"backbone_path must name a local directory for the pretrained {preset.name!r} backbone")
         # A pretrained backbone's sizes come from its directory and are checked when it is loaded.
@@ -314,6 +322,11 @@ class PolicyConfig:
     @property
     def tokenizer_variants(self) -> tuple[str, ...]:
         return VARIANTS[self.variant].tokenizer_variants
+
+    @property
+    def continuous(self) -> bool:
+        """True for ``regress``: a continuous chunk head instead of action tokens."""
+        return self.tokenizer_variants == ("continuous",)
 
     @property
     def preset(self) -> BackbonePreset:

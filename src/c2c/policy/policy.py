@@ -20,7 +20,8 @@ Checkpoint directory::
 
     config.json                 policy config, backbone (PaliGemma or multi-stream) config, vocabulary layout
     model.safetensors           weights of PlanExecuteVLA (ema.safetensors beside it wins when present)
-    action_tokenizer/           the frozen action tokenizer with its normalisation statistics
+    action_tokenizer/           the frozen action tokenizer with its normalisation statistics (regress: the
+                                statistics only, ``regress.ContinuousActions``)
     instruction_tokenizer/      tokenizer.json + prompt settings
 """
 
@@ -110,8 +111,11 @@ def vocabulary_for(config: PolicyConfig, tokenizer: Any, text_vocab_size: int) -
     return VocabularyLayout.appended(text_vocab_size, tokenizer.vocabulary_size, bins)
 
 
-def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayout) -> SuffixLayout:
-    """[plan][exec][end]; ids follow the tokenizer's flat ids (level r code k -> r K + k, + R K for separate plans)."""
+def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayout) -> SuffixLayout | None:
+    """[plan][exec][end]; ids follow the tokenizer's flat ids (level r code k -> r K + k, + R K for separate plans).
+    ``regress`` has no suffix (None)."""
+    if config.continuous:
+        return None
     levels, size = tokenizer.num_levels, tokenizer.codebook_size
     branches = []
     for mode in (("plan",) if config.has_plan else ()) + ("exec",):
@@ -122,8 +126,32 @@ def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayou
 
 
 def vla_class(config: PolicyConfig) -> type[PlanExecuteVLA]:
-    """The network of a backbone preset: one Gemma decoder, or the multi-stream decoder of App. C.3."""
+    """The network of a backbone preset: one Gemma decoder, or the multi-stream decoder of App. C.3; ``regress``:
+    the Gemma decoder with a continuous chunk head."""
+    if config.continuous:
+        from c2c.policy.regress import RegressVLA
+
+        return RegressVLA
     return MultiStreamVLA if config.preset.multistream else PlanExecuteVLA
+
+
+def policy_class(config: PolicyConfig, base: type | None = None) -> type:
+    """The policy class of a config: ``regress.RegressPolicy`` for ``regress``, else ``base`` (PlanExecutePolicy)."""
+    base = base or PlanExecutePolicy
+    if config.continuous:
+        from c2c.policy.regress import RegressPolicy
+
+        return base if issubclass(base, RegressPolicy) else RegressPolicy
+    return base
+
+
+def load_action_tokenizer(config: PolicyConfig, directory: Path) -> Any:
+    """A checkpoint's action tokenizer: regress's statistics, or any saved tokenizer."""
+    if config.continuous:
+        from c2c.policy.regress import ContinuousActions
+
+        return ContinuousActions.from_pretrained(directory)
+    return load_tokenizer(directory)
 
 
 class PlanExecutePolicy(nn.Module):
@@ -160,7 +188,8 @@ class PlanExecutePolicy(nn.Module):
     @classmethod
     def build(cls, config: PolicyConfig, action_tokenizer: Any,
               instructions: Sequence[str] | None = None) -> PlanExecutePolicy:
-        """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone."""
+        """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone; a
+        ``regress`` config gives a ``RegressPolicy`` (``action_tokenizer``: its ``ContinuousActions``)."""
         check_action_tokenizer(config, action_tokenizer)
         if config.preset.pretrained:
             backbone = load_pretrained_backbone(config.backbone_path)  # a PaliGemma or LeRobot pi0fast directory
@@ -186,7 +215,7 @@ class PlanExecutePolicy(nn.Module):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config.seed + 1)
                 model.state_projection.reset_parameters()
-        return cls(config, model, action_tokenizer, instruction_tokenizer)
+        return policy_class(config, cls)(config, model, action_tokenizer, instruction_tokenizer)
 
     # --- training ------------------------------------------------------------------------------------------------
     def forward(self, batch: Mapping[str, Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -303,6 +332,7 @@ class PlanExecutePolicy(nn.Module):
     def from_pretrained(cls, directory: str | Path, *, weights: str = "auto", device: str | torch.device = "cpu",
                         **expected: Any) -> PlanExecutePolicy:
         """Load a checkpoint; ``expected`` config values (e.g. ``variant="plan"``, ``action_dim=4``) must match.
+        The saved config picks the class: a ``regress`` checkpoint loads as a ``RegressPolicy``.
 
         ``weights``: "auto" (ema.safetensors when present, else model.safetensors), "ema" or "model".
         """
@@ -315,7 +345,7 @@ class PlanExecutePolicy(nn.Module):
             found = getattr(config, key)
             if _plain(found) != _plain(value):
                 raise ConfigError(f"{directory}: checkpoint has {key}={found!r}, expected {value!r}")
-        action_tokenizer = load_tokenizer(directory / ACTION_TOKENIZER_DIR)
+        action_tokenizer = load_action_tokenizer(config, directory / ACTION_TOKENIZER_DIR)
         check_action_tokenizer(config, action_tokenizer, where=str(directory / ACTION_TOKENIZER_DIR))
         instruction_tokenizer = InstructionTokenizer.load(directory / INSTRUCTION_TOKENIZER_DIR)
         if is_multistream_config(raw["backbone"]) != config.preset.multistream:
@@ -331,7 +361,7 @@ class PlanExecutePolicy(nn.Module):
                               f"{vocabulary.to_dict()})")
         model = vla_class(config)(config, backbone, vocabulary, suffix_for(config, action_tokenizer, vocabulary))
         _load_weights(model, _weights_path(directory, weights, raw.get(WEIGHTS_KEY)))
-        return cls(config, model, action_tokenizer, instruction_tokenizer).to(device)
+        return policy_class(config, cls)(config, model, action_tokenizer, instruction_tokenizer).to(device)
 
 
 def _plain(value: Any) -> Any:

@@ -264,3 +264,13 @@ def state_to_bins(normalized_state: torch.Tensor, bins: int) -> torch.Tensor:
     """(B, S) state in [-1, 1] -> (B, S) bin indices in [0, bins), uniform bins as in pi0-FAST."""
     scaled = (normalized_state.clamp(-1.0, 1.0) + 1.0) / 2.0 * bins  # (B, S) in [0, bins]
     return scaled.long().clamp(max=bins - 1)
+
+
+# --- chunk sizes ----------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ChunkShape:
+    """The chunk sizes a policy checks its action tokenizer against (what ``RVQTokenizer.config`` carries)."""
+
+    action_dim: int  # A
+    horizon: int  # He: steps of an exec chunk
+

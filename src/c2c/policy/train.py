@@ -52,7 +52,8 @@ from c2c.policy.distributed import Launch, Processes, check_device, read_launch
 from c2c.policy.memory import (EMA_MODES, MemoryOptions, WeightEMA, apply_memory_options, autocast_dtype,
                                cast_bf16_weights, trainable_parameters)
 from c2c.policy.policy import PlanExecutePolicy
-from c2c.policy.train_data import PolicyData, batch_loader, draw_frames, load_policy_data, random_shift
+from c2c.policy.train_data import (PolicyData, batch_loader, draw_frames, load_policy_data, random_shift,
+                                   training_action_tokenizer)
 from c2c.policy.train_eval import TrainingRun, evaluate_policy, format_metrics, plot_curves  # noqa: F401 (public)
 from c2c.utils.io import atomic_write_json
 from c2c.utils.outdir import check_out_dir
@@ -96,7 +97,7 @@ class PolicyTrainConfig:
     """Settings of one policy training run (None: the preset's default from OPTIMIZER_DEFAULTS)."""
 
     dataset: str  # LeRobot v3 dataset directory
-    tokenizer: str  # trained action tokenizer directory (frozen)
+    tokenizer: str | None  # trained action tokenizer directory (frozen); None: regress (statistics fitted on the data)
     out: str  # output directory (policy checkpoint, training state, logs, metrics)
     variant: str = "plan"  # plan | plan-hp40 | noplan | separate
     preset: str = "tiny"  # backbone preset: tiny | debug | paligemma-3b
@@ -259,7 +260,6 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     ``stop_after`` ends this run after that many steps with a checkpoint (returns None): rerun to continue.
     ``resume`` insists that a checkpoint exists."""
     from c2c.data.lerobot import LeRobotDataset
-    from c2c.tokenizer import load_tokenizer
 
     launch = config.launch()  # device, world size and batch split are checked before any data is read
     out = Path(config.out)
@@ -270,10 +270,9 @@ def train_policy(config: PolicyTrainConfig, show_progress: bool = True, stop_aft
     dataset_cameras = [camera_name(key) for key in LeRobotDataset(config.dataset).camera_keys]
     if not dataset_cameras and not config.cameras:
         raise ConfigError(f"{config.dataset}: the dataset has no cameras; a VLA policy needs images")
-    tokenizer = load_tokenizer(config.tokenizer)
-    if getattr(tokenizer, "name", None) != "rvq":
-        raise ConfigError(f"{config.tokenizer}: a {getattr(tokenizer, 'name', '?')!r} tokenizer; the policy trains on "
-                          "the codes of an RVQ tokenizer (c2c tokenizer train)")
+    tokenizer = training_action_tokenizer(config.variant, config.tokenizer, config.dataset,
+                                          exec_horizon=config.exec_horizon, holdout_fraction=config.holdout_fraction,
+                                          holdout_seed=config.holdout_seed, init_from=config.init_from)
     policy_cfg = config.policy_config(dataset_cameras, tokenizer)
     out.mkdir(parents=True, exist_ok=True)
     processes = Processes(launch)
@@ -444,7 +443,8 @@ def _train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: to
 
 
 def _load_data(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any) -> PolicyData:
-    return load_policy_data(Path(config.dataset), tokenizer, Path(config.tokenizer), policy_cfg, Path(config.out),
+    return load_policy_data(Path(config.dataset), tokenizer, Path(config.tokenizer) if config.tokenizer else None,
+                            policy_cfg, Path(config.out),
                             holdout_fraction=config.holdout_fraction, holdout_seed=config.holdout_seed,
                             max_image_gb=config.max_image_gb, resize_images=config.resize_images,
                             loader=config.loader)

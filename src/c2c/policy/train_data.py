@@ -15,6 +15,11 @@ per-camera accessors, and :func:`batch_loader` builds the batches in DataLoader 
 Held-out episodes follow the tokenizer's rule (``c2c.tokenizer.data.split_episodes`` with the tokenizer's holdout
 fraction and seed), so a policy is never evaluated on episodes its tokenizer was fitted on.
 
+Baselines (:func:`training_action_tokenizer`): ``regress`` takes no tokenizer; its statistics
+(``regress.ContinuousActions``) are fitted on the dataset's training episodes as tokenizer training fits them, and its
+targets are the fixed-point normalised exec chunks. Fitted statistics have no directory: their targets are computed
+each run (no cache; it is cheap).
+
 Example::
 
     data = load_policy_data(dataset_dir, tokenizer, tokenizer_dir, policy_config, out_dir, loader="auto")
@@ -60,18 +65,24 @@ class TokenizerRecord:
     dataset: str | None  # the dataset it was trained on
 
 
-def read_tokenizer_record(tokenizer_dir: Path) -> TokenizerRecord:
+FITTED_RECORD = TokenizerRecord(None, 0.1, 0, None)  # a tokenizer without train_config.json, or fitted here
+
+
+def read_tokenizer_record(tokenizer_dir: Path | None) -> TokenizerRecord:
+    if tokenizer_dir is None:
+        return FITTED_RECORD
     path = Path(tokenizer_dir) / "train_config.json"
     if not path.is_file():
-        return TokenizerRecord(None, 0.1, 0, None)
+        return FITTED_RECORD
     raw = json.loads(path.read_text())
     spec = WindowSpec(**raw["window_spec"]) if "window_spec" in raw else None
     return TokenizerRecord(spec, float(raw.get("holdout_fraction", 0.1)), int(raw.get("seed", 0)), raw.get("dataset"))
 
 
 def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: TokenizerRecord,
-                               tokenizer_dir: Path) -> None:
+                               tokenizer_dir: Path | None) -> None:
     """The variant needs a tokenizer of the right kind, trained on exec windows of the policy's exec horizon."""
+    tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else "the tokenizer fitted on the dataset"
     variant = getattr(tokenizer, "variant", None)
     if variant not in config.tokenizer_variants:
         raise ConfigError(f"policy variant {config.variant!r} needs a {' or '.join(config.tokenizer_variants)} "
@@ -87,6 +98,49 @@ def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: Tok
     if config.has_plan and tokenizer.config.horizon != config.plan_steps:
         raise ConfigError(f"policy plan steps K={config.plan_steps} do not match the {tokenizer.config.horizon}-step "
                           f"chunks of tokenizer {tokenizer_dir}")
+
+
+def _kind(tokenizer_variants: Sequence[str]) -> str:
+    """The tokenizer type a policy variant needs: "rvq" (any of its variants) or "continuous"."""
+    return tokenizer_variants[0] if tokenizer_variants[0] == "continuous" else "rvq"
+
+
+def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, dataset_dir: str | Path, *,
+                              exec_horizon: int, holdout_fraction: float | None = None,
+                              holdout_seed: int | None = None, init_from: str | Path | None = None) -> Any:
+    """The frozen action tokenizer that ``variant`` trains with: the one saved in ``tokenizer_dir``, or, for
+    ``regress`` (which takes none), statistics fitted on the dataset's training episodes
+    (the split of :data:`FITTED_RECORD` unless given) or, when fine-tuning, those of the ``init_from`` policy."""
+    from c2c.policy.config import VARIANTS
+    from c2c.tokenizer import load_tokenizer
+
+    if variant not in VARIANTS:
+        raise ConfigError(f"--variant {variant!r}: unknown (known: {', '.join(VARIANTS)})")
+    kinds = VARIANTS[variant].tokenizer_variants
+    kind = _kind(kinds)
+    if kind == "continuous" and tokenizer_dir:
+        raise ConfigError(f"--tokenizer {tokenizer_dir}: variant {variant!r} regresses continuous actions and takes no "
+                          "tokenizer (its statistics come from the dataset); drop --tokenizer")
+    if not tokenizer_dir and kind == "rvq":
+        raise ConfigError(f"variant {variant!r} needs --tokenizer: a trained {' or '.join(kinds)} RVQ tokenizer "
+                          f"directory (c2c tokenizer train --variant {kinds[0]})")
+    if not tokenizer_dir and init_from:  # fine-tuning keeps the statistics the policy was trained with
+        from c2c.policy.policy import ACTION_TOKENIZER_DIR, PolicyConfig, load_action_tokenizer
+
+        source = Path(init_from) / ACTION_TOKENIZER_DIR
+        return load_action_tokenizer(PolicyConfig(variant=variant), source)
+    if not tokenizer_dir:
+        from c2c.policy.regress import ContinuousActions
+
+        fraction = FITTED_RECORD.holdout_fraction if holdout_fraction is None else holdout_fraction
+        seed = FITTED_RECORD.seed if holdout_seed is None else holdout_seed
+        return ContinuousActions.fit(dataset_dir, exec_horizon=exec_horizon, holdout_fraction=fraction, seed=seed)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    found = getattr(tokenizer, "name", "?")
+    if found != kind:
+        raise ConfigError(f"--tokenizer {tokenizer_dir}: a {found!r} tokenizer; variant {variant!r} needs an RVQ "
+                          f"tokenizer (c2c tokenizer train --variant {kinds[0]})")
+    return tokenizer
 
 
 def policy_window_spec(config: PolicyConfig, record: TokenizerRecord, dataset_dir: Path) -> WindowSpec:
@@ -121,10 +175,16 @@ def encode_windows(tokenizer: Any, chunks: np.ndarray, mode: str) -> np.ndarray:
     return np.concatenate(parts).astype(np.int16 if tokenizer.codebook_size <= 32767 else np.int32)
 
 
-def load_or_compute_codes(tokenizer: Any, tokenizer_dir: Path, actions: np.ndarray, episodes: np.ndarray,
+def load_or_compute_codes(tokenizer: Any, tokenizer_dir: Path | None, actions: np.ndarray, episodes: np.ndarray,
                           spec: WindowSpec, cache_dir: Path) -> tuple[dict[str, np.ndarray], np.ndarray, bool]:
-    """({"exec": (N, Np, R), "plan": ...}, raw exec chunks (N, He, A), whether they were computed now)."""
+    """({"exec": (N, Np, R), "plan": ...}, raw exec chunks (N, He, A), whether they were computed now). A fitted
+    tokenizer (``tokenizer_dir`` None) has no files to key a cache with: its codes are computed."""
     windows = dataset_windows(actions, episodes, spec)
+    if tokenizer_dir is None:
+        codes = {"exec": encode_windows(tokenizer, windows.exec_chunks, "exec")}
+        if spec.has_plan:
+            codes["plan"] = encode_windows(tokenizer, windows.plans, "plan")
+        return codes, windows.exec_chunks, True
     key = codes_cache_key(tokenizer_dir, actions, episodes, spec)
     path = Path(cache_dir) / f"{key[:20]}.npz"
     if path.is_file():
@@ -192,7 +252,8 @@ class PolicyData:
         return batch
 
 
-def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path, config: PolicyConfig, out: Path, *,
+def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path | None, config: PolicyConfig, out: Path,
+                     *,
                      holdout_fraction: float | None = None, holdout_seed: int | None = None,
                      max_image_gb: float = 8.0, resize_images: bool = False, loader: str = "memory") -> PolicyData:
     """Read a dataset for training ``config`` (check sizes, split, codes from the cache or computed once).
