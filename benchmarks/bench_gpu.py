@@ -46,21 +46,10 @@ from c2c.policy.config import PolicyConfig, policy_config
 from c2c.policy.distributed import Launch, Processes
 from c2c.policy.fast_decoding import COMPILE_ENV
 from c2c.policy.instructions import InstructionTokenizer
-from c2c.policy.memory import (
-    MemoryOptions,
-    WeightEMA,
-    apply_memory_options,
-    cast_bf16_weights,
-    trainable_parameters,
-)
+from c2c.policy.memory import MemoryOptions, WeightEMA, apply_memory_options, cast_bf16_weights, trainable_parameters
 from c2c.policy.model import PlanExecuteVLA
 from c2c.policy.policy import PlanExecutePolicy, suffix_for, vocabulary_for
-from c2c.policy.testing import (
-    INSTRUCTIONS,
-    random_action_tokenizer,
-    random_batch,
-    random_observation,
-)
+from c2c.policy.testing import INSTRUCTIONS, random_action_tokenizer, random_batch, random_observation
 from c2c.policy.train import PolicyTrainConfig, _optimizer, _train_step
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
@@ -182,6 +171,20 @@ def decode_rows(factory: Callable[[], PlanExecutePolicy], repeats: int, warmup: 
     result["warnings"] = sorted({str(w.message).splitlines()[0][:300] for w in caught
                                  if "decode step" in str(w.message)})
     return result
+
+
+def host_copy_check(device: torch.device) -> dict:
+    """Does a weight copied to the CPU with ``non_blocking=True`` (as the CPU EMA's update does) hold its values when
+    read at once, before any synchronisation? torch returns pinned memory for such copies, filled asynchronously."""
+    source = torch.randn(1 << 28, device=device)  # 1 GiB: the copy takes tens of milliseconds
+    synchronize(device)
+    start = time.perf_counter()
+    host = source.to("cpu", torch.float32, non_blocking=True)
+    seconds = time.perf_counter() - start
+    tail = host[-(1 << 20):].clone()  # read at once, as the EMA's lerp_ does: the end is copied last
+    synchronize(device)
+    return {"pinned": host.is_pinned(), "call_ms": round(1000 * seconds, 2),
+            "values_complete_when_read": bool(torch.equal(tail, source[-(1 << 20):].cpu()))}
 
 
 # --- training ----------------------------------------------------------------------------------------------------
@@ -317,6 +320,8 @@ def format_markdown(report: dict) -> str:
             lines.append(f"| {label} | {row['generated_tokens']} | {row['ms_per_chunk']:.1f} | "
                          f"{row['ms_per_token']:.2f} | {row['ms_per_chunk'] / base:.2f}x |")
         lines += [f"\nWarning: {warning}" for warning in decode["warnings"]]
+    if report.get("host_copy"):
+        lines += ["", f"Non-blocking device-to-host copy read at once (the CPU EMA's update): {report['host_copy']}"]
     lines += ["", "## Targets", "", "| target | measured | result |", "| --- | --- | --- |"]
     for check in report["targets"]:
         verdict = {True: "pass", False: "**fail**", None: "not judged"}[check["passed"]]
@@ -374,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
               "shapes": {"cameras": len(CAMERAS), "image_size": config.image_size, "state_dim": STATE_DIM,
                          "action_dim": ACTION_DIM, "codebook": f"3 x {CODEBOOK_SIZE}",
                          "loss_vocabulary": config.loss_vocabulary},
-              "parameters": 0, "decode": None, "decode_compiled": None, "training": [], "errors": []}
+              "parameters": 0, "decode": None, "decode_compiled": None, "host_copy": None, "training": [], "errors": []}
 
     def stage(key: str, run: Callable[[], dict], **label: Any) -> dict:
         """One stage; an error is recorded and the next stages still run. The reports are rewritten after each, so
@@ -400,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
         return result
 
     stage("decode", lambda: decode_rows(factory, args.repeats, args.warmup, compiled=False))
+    if on_gpu:
+        stage("host_copy", lambda: host_copy_check(device))
     sweep = stage("training", lambda: training_rows(factory, "bf16", args.ema, args.batch_list, args.steps,
                                                     args.warmup, out_of_time), precision="bf16", ema=args.ema)
     fitted = [row["batch"] for row in sweep["rows"] if row["status"] == "ok"]
