@@ -1,5 +1,5 @@
-"""The `regress` baseline (continuous chunk head, L1) through the token policies' code path: it trains, saves,
-reloads, acts and serves like `plan`; bad tokenizers fail in one line."""
+"""Baselines through the token policies' code path: `regress` (continuous chunk head, L1) and `binning` (exec tokens
+of 256 bins per dimension) train, save, reload, act and serve like `plan`; bad tokenizers fail in one line."""
 
 from __future__ import annotations
 
@@ -107,6 +107,21 @@ def test_regress_on_a_conv_vision_backbone(workspace, monkeypatch):
     assert type(policy.model.backbone.model.vision_tower).__name__ == "ConvVisionTower"
 
 
+def test_binning_trains_saves_reloads_acts_and_serves(workspace):
+    metrics = _train(workspace, "binning", "binning")
+    out = workspace["root"] / "binning"
+    assert metrics["heldout"]["exec_l1_tokenizer"] < 0.05  # 256 bins: at most half a bin (1/256) inside [q01, q99]
+    policy = _acts_like_a_policy(out, "binning", PlanExecutePolicy)
+    branch = policy.suffix.branch("exec")
+    assert (branch.positions, branch.levels, branch.codebook_size) == (20 * 4, 1, 256)
+    assert policy.suffix.length == 20 * 4 + 1 and {b.name for b in policy.suffix.branches} == {"exec"}
+    # A saved binning tokenizer is accepted too (and its codes are cached, keyed by its files).
+    policy.action_tokenizer.save_pretrained(workspace["root"] / "binning-tokenizer")
+    again = _train(workspace, "binning-saved", "binning", tokenizer=str(workspace["root"] / "binning-tokenizer"))
+    assert again["codes_computed_this_run"] is True
+    assert any((workspace["root"] / "binning-saved" / "codes").glob("*.npz"))
+
+
 def test_regress_queries_see_each_other_and_the_prefix_does_not_see_them():
     actions = ContinuousActions(random_action_tokenizer("exec-only").normalizers, exec_horizon=20)
     policy = PlanExecutePolicy.build(debug_config("regress"), actions, INSTRUCTIONS).eval()
@@ -123,10 +138,21 @@ def test_bad_inputs_fail_in_one_line(workspace, capsys):
     with pytest.raises(ConfigError, match=r"variant 'regress' regresses continuous actions and takes no tokenizer.*"
                                           r"drop --tokenizer"):
         _train(workspace, "bad-regress", "regress", tokenizer=str(workspace["tokenizer"]))
+    with pytest.raises(ConfigError, match=r"a 'rvq' tokenizer; variant 'binning' needs a binning tokenizer"):
+        _train(workspace, "bad-binning", "binning", tokenizer=str(workspace["tokenizer"]))
+    from c2c.tokenizer.binning import BinningTokenizer
+
+    binning = BinningTokenizer(random_action_tokenizer("exec-only").normalizers, action_dim=4)
+    binning_dir = binning.save_pretrained(workspace["root"] / "bad-binning-tokenizer")
+    with pytest.raises(ConfigError, match=r"a 'binning' tokenizer; variant 'plan' needs an RVQ tokenizer \(c2c "
+                                          r"tokenizer train --variant joint\)"):
+        _train(workspace, "bad-plan", "plan", tokenizer=str(binning_dir))
     with pytest.raises(ConfigError, match=r"variant 'noplan' needs --tokenizer: a trained exec-only or joint RVQ"):
         _train(workspace, "bad-noplan", "noplan")
     with pytest.raises(ConfigError, match="variant 'regress' has no multi-stream form"):
         debug_config("regress", backbone="debug-multistream")
+    with pytest.raises(ConfigError, match=r"variant 'joint' does not serve policy variant 'binning'"):
+        PlanExecutePolicy.build(debug_config("binning"), random_action_tokenizer("joint"), INSTRUCTIONS)
     code = main(["policy", "train", "--dataset", str(workspace["dataset"]), "--tokenizer", str(workspace["tokenizer"]),
                  "--out", str(workspace["root"] / "cli-regress"), "--variant", "regress", "--preset", "debug"])
     err = capsys.readouterr().err
@@ -137,23 +163,25 @@ def test_pipeline_trains_baselines_without_a_tokenizer_stage(tmp_path):
     from c2c.eval.pipeline import TOKENIZER_FOR_VARIANT, policy_configs
     from c2c.eval.presets import get_preset
 
-    preset = dataclasses.replace(get_preset("quick"), variants=("regress", "noplan"))
+    preset = dataclasses.replace(get_preset("quick"), variants=("regress", "binning", "noplan"))
     configs = policy_configs(preset, tmp_path / "data", tmp_path)
-    assert configs["regress"].tokenizer is None
+    assert configs["regress"].tokenizer is None and configs["binning"].tokenizer is None
     assert configs["noplan"].tokenizer.endswith("joint")
     assert {TOKENIZER_FOR_VARIANT[v] for v in preset.variants} - {None} == {("joint", 160)}
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("variant", ["regress"])
+@pytest.mark.parametrize("variant", ["regress", "binning"])
 def test_eval_metaworld_loads_the_baseline_without_a_flag(variant, tmp_path, capsys):
     if importlib.util.find_spec("metaworld") is None:
         pytest.skip("metaworld is not installed (pip install -e '.[sim]')")
     import c2c.envs.metaworld_env  # noqa: F401 - before mujoco: it picks OSMesa
     from c2c.envs.metaworld_tasks import instruction
+    from c2c.tokenizer.binning import BinningTokenizer
 
     normalizers = random_action_tokenizer("exec-only").normalizers
-    actions = ContinuousActions(normalizers, exec_horizon=20)
+    actions = (ContinuousActions(normalizers, exec_horizon=20) if variant == "regress"
+               else BinningTokenizer(normalizers, action_dim=4))
     policy = PlanExecutePolicy.build(debug_config(variant, cameras=("corner2", "gripperPOV")), actions,
                                      instructions=[instruction("reach")])
     directory = policy.save_pretrained(tmp_path / "policy")

@@ -42,9 +42,9 @@ from c2c.utils.io import atomic_write_json, atomic_write_text
 
 STAGE_FILE = "stage.json"
 # The tokenizer each policy variant trains on: (tokenizer variant, plan horizon Hp). None: no tokenizer stage, the
-# training fits what the variant needs on the dataset (regress: q01/q99 statistics).
+# training fits what the variant needs on the dataset (regress: q01/q99 statistics; binning: a binning tokenizer).
 TOKENIZER_FOR_VARIANT = {"plan": ("joint", 160), "noplan": ("joint", 160), "plan-hp40": ("joint", 40),
-                         "separate": ("separate", 160), "regress": None}
+                         "separate": ("separate", 160), "regress": None, "binning": None}
 
 
 def _settings_hash(settings: dict[str, Any]) -> str:

@@ -2,8 +2,9 @@
 
 A variant is a config value, not a copied file: ``plan`` (Coarse-to-Control, Hp = 160), ``plan-hp40`` (Hp = 40),
 ``noplan`` (Faster-AR, no plan branch) and ``separate`` (plan and exec from two tokenizers with disjoint
-vocabularies) all train and decode through the same model. A baseline shares that model's backbone, training,
-checkpoints, evaluation and serving: ``regress`` (a continuous chunk head trained with L1, ACT-style; ``regress.py``).
+vocabularies) all train and decode through the same model. Two baselines share that model's backbone, training,
+checkpoints, evaluation and serving: ``regress`` (a continuous chunk head trained with L1, ACT-style; ``regress.py``)
+and ``binning`` (exec tokens of a 256-bin-per-dimension binning tokenizer, RT-2 / OpenVLA's representation).
 
 Backbone presets (:data:`PRESETS`):
 
@@ -102,9 +103,11 @@ VARIANTS: dict[str, VariantSpec] = {
     "noplan": VariantSpec(0, ("exec-only", "joint"), "Faster-AR: exec tokens only (Hp=0)"),
     "separate": VariantSpec(160, ("separate",), "plan then exec from two tokenizers with disjoint vocabularies"),
     # Baselines on the same backbone, training, checkpoints, evaluation and serving. "continuous": no tokenizer, only
-    # the dataset's q01/q99 statistics (regress.ContinuousActions).
+    # the dataset's q01/q99 statistics (regress.ContinuousActions); "binning": a BinningTokenizer (256 bins per dim).
     "regress": VariantSpec(0, ("continuous",), "continuous (He, A) chunk read out of He learned queries, L1 loss "
                            "(ACT-style); no tokenizer"),
+    "binning": VariantSpec(0, ("binning",), "exec tokens of a binning tokenizer, He x A tokens of 256 bins "
+                           "(RT-2 / OpenVLA)"),
 }
 TOKEN_ORDERS = ("codebook-major", "latent-major")
 STATE_ENCODINGS = ("projection", "bins")
@@ -254,7 +257,7 @@ def get_preset(name: str) -> BackbonePreset:
 class PolicyConfig:
     """Everything that fixes a policy's architecture and its default inference behaviour."""
 
-    variant: str = "plan"  # plan | plan-hp40 | noplan | separate | regress (see VARIANTS)
+    variant: str = "plan"  # plan | plan-hp40 | noplan | separate | regress | binning (see VARIANTS)
     cameras: tuple[str, ...] = ("corner2", "gripperPOV")  # camera names, primary first; keys observation.images.<cam>
     image_size: int = 96  # square uint8 images of exactly this side are expected (no silent resizing)
     state_dim: int = 4  # proprio state S

@@ -62,7 +62,7 @@ from c2c.policy.multistream import (
     multistream_from_paligemma,
 )
 from c2c.policy.processing import ObservationProcessor, batch_codes
-from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout, check_pretrained_text_ids
+from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout, as_action_tokenizer, check_pretrained_text_ids
 from c2c.tokenizer import load_tokenizer
 from c2c.utils.io import atomic_write_json
 from c2c.utils.weights import WEIGHTS_KEY, check_finite, commit_staging, sha256_file, staging_dir, verify_digest
@@ -88,6 +88,7 @@ class GeneratedChunk:
 
 def check_action_tokenizer(config: PolicyConfig, tokenizer: Any, where: str = "action tokenizer") -> None:
     """The action tokenizer must fit the policy: variant, action dim, horizons, state statistics."""
+    tokenizer = as_action_tokenizer(tokenizer)
     variant = getattr(tokenizer, "variant", None)
     if variant not in config.tokenizer_variants:
         raise ConfigError(f"{where}: variant {variant!r} does not serve policy variant {config.variant!r} "
@@ -113,7 +114,7 @@ def vocabulary_for(config: PolicyConfig, tokenizer: Any, text_vocab_size: int) -
 
 def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayout) -> SuffixLayout | None:
     """[plan][exec][end]; ids follow the tokenizer's flat ids (level r code k -> r K + k, + R K for separate plans).
-    ``regress`` has no suffix (None)."""
+    A binning tokenizer's exec branch is He x A positions of one level; ``regress`` has no suffix (None)."""
     if config.continuous:
         return None
     levels, size = tokenizer.num_levels, tokenizer.codebook_size
@@ -146,12 +147,12 @@ def policy_class(config: PolicyConfig, base: type | None = None) -> type:
 
 
 def load_action_tokenizer(config: PolicyConfig, directory: Path) -> Any:
-    """A checkpoint's action tokenizer: regress's statistics, or any saved tokenizer."""
+    """A checkpoint's action tokenizer: regress's statistics, or any saved tokenizer (single-level ones wrapped)."""
     if config.continuous:
         from c2c.policy.regress import ContinuousActions
 
         return ContinuousActions.from_pretrained(directory)
-    return load_tokenizer(directory)
+    return as_action_tokenizer(load_tokenizer(directory))
 
 
 class PlanExecutePolicy(nn.Module):
@@ -168,6 +169,7 @@ class PlanExecutePolicy(nn.Module):
     def __init__(self, config: PolicyConfig, model: PlanExecuteVLA, action_tokenizer: Any,
                  instruction_tokenizer: InstructionTokenizer) -> None:
         super().__init__()
+        action_tokenizer = as_action_tokenizer(action_tokenizer)
         check_action_tokenizer(config, action_tokenizer)
         self.config = config
         self.model = model
@@ -190,6 +192,7 @@ class PlanExecutePolicy(nn.Module):
               instructions: Sequence[str] | None = None) -> PlanExecutePolicy:
         """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone; a
         ``regress`` config gives a ``RegressPolicy`` (``action_tokenizer``: its ``ContinuousActions``)."""
+        action_tokenizer = as_action_tokenizer(action_tokenizer)
         check_action_tokenizer(config, action_tokenizer)
         if config.preset.pretrained:
             backbone = load_pretrained_backbone(config.backbone_path)  # a PaliGemma or LeRobot pi0fast directory

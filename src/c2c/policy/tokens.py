@@ -266,7 +266,7 @@ def state_to_bins(normalized_state: torch.Tensor, bins: int) -> torch.Tensor:
     return scaled.long().clamp(max=bins - 1)
 
 
-# --- chunk sizes ----------------------------------------------------------------------------------------------------
+# --- single-level tokenizers -------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ChunkShape:
     """The chunk sizes a policy checks its action tokenizer against (what ``RVQTokenizer.config`` carries)."""
@@ -274,3 +274,50 @@ class ChunkShape:
     action_dim: int  # A
     horizon: int  # He: steps of an exec chunk
 
+
+class SingleLevelActions:
+    """A binning (or FAST) tokenizer through the interface the policy uses of an RVQ tokenizer.
+
+    ``variant`` is the tokenizer's type (matched against ``PolicyConfig.tokenizer_variants``), ``config`` its
+    :class:`ChunkShape`, ``vocabulary_size`` its ids and ``same_as`` compares saved configs; encoding, decoding,
+    statistics and saving are the tokenizer's own. In the suffix an exec chunk of a binning tokenizer is He x A
+    positions of one level, each with the same 256 ids (``suffix_for``).
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        self.tokenizer = tokenizer
+        self.config = ChunkShape(int(tokenizer.action_dim), int(tokenizer.exec_horizon))
+
+    name = property(lambda self: self.tokenizer.name)
+    variant = property(lambda self: self.tokenizer.name)
+    normalizers = property(lambda self: self.tokenizer.normalizers)
+    codebook_size = property(lambda self: self.tokenizer.codebook_size)
+    vocabulary_size = property(lambda self: self.tokenizer.codebook_size)
+    num_levels = property(lambda self: self.tokenizer.num_levels)
+
+    def tokens_per_chunk(self, mode: str = "exec") -> int:
+        return self.tokenizer.tokens_per_chunk(mode)
+
+    def encode(self, actions: Any, mode: str = "exec") -> Any:
+        return self.tokenizer.encode(actions, mode)
+
+    def decode(self, codes: Any, mode: str = "exec", **options: Any) -> Any:
+        return self.tokenizer.decode(codes, mode, **options)
+
+    def save_pretrained(self, directory: Any) -> Any:
+        return self.tokenizer.save_pretrained(directory)
+
+    def same_as(self, other: object) -> bool:
+        """Same type and saved config (statistics included; a FAST tokenizer's merges too)."""
+        mine, theirs = self.tokenizer, getattr(other, "tokenizer", None)
+        if type(mine) is not type(theirs) or mine.config() != theirs.config():
+            return False
+        return getattr(mine, "bpe", None) is None or mine.bpe.to_str() == theirs.bpe.to_str()
+
+
+def as_action_tokenizer(tokenizer: Any) -> Any:
+    """An RVQ tokenizer (or a ``regress`` policy's statistics) as it is; a single-level one wrapped
+    (:class:`SingleLevelActions`)."""
+    if hasattr(tokenizer, "variant"):
+        return tokenizer
+    return SingleLevelActions(tokenizer)

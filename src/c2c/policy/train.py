@@ -97,7 +97,7 @@ class PolicyTrainConfig:
     """Settings of one policy training run (None: the preset's default from OPTIMIZER_DEFAULTS)."""
 
     dataset: str  # LeRobot v3 dataset directory
-    tokenizer: str | None  # trained action tokenizer directory (frozen); None: regress (statistics fitted on the data)
+    tokenizer: str | None  # trained action tokenizer directory (frozen); None: regress, or binning fitted on the data
     out: str  # output directory (policy checkpoint, training state, logs, metrics)
     variant: str = "plan"  # plan | plan-hp40 | noplan | separate
     preset: str = "tiny"  # backbone preset: tiny | debug | paligemma-3b

@@ -17,8 +17,8 @@ fraction and seed), so a policy is never evaluated on episodes its tokenizer was
 
 Baselines (:func:`training_action_tokenizer`): ``regress`` takes no tokenizer; its statistics
 (``regress.ContinuousActions``) are fitted on the dataset's training episodes as tokenizer training fits them, and its
-targets are the fixed-point normalised exec chunks. Fitted statistics have no directory: their targets are computed
-each run (no cache; it is cheap).
+targets are the fixed-point normalised exec chunks. ``binning`` takes a saved binning tokenizer, or fits one the same
+way when none is given. Fitted ones have no directory: their codes are computed each run (no cache; it is cheap).
 
 Example::
 
@@ -47,6 +47,7 @@ from c2c.data.windows import WindowSpec, dataset_windows
 from c2c.errors import ConfigError, DatasetError
 from c2c.policy.config import PolicyConfig
 from c2c.policy.processing import CODE_KEYS
+from c2c.policy.tokens import as_action_tokenizer
 from c2c.tokenizer.data import default_spec, split_episodes
 from c2c.utils.io import atomic_write_bytes, atomic_write_json
 
@@ -82,6 +83,7 @@ def read_tokenizer_record(tokenizer_dir: Path | None) -> TokenizerRecord:
 def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: TokenizerRecord,
                                tokenizer_dir: Path | None) -> None:
     """The variant needs a tokenizer of the right kind, trained on exec windows of the policy's exec horizon."""
+    tokenizer = as_action_tokenizer(tokenizer)
     tokenizer_dir = tokenizer_dir if tokenizer_dir is not None else "the tokenizer fitted on the dataset"
     variant = getattr(tokenizer, "variant", None)
     if variant not in config.tokenizer_variants:
@@ -101,18 +103,19 @@ def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: Tok
 
 
 def _kind(tokenizer_variants: Sequence[str]) -> str:
-    """The tokenizer type a policy variant needs: "rvq" (any of its variants) or "continuous"."""
-    return tokenizer_variants[0] if tokenizer_variants[0] == "continuous" else "rvq"
+    """The tokenizer type a policy variant needs: "rvq" (any of its variants), "binning" or "continuous"."""
+    return tokenizer_variants[0] if tokenizer_variants[0] in ("binning", "continuous") else "rvq"
 
 
 def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, dataset_dir: str | Path, *,
                               exec_horizon: int, holdout_fraction: float | None = None,
                               holdout_seed: int | None = None, init_from: str | Path | None = None) -> Any:
     """The frozen action tokenizer that ``variant`` trains with: the one saved in ``tokenizer_dir``, or, for
-    ``regress`` (which takes none), statistics fitted on the dataset's training episodes
+    ``regress`` (which takes none) and ``binning`` without one, statistics fitted on the dataset's training episodes
     (the split of :data:`FITTED_RECORD` unless given) or, when fine-tuning, those of the ``init_from`` policy."""
     from c2c.policy.config import VARIANTS
     from c2c.tokenizer import load_tokenizer
+    from c2c.tokenizer.binning import BinningTokenizer
 
     if variant not in VARIANTS:
         raise ConfigError(f"--variant {variant!r}: unknown (known: {', '.join(VARIANTS)})")
@@ -134,12 +137,17 @@ def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, da
 
         fraction = FITTED_RECORD.holdout_fraction if holdout_fraction is None else holdout_fraction
         seed = FITTED_RECORD.seed if holdout_seed is None else holdout_seed
-        return ContinuousActions.fit(dataset_dir, exec_horizon=exec_horizon, holdout_fraction=fraction, seed=seed)
-    tokenizer = load_tokenizer(tokenizer_dir)
-    found = getattr(tokenizer, "name", "?")
+        fitted = ContinuousActions.fit(dataset_dir, exec_horizon=exec_horizon, holdout_fraction=fraction, seed=seed)
+        if kind == "continuous":
+            return fitted
+        return as_action_tokenizer(BinningTokenizer(fitted.normalizers, action_dim=fitted.config.action_dim,
+                                                    exec_horizon=exec_horizon, plan_steps=exec_horizon))
+    tokenizer = as_action_tokenizer(load_tokenizer(tokenizer_dir))
+    found = "rvq" if tokenizer.name == "rvq" else tokenizer.variant
     if found != kind:
-        raise ConfigError(f"--tokenizer {tokenizer_dir}: a {found!r} tokenizer; variant {variant!r} needs an RVQ "
-                          f"tokenizer (c2c tokenizer train --variant {kinds[0]})")
+        needs = ("a binning tokenizer (or no --tokenizer: one is fitted on the dataset)" if kind == "binning"
+                 else f"an RVQ tokenizer (c2c tokenizer train --variant {kinds[0]})")
+        raise ConfigError(f"--tokenizer {tokenizer_dir}: a {found!r} tokenizer; variant {variant!r} needs {needs}")
     return tokenizer
 
 
@@ -265,6 +273,7 @@ def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path | No
     if loader not in LOADERS:
         raise ConfigError(f"loader must be one of {', '.join(LOADERS)}, got {loader!r}")
     dataset = LeRobotDataset(dataset_dir)
+    tokenizer = as_action_tokenizer(tokenizer)
     record = read_tokenizer_record(tokenizer_dir)
     check_tokenizer_for_policy(config, tokenizer, record, tokenizer_dir)
     check_cameras(dataset, config, resize_images)
