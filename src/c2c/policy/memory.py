@@ -224,11 +224,16 @@ class WeightEMA:
             if all(s.dtype == torch.float32 for s in sources):
                 torch._foreach_lerp_([self.averages[n] for n in names], sources, weight)
                 return
+        if self.mode == "cpu":  # every device-to-host copy in flight at once, then one wait before reading them
+            copies = {name: parameters[name].detach().to("cpu", non_blocking=True) for name in self.averages}
+            if any(parameters[name].is_cuda for name in self.averages):
+                torch.cuda.synchronize()
+            for name, average in self.averages.items():
+                average.lerp_(copies[name].float(), weight)
+            return
         for name, average in self.averages.items():
             source = parameters[name].detach()
-            if self.mode == "cpu":
-                average.lerp_(source.to("cpu", torch.float32, non_blocking=True), weight)
-            elif self.mode == "bf16":
+            if self.mode == "bf16":
                 exact = average.float().lerp_(source.float(), weight)
                 average.copy_(_local_round(exact))
             else:
