@@ -515,11 +515,19 @@ def _peer(connection: Any) -> str:
 
 
 async def _fail(connection: Any, text: str, code: int, reason: str) -> None:
+    """Fail the connection (RFC 6455, 7.1.7): the error as a text frame, then a close frame and the end of the TCP
+    stream; what the client still sends is discarded unparsed (a refused client may have queued more large
+    messages, which a normal closing handshake would receive and unmask in full)."""
     from websockets.exceptions import ConnectionClosed
 
     try:
         await connection.send(text)
-        await connection.close(code=code, reason=reason)
+        protocol, send_context = getattr(connection, "protocol", None), getattr(connection, "send_context", None)
+        if protocol is None or send_context is None:  # another websockets: its closing handshake
+            await connection.close(code=code, reason=reason)
+            return
+        async with send_context():
+            protocol.fail(code, reason)
     except ConnectionClosed:
         pass
 
