@@ -138,12 +138,12 @@ def vla_class(config: PolicyConfig) -> type[PlanExecuteVLA]:
 
 def policy_class(config: PolicyConfig, base: type | None = None) -> type:
     """The policy class of a config: ``regress.RegressPolicy`` for ``regress``, else ``base`` (PlanExecutePolicy)."""
+    from c2c.policy.regress import RegressPolicy
+
     base = base or PlanExecutePolicy
     if config.continuous:
-        from c2c.policy.regress import RegressPolicy
-
         return base if issubclass(base, RegressPolicy) else RegressPolicy
-    return base
+    return PlanExecutePolicy if issubclass(base, RegressPolicy) else base
 
 
 def load_action_tokenizer(config: PolicyConfig, directory: Path) -> Any:
