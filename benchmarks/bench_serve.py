@@ -9,7 +9,16 @@ through the server's key map, from threads of this process.
 (a) one client, M requests back to back: p50/p99 latency and requests/s;
 (b) N clients x M requests at once (each its own observation, replies checked against the one-client answer for
     it), while a separate connection sends each bad input (malformed msgpack, refused dtypes, bad shape and byte
-    count, missing key, wrong image size, non-finite state, text frame, oversized message) and checks the error.
+    count, missing key, wrong image size, non-finite state, text frame, oversized message) and checks the error;
+(c) amplification: one well-behaved client sends requests back to back through windows of ``--attack-seconds``:
+    ``idle``; ``bulk``, another process keeping ``--attack-connections`` connections sending ``--attack-messages``
+    plain messages of 15.3 MiB each (one bin in a map: the cost of the bytes alone), reconnecting when refused;
+    ``amplification``, the same with the amplification message (a list header declaring 16 million elements, then
+    16 million one-byte empty lists: 15.3 MiB, under the 16 MiB message limit); ``burst``, one round of the
+    amplification attack (each connection sends its messages once), the window lasting from its start to its end.
+    ``--attack-rounds`` rounds of the windows, interleaved, so that other load on the machine weighs on each alike.
+    Reported per window kind (pooled): the client's p50/p99, the server's resident memory (RSS, sampled every 20 ms
+    from /proc) and CPU time. Targets: p99 under the amplification flood and burst within 2x of idle, RSS < 2x.
 
 Everything stops at ``--max-seconds``; unfinished requests are reported, not waited for.
 
@@ -19,6 +28,7 @@ Everything stops at ``--max-seconds``; unfinished requests are reported, not wai
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import platform
 import re
@@ -41,6 +51,9 @@ from c2c.utils.io import atomic_write_json, atomic_write_text
 
 WARMUP = 5
 ATOL = 1e-4  # batched decodes agree with single ones to float rounding
+ATTACK_ELEMENTS = 16_000_000
+TARGET_P99_RATIO = 2.0
+TARGET_RSS_RATIO = 2.0
 
 
 def random_policy_dir(directory: Path) -> Path:
@@ -186,6 +199,277 @@ def inject_bad_inputs(url: str, wire: dict[str, Any], metadata: dict[str, Any], 
         stop.wait(0.05)
 
 
+def amplification_message(elements: int = ATTACK_ELEMENTS) -> bytes:
+    """A list header declaring ``elements`` elements, then that many one-byte empty lists."""
+    return b"\xdd" + elements.to_bytes(4, "big") + b"\x90" * elements
+
+
+def bulk_message(size: int) -> bytes:
+    """A message of ``size`` bytes that builds nothing large: one bin in a map (refused: it lacks every key)."""
+    import msgpack
+
+    return msgpack.packb({"padding": b"\0" * (size - 20)}, use_bin_type=True)
+
+
+def attack_process(url: str, kind: str, connections: int, messages: int, once: bool, ready: Any, stop: Any,
+                   results: Any) -> None:
+    """In a process of its own: ``connections`` threads, each connecting, sending ``messages`` messages of ``kind``
+    (``amplification`` or ``bulk``, as large) back to back and reading the answer; again and again until ``stop``,
+    or one time each with ``once``. Counts and this process's CPU time go to ``results``."""
+    import resource
+
+    from websockets.exceptions import ConnectionClosed
+    from websockets.sync.client import connect
+
+    message = amplification_message() if kind == "amplification" else bulk_message(5 + ATTACK_ELEMENTS)
+    counts: dict[str, Any] = {"connections_opened": 0, "messages_sent": 0, "refused": 0, "answers": {}}
+    lock = threading.Lock()
+    opened = threading.Barrier(connections + 1)
+
+    def attacker() -> None:
+        first = True
+        while first or not (once or stop.is_set()):
+            answer: Any = "no answer"
+            try:
+                with connect(url, compression=None, max_size=None, open_timeout=30, close_timeout=5,
+                             proxy=None) as connection:
+                    connection.recv(timeout=30)  # the metadata
+                    if first:
+                        opened.wait(60)  # every connection open before the first message
+                    with lock:
+                        counts["connections_opened"] += 1
+                    try:
+                        for _ in range(messages):
+                            connection.send(message)
+                            with lock:
+                                counts["messages_sent"] += 1
+                    except ConnectionClosed:
+                        pass
+                    answer = connection.recv(timeout=120)
+            except ConnectionClosed as closed:
+                answer = f"closed with code {closed.rcvd.code if closed.rcvd else None}"
+            except Exception as error:  # noqa: BLE001 - counted
+                answer = f"{type(error).__name__}: {error}"
+            first = False
+            answer = answer if isinstance(answer, str) else "a binary reply"
+            with lock:
+                counts["refused"] += answer.startswith("bad request: ")
+                counts["answers"][answer[:160]] = counts["answers"].get(answer[:160], 0) + 1
+
+    threads = [threading.Thread(target=attacker, daemon=True) for _ in range(connections)]
+    for thread in threads:
+        thread.start()
+    opened.wait(60)
+    ready.set()
+    for thread in threads:
+        thread.join()
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    counts["cpu_s"] = round(usage.ru_utime + usage.ru_stime, 2)
+    results.put(counts)
+
+
+class RssSampler:
+    """The server process's resident memory (``/proc/PID/status`` VmRSS) every ``every_s``; max per window."""
+
+    def __init__(self, pid: int, every_s: float = 0.02) -> None:
+        self.pid, self.every_s = pid, every_s
+        self.current_max_kb = 0
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def read(self) -> dict[str, int]:
+        fields = {}
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                name, _, value = line.partition(":")
+                if name in ("VmRSS", "VmHWM"):
+                    fields[name] = int(value.split()[0])
+        return fields
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every_s):
+            try:
+                rss = self.read()["VmRSS"]
+            except (OSError, KeyError, ValueError):
+                return
+            with self.lock:
+                self.current_max_kb = max(self.current_max_kb, rss)
+
+    def window(self) -> int:
+        """The largest RSS (kB) since the last call."""
+        with self.lock:
+            peak, self.current_max_kb = self.current_max_kb, 0
+        return peak
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the process has used."""
+        with open(f"/proc/{self.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    @staticmethod
+    def peak_kb(pid: int) -> int:
+        """The process's peak resident memory so far (VmHWM)."""
+        with open(f"/proc/{pid}/status") as status:
+            return next(int(line.split()[1]) for line in status if line.startswith("VmHWM:"))
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+
+
+class WellBehaved:
+    """One client sending its request back to back in a thread; latencies and server timings per window."""
+
+    def __init__(self, url: str, observation: dict[str, Any], reference: np.ndarray) -> None:
+        self.observation, self.reference = observation, reference
+        self.client = PolicyClient(url)
+        self.latencies: list[float] = []
+        self.infer_ms: list[float] = []
+        self.errors: list[str] = []
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                started = time.perf_counter()
+                reply = self.client.infer(self.observation)
+                elapsed = time.perf_counter() - started
+                with self.lock:
+                    self.latencies.append(elapsed)
+                    self.infer_ms.append(float(reply["server_timing"]["infer_ms"]))
+                    if not np.allclose(reply["actions"], self.reference, atol=ATOL):
+                        self.errors.append("wrong actions")
+        except Exception as error:  # noqa: BLE001 - counted
+            with self.lock:
+                self.errors.append(f"{type(error).__name__}: {error}")
+
+    def take(self) -> tuple[list[float], list[float], list[str]]:
+        """What was measured since the last call (a request in flight counts for the next window)."""
+        with self.lock:
+            taken = self.latencies, self.infer_ms, self.errors
+            self.latencies, self.infer_ms, self.errors = [], [], []
+        return taken
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(60)
+        self.client.close()
+
+
+def flood_window(url: str, kind: str, client: WellBehaved, sampler: RssSampler,
+                 args: argparse.Namespace) -> dict[str, Any]:
+    """One window of the well-behaved client: ``idle`` for ``--attack-seconds``; ``bulk`` or ``amplification``
+    floods for as long; ``burst``: from the start of one round of the amplification attack (each connection sends
+    its messages once) to its end."""
+    context = multiprocessing.get_context("spawn")
+    ready, stop, results = context.Event(), context.Event(), context.Queue()
+    attacker = None
+    counts: dict[str, Any] = {}
+    try:
+        if kind != "idle":
+            attacker = context.Process(target=attack_process, daemon=True, args=(
+                url, "bulk" if kind == "bulk" else "amplification", args.attack_connections, args.attack_messages,
+                kind == "burst", ready, stop, results))
+            attacker.start()
+            if not ready.wait(60):
+                raise SystemExit(f"the {kind} flood did not connect within 60 s")
+        client.take()
+        sampler.window()
+        cpu_before, started = sampler.cpu_s(), time.perf_counter()
+        if kind == "burst":
+            attacker.join(args.max_seconds)
+        else:
+            time.sleep(args.attack_seconds)
+        latencies, infer_ms, errors = client.take()
+        rss_kb, cpu_s, seconds = sampler.window(), sampler.cpu_s() - cpu_before, time.perf_counter() - started
+    finally:
+        if attacker is not None:
+            stop.set()
+            try:
+                counts = results.get(timeout=60)
+            except Exception:  # noqa: BLE001 - reported as missing
+                counts = {"error": "the flood process sent no counts"}
+            attacker.join(30)
+            if attacker.is_alive():
+                attacker.kill()
+    return {"kind": kind, "seconds": seconds, "latencies": latencies, "infer_ms": infer_ms, "errors": errors,
+            "rss_kb": rss_kb, "cpu_s": cpu_s, "counts": counts}
+
+
+def pooled(windows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The windows of one kind over all rounds, pooled."""
+    latencies = [x for window in windows for x in window["latencies"]]
+    infer_ms = [x for window in windows for x in window["infer_ms"]]
+    errors = [x for window in windows for x in window["errors"]]
+    counts = [window["counts"] for window in windows]
+    total = {key: sum(c.get(key, 0) for c in counts) for key in ("messages_sent", "refused", "connections_opened")}
+    return {
+        "windows": len(windows), "seconds": round(sum(w["seconds"] for w in windows), 1),
+        "requests": len(latencies), **percentiles(latencies),
+        "server_infer_ms_p50": round(float(np.median(infer_ms)), 2) if infer_ms else None,
+        "server_rss_mib_max": round(max(w["rss_kb"] for w in windows) / 1024, 1),
+        "server_cpu_s": round(sum(w["cpu_s"] for w in windows), 2),
+        "flood_cpu_s": round(sum(c.get("cpu_s", 0) for c in counts), 2) if any(counts) else None,
+        **(total if any(counts) else {}),
+        "answers": sorted({a for c in counts for a in c.get("answers", {})})[:5],
+        "round_p99_ms": [percentiles(w["latencies"])["p99_ms"] for w in windows],
+        "errors": len(errors), "error_samples": errors[:5],
+    }
+
+
+def amplification(url: str, pid: int, observation: dict[str, Any], reference: np.ndarray,
+                  args: argparse.Namespace) -> dict[str, Any]:
+    """Phase (c): rounds of windows (idle, bulk flood, amplification flood, amplification burst), interleaved so
+    that the load of other processes on the machine weighs on every kind alike; pooled per kind."""
+    asked = {kind.strip() for kind in args.floods.split(",")}
+    kinds = [kind for kind in ("idle", "bulk", "amplification", "burst") if kind in asked]
+    sampler = RssSampler(pid)
+    client = WellBehaved(url, observation, reference)
+    rounds: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
+    try:
+        for index in range(args.attack_rounds):
+            for kind in kinds:
+                window = flood_window(url, kind, client, sampler, args)
+                rounds[kind].append(window)
+                stats = percentiles(window["latencies"])
+                print(f"round {index + 1}, {kind}: {len(window['latencies'])} requests, p50 {stats['p50_ms']} ms, "
+                      f"p99 {stats['p99_ms']} ms, server RSS {window['rss_kb'] / 1024:.0f} MiB, server CPU "
+                      f"{window['cpu_s']:.2f} s, flood messages {window['counts'].get('messages_sent', 0)}",
+                      flush=True)
+    finally:
+        client.close()
+        sampler.close()
+    result = {kind: pooled(windows) for kind, windows in rounds.items()}
+
+    def ratio(kind: str, key: str) -> float | None:
+        if kind not in result or "idle" not in result or result[kind][key] is None or not result["idle"][key]:
+            return None
+        return round(result[kind][key] / result["idle"][key], 2)
+
+    ratios = {kind: {"p99": ratio(kind, "p99_ms"), "rss": ratio(kind, "server_rss_mib_max")}
+              for kind in kinds if kind != "idle"}
+    judged = [kind for kind in ("amplification", "burst") if kind in ratios]
+    return {
+        "connections": args.attack_connections, "messages_per_connection": args.attack_messages,
+        "elements": ATTACK_ELEMENTS, "message_bytes": 5 + ATTACK_ELEMENTS, "seconds_per_window": args.attack_seconds,
+        "rounds": args.attack_rounds, "kinds": result, "ratios": ratios,
+        "p99_target": TARGET_P99_RATIO, "rss_target": TARGET_RSS_RATIO,
+        "p99_met": bool(judged) and all(ratios[k]["p99"] is not None and ratios[k]["p99"] <= TARGET_P99_RATIO
+                                        for k in judged),
+        "rss_met": bool(judged) and all(ratios[k]["rss"] is not None and ratios[k]["rss"] < TARGET_RSS_RATIO
+                                        for k in judged),
+        "all_refused": all(result[k].get("refused", 0) >= 1 for k in judged),
+        "client_errors": sum(stats["errors"] for stats in result.values()),
+        "peak_rss_mib": round(RssSampler.peak_kb(pid) / 1024, 1) if os.path.exists(f"/proc/{pid}") else None,
+    }
+
+
 def markdown(report: dict[str, Any]) -> str:
     single, load = report["single_client"], report["concurrent"]
     rows = [("1 client", single), (f"{load['clients']} clients", load)]
@@ -206,6 +490,29 @@ def markdown(report: dict[str, Any]) -> str:
     for case in report["bad_inputs"]:
         said = case["server_said"].replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {case['input']} | {'yes' if case['refused_as_expected'] else '**no**'} | {said} |")
+    amp = report.get("amplification")
+    if amp:
+        lines += ["", f"Floods: {amp['connections']} connections, each sending {amp['messages_per_connection']} "
+                  f"messages of {amp['message_bytes']} bytes back to back, reconnecting when refused, "
+                  f"{amp['seconds_per_window']} s per window; {amp['rounds']} rounds of the windows, interleaved. "
+                  f"amplification: a list header declaring {amp['elements']} elements, then as many one-byte empty "
+                  f"lists. bulk (the cost of the bytes alone): one bin of the same size in a map, refused for lacking "
+                  f"every key. burst: one round of the amplification attack (each connection sends its messages "
+                  f"once), the window lasting from its start to its end.", "",
+                  "| window | well-behaved requests | p50 ms | p99 ms | max ms | p99 per round ms | server infer ms "
+                  "p50 | server RSS MiB (max) | server CPU s | flood messages sent | refused | flood CPU s | errors |",
+                  "|---|---:|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
+        for name, stats in amp["kinds"].items():
+            lines.append(f"| {name} | {stats['requests']} | {stats['p50_ms']} | {stats['p99_ms']} | "
+                         f"{stats['max_ms']} | {', '.join(str(x) for x in stats['round_p99_ms'])} | "
+                         f"{stats['server_infer_ms_p50']} | {stats['server_rss_mib_max']} | {stats['server_cpu_s']} | "
+                         f"{stats.get('messages_sent', '-')} | {stats.get('refused', '-')} | "
+                         f"{stats.get('flood_cpu_s') or '-'} | {stats['errors']} |")
+        lines += [""] + [f"{kind}: p99 x{r['p99']} of idle, server RSS x{r['rss']}."
+                         for kind, r in amp["ratios"].items()]
+        lines += [f"Targets (amplification and burst: p99 <= x{amp['p99_target']}, RSS < x{amp['rss_target']}): p99 "
+                  f"{'met' if amp['p99_met'] else '**not met**'}, RSS {'met' if amp['rss_met'] else '**not met**'}; "
+                  f"server peak RSS (VmHWM) {amp['peak_rss_mib']} MiB."]
     return "\n".join(lines) + "\n"
 
 
@@ -218,6 +525,14 @@ def main() -> int:
     parser.add_argument("--max-batch", type=int, default=8, help="server --max-batch (default 8)")
     parser.add_argument("--threads", type=int, default=1, help="server torch threads (default 1)")
     parser.add_argument("--max-seconds", type=float, default=300.0, help="time bound of each phase (default 300)")
+    parser.add_argument("--attack-seconds", type=float, default=5.0,
+                        help="length of each idle and flood window (default 5; 0 skips phase c)")
+    parser.add_argument("--attack-rounds", type=int, default=3, help="rounds of the windows (default 3)")
+    parser.add_argument("--floods", default="idle,bulk,amplification,burst",
+                        help="windows of phase c, comma-separated (default idle,bulk,amplification,burst)")
+    parser.add_argument("--attack-connections", type=int, default=3, help="attacking connections (default 3)")
+    parser.add_argument("--attack-messages", type=int, default=3,
+                        help="amplification messages each connection sends back to back (default 3)")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve"), help="output directory")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
@@ -252,6 +567,8 @@ def main() -> int:
             print(f"{args.clients} clients: p50 {load_stats['p50_ms']} ms, p99 {load_stats['p99_ms']} ms, "
                   f"{load_stats['throughput_rps']} req/s, mean batch {load_stats['mean_batch_size']}, "
                   f"errors {load_stats['errors']}", flush=True)
+            amp = (amplification(server.url, server.process.pid, observations[0], references[0], args)
+                   if args.attack_seconds > 0 else None)
         finally:
             server_out = server.stop()
 
@@ -270,13 +587,15 @@ def main() -> int:
                                if single_stats["throughput_rps"] and load_stats["throughput_rps"] else None),
         "bad_inputs": bad, "bad_inputs_refused": sum(case["refused_as_expected"] for case in bad),
         "well_behaved_clients_undisturbed": load_stats["errors"] == 0 and single_stats["errors"] == 0,
+        "amplification": amp,
     }
     atomic_write_json(args.out / "results.json", report)
     atomic_write_text(args.out / "report.md", markdown(report))
     print(f"bad inputs refused as expected: {report['bad_inputs_refused']}/{len(bad)}; "
           f"throughput x{report['speedup_throughput']} over one client")
     print(f"saved to {args.out} (results.json, report.md, server.log)")
-    ok = report["well_behaved_clients_undisturbed"] and report["bad_inputs_refused"] == len(bad) and bad
+    ok = report["well_behaved_clients_undisturbed"] and report["bad_inputs_refused"] == len(bad) and bad \
+        and (amp is None or (amp["p99_met"] and amp["rss_met"] and amp["all_refused"] and not amp["client_errors"]))
     return 0 if ok else 1
 
 
