@@ -102,6 +102,9 @@ def decode_loops(tokenizer, presets: list[str], batches: list[int], repeats: int
     methods = {"fast": {"method": "fast", "compile": False}, "reference": {"method": "reference"}}
     if compile:
         methods["compiled"] = {"method": "fast", "compile": True}
+        # One compiled graph per shape (preset, batch, suffix length): more than dynamo's default limit of 8.
+        limit = max(torch._dynamo.config.recompile_limit, 4 * len(presets) * len(batches))
+        torch._dynamo.config.recompile_limit = limit
     cases, tokens, compile_s = {}, {}, {}
     for preset in presets:
         plan, noplan = build("plan", tokenizer, preset), build("noplan", tokenizer, preset)
