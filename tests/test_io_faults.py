@@ -475,6 +475,12 @@ def test_partial_records_are_written_as_they_come(tmp_path, capsys):
     partial.remove()
     assert not (tmp_path / PARTIAL_FILE).exists()
 
+    (tmp_path / "first").mkdir()
+    with pytest.raises(RuntimeError):
+        with PartialRecords(tmp_path / "first", policy="p"):
+            raise RuntimeError("the first episode crashed")
+    assert not (tmp_path / "first" / PARTIAL_FILE).exists()  # nothing finished: nothing kept
+
 
 @pytest.mark.sim
 def test_metaworld_evaluation_keeps_finished_episodes_when_saving_fails(policy_dir, tmp_path, monkeypatch, capsys):

@@ -85,10 +85,12 @@ class PartialRecords:
         return self
 
     def keep(self) -> None:
-        """The evaluation failed: close the file and name it on stderr when it holds records."""
+        """The evaluation failed: close the file and name it on stderr when it holds records, else remove it."""
         self.close()
         if self.count:
             print(f"c2c: the records of the {self.count} episodes that finished are in {self.path}", file=sys.stderr)
+        else:
+            self.path.unlink(missing_ok=True)
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  traceback: TracebackType | None) -> None:
