@@ -218,3 +218,33 @@ def test_drop_noops_changes_nothing_in_regenerated_files(tmp_path):
     assert dropped.metadata["noops_dropped"] == 0
     np.testing.assert_array_equal(plain.actions, dropped.actions)
     np.testing.assert_array_equal(plain.images["image"], dropped.images["image"])
+
+
+def test_c2c_data_convert_reads_both_hdf5_layouts_into_a_dataset(tmp_path):
+    """One command per source: LIBERO's original files and OpenVLA's regenerated ones become our v3 dataset."""
+    from c2c.cli import main
+    from c2c.data.lerobot import LeRobotDataset
+
+    source = tmp_path / "libero_object"
+    source.mkdir()
+    _write_libero_file(source / "pick_up_the_soup_demo.hdf5", lengths=(6, 4))
+    _write_regenerated_file(source / "KITCHEN_SCENE3_turn_on_the_stove_demo.hdf5", demos=(0, 2))
+    out = tmp_path / "dataset"
+    assert main(["data", "convert", "--src", str(source), "--out", str(out), "--resize", "16", "--drop-noops"]) == 0
+    dataset = LeRobotDataset(out)
+    reference = LiberoHDF5Dataset.from_directory(source, drop_noops=True)
+    assert dataset.num_episodes == reference.num_episodes == 4
+    assert sorted(set(dataset.tasks)) == sorted(set(reference.tasks))
+    for index, expected in enumerate(reference):
+        episode = dataset.episode(index)
+        np.testing.assert_allclose(episode.actions, expected.actions, rtol=1e-6)
+        assert episode.images["image"].shape[1:] == (16, 16, 3) and episode.task == expected.task
+    info = dataset.extra_info
+    assert info["source"]["drop_noops"] and info["action_layout"] == "libero"
+    assert sorted(info["source"]["layouts"]) == ["libero", "openvla-regenerated"]
+    with pytest.raises(Exception, match="--drop-noops applies to LIBERO HDF5 files"):
+        from c2c.cli import _run_data_convert
+        import argparse
+
+        _run_data_convert(argparse.Namespace(src=out, out=tmp_path / "x", key_map="auto", resize=None,
+                                             image_format=None, action_layout=None, overwrite=False, drop_noops=True))

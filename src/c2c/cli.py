@@ -14,7 +14,7 @@ import os
 import sys
 from pathlib import Path
 
-from c2c.errors import C2CError
+from c2c.errors import C2CError, ConfigError
 
 
 API_KEY_ENV = "C2C_SERVE_API_KEY"  # where `c2c serve` and `c2c eval --server` read the key when not given
@@ -115,12 +115,15 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     lib.set_defaults(func=_run_data_libero)
 
     conv = data_sub.add_parser(
-        "convert", help="a LeRobot v2.0 / v2.1 / v3.0 dataset (e.g. openpi's or LeRobot's LIBERO) -> our LeRobot v3",
+        "convert", help="a LeRobot v2.0 / v2.1 / v3.0 dataset (e.g. openpi's or LeRobot's LIBERO) or LIBERO HDF5 "
+        "files (LIBERO's own or OpenVLA's regenerated) -> our LeRobot v3",
         description="Read a LeRobot dataset of version v2.0, v2.1 or v3.0 episode by episode and write it as a "
         "LeRobot v3.0 dataset with our key names (observation.images.<camera>, observation.state, action) and our "
-        "stats. Images are kept as the source has them (no flipping). --src is only read.",
+        "stats. Images are kept as the source has them (no flipping). A --src that is an .hdf5 file or a folder of "
+        "them is read as LIBERO demonstration files (cameras turned upright; docs/libero.md). --src is only read.",
     )
-    conv.add_argument("--src", type=Path, required=True, help="the source dataset directory (has meta/info.json)")
+    conv.add_argument("--src", type=Path, required=True,
+                      help="the source dataset directory (has meta/info.json), or LIBERO .hdf5 file(s)")
     conv.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     conv.add_argument("--key-map", default="auto",
                       help="source keys -> ours: openpi-libero | lerobot-libero | SRC->DST,... (e.g. image->image,"
@@ -132,6 +135,8 @@ def _add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="store cameras as PNG images or mp4 video (default: video when the source has videos)")
     conv.add_argument("--action-layout", default=None, help="which action dims are grippers, recorded for the "
                       "tokenizer: metaworld | libero (default: libero for the LIBERO presets, else from action names)")
+    conv.add_argument("--drop-noops", action="store_true",
+                      help="LIBERO HDF5 only: leave out no-op actions as OpenVLA's regeneration did")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
     conv.set_defaults(func=_run_data_convert)
 
@@ -191,10 +196,20 @@ def _run_data_libero(args: argparse.Namespace) -> int:
 def _run_data_convert(args: argparse.Namespace) -> int:
     from c2c.constants import camera_name
     from c2c.data.lerobot import LeRobotDataset
+    from c2c.data.libero_convert import convert_libero_hdf5, is_hdf5_source
     from c2c.data.lerobot_v2 import convert_dataset
 
-    out = convert_dataset(args.src, args.out, args.key_map, resize=args.resize, image_format=args.image_format,
-                          action_layout=args.action_layout, overwrite=args.overwrite)
+    if is_hdf5_source(args.src):
+        if args.key_map != "auto" or args.action_layout not in (None, "libero"):
+            raise ConfigError(f"--src {args.src} holds LIBERO HDF5 files, whose keys and action layout are fixed; "
+                              "drop --key-map and --action-layout")
+        out = convert_libero_hdf5(args.src, args.out, drop_noops=args.drop_noops, resize=args.resize,
+                                  image_format=args.image_format, overwrite=args.overwrite)
+    elif args.drop_noops:
+        raise ConfigError(f"--drop-noops applies to LIBERO HDF5 files; {args.src} is a LeRobot dataset")
+    else:
+        out = convert_dataset(args.src, args.out, args.key_map, resize=args.resize, image_format=args.image_format,
+                              action_layout=args.action_layout, overwrite=args.overwrite)
     dataset = LeRobotDataset(out)
     source = dataset.extra_info["source"]
     print(f"{out}: {dataset.num_episodes} episodes, {dataset.num_frames} frames, cameras "
