@@ -81,7 +81,9 @@ def _wait_for(condition, timeout_s: float = 10.0) -> bool:
 
 
 def _tracebacks(caplog) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.exc_info or record.exc_text]
+    """The server's log records that carry a traceback (its own and websockets' server side)."""
+    return [f"{record.name}: {record.getMessage()}" for record in caplog.records
+            if record.name.startswith("c2c.serve") and (record.exc_info or record.exc_text)]
 
 
 def test_amplification_message_neither_stalls_other_connections_nor_bloats_the_server(policy, caplog):
@@ -125,11 +127,14 @@ def test_amplification_message_neither_stalls_other_connections_nor_bloats_the_s
         for thread in attackers:
             thread.join(30)
         grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak_before) / 1024
-    assert answers == ["bad request: a list of 16000000 elements: at most 1024 are accepted"] * 3
+    # Each attacker gets the error, or (its connection closed without reading the rest) a reset while it still sends.
+    refused = "bad request: a list of 16000000 elements: at most 1024 are accepted"
+    assert len(answers) == 3 and all(answer == refused or answer.startswith("closed") for answer in answers), answers
     assert max(latencies) < WELL_BEHAVED_BOUND_S, latencies
     assert grown_mb < 400, f"peak memory grew {grown_mb:.0f} MB (decoding one attack message built 1.2 GB)"
-    refusals = [r for r in caplog.records if r.name == "c2c.serve" and r.getMessage().startswith("bad request")]
-    assert len(refusals) == 3 and not _tracebacks(caplog)
+    refusals = [r.getMessage() for r in caplog.records if r.name == "c2c.serve" and r.levelno >= logging.WARNING]
+    assert len(refusals) == 3 and all(line.endswith(refused.removeprefix("bad request: ")) for line in refusals)
+    assert not _tracebacks(caplog)
 
 
 def test_a_slow_decode_does_not_hold_up_other_connections(policy):
@@ -183,7 +188,7 @@ def test_duplicate_api_key_headers_are_refused_cleanly(policy, caplog):
                 connect(running.url, additional_headers=headers, open_timeout=30)
             response = refused.value.response
             assert response.status_code == status and said in response.body.decode(), response.body
-            lines = [r for r in caplog.records if r.name.startswith(("c2c.serve", "websockets"))
+            lines = [r for r in caplog.records if r.name.startswith("c2c.serve")
                      and r.levelno >= logging.WARNING]
             assert len(lines) == 1 and lines[0].getMessage().startswith("refused 127.0.0.1:"), lines
             assert "\n" not in lines[0].getMessage() and not _tracebacks(caplog)
@@ -267,7 +272,7 @@ def test_malformed_input_is_one_log_line_without_traceback(policy, caplog, monke
             caplog.clear()
             ok, detail = probe(running.url, message, text, timeout_s=30)
             assert ok, (name, detail)
-            warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            warnings = [r for r in caplog.records if r.name.startswith("c2c.serve") and r.levelno >= logging.WARNING]
             if text is not None:  # refused by us: one line naming the problem
                 assert len(warnings) == 1 and text in warnings[0].getMessage(), (name, warnings)
             assert all("\n" not in r.getMessage() for r in warnings) and not _tracebacks(caplog), name
@@ -276,7 +281,8 @@ def test_malformed_input_is_one_log_line_without_traceback(policy, caplog, monke
             client.infer({**wire, "prompt": gated.fail_on})
         assert str(failed.value).endswith("policy failure: RuntimeError: cannot act on 'press the button from the "
                                           "top' second line")
-        errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        errors = [r.getMessage() for r in caplog.records
+                  if r.name.startswith("c2c.serve") and r.levelno >= logging.ERROR]
         assert len(errors) == 1 and "policy failure for 127.0.0.1:" in errors[0] and not _tracebacks(caplog)
 
         monkeypatch.setenv("C2C_DEBUG", "1")  # tracebacks come back when asked for

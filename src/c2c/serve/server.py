@@ -76,6 +76,7 @@ DEFAULT_MAX_MESSAGE_BYTES = 16 * 2**20
 DEFAULT_MAX_BATCH = 8
 DEFAULT_DECODE_WORKERS = 2  # messages unpacked and checked at once, over all connections
 MAX_QUEUED_FRAMES = 4  # frames websockets buffers per connection before it stops reading (backpressure)
+REFUSED_LINGER_S = 1.0  # a failed connection's socket is closed this long after the error was sent
 CONTROL_MESSAGES = ("episode_start", "episode_end", "reset")
 MAX_CONTROL_CHARS = 64
 HEALTH_PATH = "/healthz"
@@ -516,18 +517,22 @@ def _peer(connection: Any) -> str:
 
 async def _fail(connection: Any, text: str, code: int, reason: str) -> None:
     """Fail the connection (RFC 6455, 7.1.7): the error as a text frame, then a close frame and the end of the TCP
-    stream; what the client still sends is discarded unparsed (a refused client may have queued more large
-    messages, which a normal closing handshake would receive and unmask in full)."""
+    stream. Nothing more is read from the client (a refused client may have queued more large messages, which a
+    normal closing handshake would receive in full); the socket is closed :data:`REFUSED_LINGER_S` later, when the
+    client has had the time to read the error."""
     from websockets.exceptions import ConnectionClosed
 
     try:
         await connection.send(text)
         protocol, send_context = getattr(connection, "protocol", None), getattr(connection, "send_context", None)
-        if protocol is None or send_context is None:  # another websockets: its closing handshake
+        transport = getattr(connection, "transport", None)
+        if protocol is None or send_context is None or transport is None:  # another websockets: its handshake
             await connection.close(code=code, reason=reason)
             return
         async with send_context():
             protocol.fail(code, reason)
+            transport.pause_reading()
+            asyncio.get_running_loop().call_later(REFUSED_LINGER_S, transport.close)
     except ConnectionClosed:
         pass
 
