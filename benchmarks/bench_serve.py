@@ -446,19 +446,23 @@ def amplification(url: str, pid: int, observation: dict[str, Any], reference: np
         client.close()
         sampler.close()
     result = {kind: pooled(windows) for kind, windows in rounds.items()}
+    # The server's memory before any flood (the first idle window): later idle windows keep what the allocator
+    # did not give back after a flood.
+    rss_before = round(rounds["idle"][0]["rss_kb"] / 1024, 1) if rounds.get("idle") else None
 
     def ratio(kind: str, key: str) -> float | None:
         if kind not in result or "idle" not in result or result[kind][key] is None or not result["idle"][key]:
             return None
         return round(result[kind][key] / result["idle"][key], 2)
 
-    ratios = {kind: {"p99": ratio(kind, "p99_ms"), "rss": ratio(kind, "server_rss_mib_max")}
+    ratios = {kind: {"p99": ratio(kind, "p99_ms"),
+                     "rss": round(result[kind]["server_rss_mib_max"] / rss_before, 2) if rss_before else None}
               for kind in kinds if kind != "idle"}
     judged = [kind for kind in ("amplification", "burst") if kind in ratios]
     return {
         "connections": args.attack_connections, "messages_per_connection": args.attack_messages,
         "elements": ATTACK_ELEMENTS, "message_bytes": 5 + ATTACK_ELEMENTS, "seconds_per_window": args.attack_seconds,
-        "rounds": args.attack_rounds, "kinds": result, "ratios": ratios,
+        "rounds": args.attack_rounds, "kinds": result, "ratios": ratios, "rss_before_floods_mib": rss_before,
         "p99_target": TARGET_P99_RATIO, "rss_target": TARGET_RSS_RATIO,
         "p99_met": bool(judged) and all(ratios[k]["p99"] is not None and ratios[k]["p99"] <= TARGET_P99_RATIO
                                         for k in judged),
@@ -508,8 +512,9 @@ def markdown(report: dict[str, Any]) -> str:
                          f"{stats['server_infer_ms_p50']} | {stats['server_rss_mib_max']} | {stats['server_cpu_s']} | "
                          f"{stats.get('messages_sent', '-')} | {stats.get('refused', '-')} | "
                          f"{stats.get('flood_cpu_s') or '-'} | {stats['errors']} |")
-        lines += [""] + [f"{kind}: p99 x{r['p99']} of idle, server RSS x{r['rss']}."
-                         for kind, r in amp["ratios"].items()]
+        lines += ["", f"Server RSS before any flood (the first idle window): {amp['rss_before_floods_mib']} MiB."]
+        lines += [f"{kind}: p99 x{r['p99']} of idle, server RSS (max) x{r['rss']} of the RSS before any flood."
+                  for kind, r in amp["ratios"].items()]
         lines += [f"Targets (amplification and burst: p99 <= x{amp['p99_target']}, RSS < x{amp['rss_target']}): p99 "
                   f"{'met' if amp['p99_met'] else '**not met**'}, RSS {'met' if amp['rss_met'] else '**not met**'}; "
                   f"server peak RSS (VmHWM) {amp['peak_rss_mib']} MiB."]
