@@ -15,8 +15,10 @@ the same tokens. Decoders this loop does not know, eager attention, hooks, autoc
 instance take the reference loop instead (:func:`lean_decoder`).
 
 ``compile=True`` (or ``C2C_DECODE_COMPILE=1``) runs the step through ``torch.compile`` (CUDA graphs on a GPU) with
-static shapes, attending over the whole buffers: numerically close to the eager step, not bit for bit. If compiling
-fails, the eager step runs instead, after a one-line warning.
+static shapes, attending over the whole buffers: numerically close to the eager step, not bit for bit, and compiled
+once per (batch, prefix, suffix) shape, within dynamo's recompile limit. If compiling fails, the eager step runs
+instead, after a one-line warning. It is not the default: on the 2-core CPU it measured no faster than the eager
+step (docs/results/decoding-speed.md), it costs 5-35 s of compiling per shape, and only the eager step is exact.
 """
 
 from __future__ import annotations
