@@ -323,7 +323,8 @@ class RssSampler:
 
 
 class WellBehaved:
-    """One client sending its request back to back in a thread; latencies and server timings per window."""
+    """One client sending its request back to back in a thread; latencies and server timings per window. Paused
+    between windows, so that a request is counted in the window it started in."""
 
     def __init__(self, url: str, observation: dict[str, Any], reference: np.ndarray) -> None:
         self.observation, self.reference = observation, reference
@@ -332,13 +333,18 @@ class WellBehaved:
         self.infer_ms: list[float] = []
         self.errors: list[str] = []
         self.lock = threading.Lock()
-        self.stop = threading.Event()
+        self.stop, self.running, self.idle = threading.Event(), threading.Event(), threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
         try:
             while not self.stop.is_set():
+                if not self.running.is_set():
+                    self.idle.set()
+                    self.running.wait(0.05)
+                    continue
+                self.idle.clear()
                 started = time.perf_counter()
                 reply = self.client.infer(self.observation)
                 elapsed = time.perf_counter() - started
@@ -351,8 +357,17 @@ class WellBehaved:
             with self.lock:
                 self.errors.append(f"{type(error).__name__}: {error}")
 
+    def pause(self, timeout_s: float) -> None:
+        """Send no new request; wait (at most ``timeout_s``) for the one in flight."""
+        self.running.clear()
+        self.idle.clear()
+        self.idle.wait(timeout_s)
+
+    def resume(self) -> None:
+        self.running.set()
+
     def take(self) -> tuple[list[float], list[float], list[str]]:
-        """What was measured since the last call (a request in flight counts for the next window)."""
+        """What was measured since the last call."""
         with self.lock:
             taken = self.latencies, self.infer_ms, self.errors
             self.latencies, self.infer_ms, self.errors = [], [], []
@@ -360,6 +375,7 @@ class WellBehaved:
 
     def close(self) -> None:
         self.stop.set()
+        self.running.set()
         self.thread.join(60)
         self.client.close()
 
@@ -382,12 +398,14 @@ def flood_window(url: str, kind: str, client: WellBehaved, sampler: RssSampler,
             if not ready.wait(60):
                 raise SystemExit(f"the {kind} flood did not connect within 60 s")
         client.take()
+        client.resume()
         sampler.window()
         cpu_before, started = sampler.cpu_s(), time.perf_counter()
         if kind == "burst":
             attacker.join(args.max_seconds)
         else:
             time.sleep(args.attack_seconds)
+        client.pause(args.max_seconds)  # the request in flight belongs to this window
         latencies, infer_ms, errors = client.take()
         rss_kb, cpu_s, seconds = sampler.window(), sampler.cpu_s() - cpu_before, time.perf_counter() - started
     finally:
