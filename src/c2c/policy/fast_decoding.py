@@ -17,8 +17,9 @@ instance take the reference loop instead (:func:`lean_decoder`).
 ``compile=True`` (or ``C2C_DECODE_COMPILE=1``) runs the step through ``torch.compile`` (CUDA graphs on a GPU) with
 static shapes, attending over the whole buffers: numerically close to the eager step, not bit for bit, and compiled
 once per (batch, prefix, suffix) shape, within dynamo's recompile limit. If compiling fails, the eager step runs
-instead, after a one-line warning. It is not the default: on the 2-core CPU it measured no faster than the eager
-step (docs/results/decoding-speed.md), it costs 5-35 s of compiling per shape, and only the eager step is exact.
+instead, after a one-line warning. It is not the default: only the eager step is exact, each shape costs 5-35 s of
+compiling, and on the shared 2-core CPU it measured 0-19% faster at low load and slower in half the cases under
+load (docs/results/decoding-speed.md).
 """
 
 from __future__ import annotations
