@@ -66,7 +66,8 @@ def test_fast_loop_gives_the_reference_tokens(backbone, variant, batch_size):
 
 
 @pytest.mark.parametrize("backbone", BACKBONES)
-def test_fast_steps_equal_the_reference_hidden_states_bit_for_bit(backbone):
+@pytest.mark.parametrize("contiguous", [False, True])  # True: the layout used off the CPU
+def test_fast_steps_equal_the_reference_hidden_states_bit_for_bit(backbone, contiguous):
     policy = _policy(backbone, "plan")
     model = policy.model
     inputs = _inputs(policy, 3, seed=1)
@@ -77,6 +78,7 @@ def test_fast_steps_equal_the_reference_hidden_states_bit_for_bit(backbone):
         reference = [first] + [extend(model, state, ids[:, j:j + 1]) for j in range(fed)]
         state, first = prefill(model, inputs)
         runner = Runner(lean_decoder(model), state, fed)
+        runner.sizes = (*runner.sizes[:-1], contiguous)
         fast = [first] + [runner.step(ids[:, j:j + 1], j) for j in range(fed)]
     assert all(torch.equal(a, b) for a, b in zip(fast, reference, strict=True))
 

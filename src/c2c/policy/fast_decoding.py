@@ -184,19 +184,23 @@ def _norm(x: torch.Tensor, eps: float, scale: torch.Tensor) -> torch.Tensor:
 
 def lean_step(x: torch.Tensor, layers: list[tuple], final: tuple, keys: list[torch.Tensor],
               values: list[torch.Tensor], slot: int | torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-              mask: torch.Tensor, heads: int, kv_heads: int, head_dim: int, pack: bool) -> torch.Tensor:
+              mask: torch.Tensor, heads: int, kv_heads: int, head_dim: int, pack: bool,
+              contiguous: bool = False) -> torch.Tensor:
     """(B, 1, D) embedded token -> (B, 1, D) final-normed hidden state. Its keys and values go to ``slot`` of the
     (B, KV heads, L, head_dim) buffers; an int ``slot`` attends to slots [0, slot] (``mask`` (B, 1, 1, slot + 1)),
     a (1,) tensor to all L slots (``mask`` (B, 1, 1, L); static shapes for ``torch.compile``).
 
     ``sin`` is signed for ``roll``: q.roll(d / 2) * [-sin, sin] equals Gemma's rotate_half(q) * sin bit for bit.
-    ``mask``: boolean, or the additive float mask that SDPA would make of it.
+    ``mask``: boolean, or the additive float mask that SDPA would make of it. ``contiguous``: attend over contiguous
+    copies of the keys, values and mask, the layout of the reference loop's tensors (off the CPU, where SDPA's kernel
+    choice may depend on strides).
     """
     batch, half, scaling = x.shape[0], head_dim // 2, head_dim ** -0.5
     groups = heads // kv_heads
     full = isinstance(slot, torch.Tensor)
     # transformers' SDPA path packs a single query's heads onto its KV heads; the multi-stream layers use enable_gqa
     query_shape = (batch, kv_heads, groups, head_dim) if pack and groups > 1 else (batch, heads, 1, head_dim)
+    layer_mask = mask.contiguous() if contiguous and not full else mask
     for (eps, scale, wq, bq, wk, bk, wv, bv, wo, bo, eps2, scale2, wg, wu, wd, act), key_buffer, value_buffer in zip(
             layers, keys, values):
         h = _norm(x, eps, scale)
@@ -212,7 +216,9 @@ def lean_step(x: torch.Tensor, layers: list[tuple], final: tuple, keys: list[tor
             torch.add(k * cos, k.roll(half, -1) * sin, out=key_buffer.narrow(2, slot, 1))
             value_buffer.narrow(2, slot, 1).copy_(v)
             key_states, value_states = key_buffer.narrow(2, 0, slot + 1), value_buffer.narrow(2, 0, slot + 1)
-        attended = F.scaled_dot_product_attention(q, key_states, value_states, attn_mask=mask, scale=scaling,
+            if contiguous:
+                key_states, value_states = key_states.contiguous(), value_states.contiguous()
+        attended = F.scaled_dot_product_attention(q, key_states, value_states, attn_mask=layer_mask, scale=scaling,
                                                   enable_gqa=not pack and groups > 1)
         x = x + F.linear(attended.reshape(batch, 1, heads * head_dim), wo, bo)  # heads in order, as the reference
         h = _norm(x, eps2, scale2)
@@ -318,7 +324,7 @@ class Runner:
             self.values.append(layer.values.new_zeros(shape))
             self.keys[-1][:, :, :written] = layer.keys
             self.values[-1][:, :, :written] = layer.values
-        self.sizes = (lean.heads, lean.kv_heads, lean.head_dim, lean.pack)
+        self.sizes = (lean.heads, lean.kv_heads, lean.head_dim, lean.pack, mask.device.type != "cpu")
         self.compiled, self.device = None, mask.device.type
         function = compiled_step(mask.device) if compile else None
         if function is not None:
