@@ -11,7 +11,7 @@ Plan caching: given plan ids from an earlier call, the plan is fed into the cach
 tokens are generated (the plan is conditioning, not output; Eq. 8's second product).
 
 Two loops give the same tokens: ``method="fast"`` (the default; ``fast_decoding.py``: a static cache, the suffix
-mask and positions made once per chunk, a lean one-token step, several times cheaper per token) and
+mask and positions made once per chunk, a lean one-token step; 2-3x cheaper per token at batch 1) and
 ``method="reference"`` (below: a ``DynamicCache`` and transformers' forward per token, the mask rebuilt each step).
 The fast loop hands models it cannot reproduce bit for bit to the reference loop.
 

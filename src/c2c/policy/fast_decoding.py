@@ -2,9 +2,9 @@
 
 What the reference loop redoes for every token, this loop does once:
 
-- per chunk: a static key/value cache sized to the prefix and the suffix tokens fed back (the prefix, and a reused
-  plan, are run by the reference ``prefill`` / ``extend`` and copied in), the (B, 1, T, P + T) suffix mask, the
-  suffix positions and their rotary cos / sin; each step reads precomputed slices of them;
+- per chunk: a static key/value cache sized to the prefix and the T - 2 suffix tokens fed back (the prefix, and a
+  reused plan, are run by the reference ``prefill`` / ``extend`` and copied in), the (B, 1, T - 2, P + T - 2)
+  suffix mask, the suffix positions and their rotary cos / sin; each step reads precomputed slices of them;
 - per model: each position's valid id range and the LM-head rows of that range (views, so training updates show).
 
 Each step is a lean one-token pass over the decoder layers' weights: the operations of transformers' Gemma layers
