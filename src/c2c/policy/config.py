@@ -27,8 +27,9 @@ Backbone presets (:data:`PRESETS`):
     Why this row: a training step of batch 16 takes about 0.8 s (some 4,500 steps an hour), which a training
     budget of an hour or two can afford; the wider or deeper decoders cost 35-80% more per sample. Patch 12 keeps
     an 8 x 8 token grid per camera (16% slower than patch 16's 6 x 6) because Meta-World's goal markers are only a
-    few pixels wide. Decoding costs about 5 ms per generated token at all these sizes (per-step Python and cache
-    overhead dominates), so the plan branch roughly doubles the latency of a chunk. bf16 autocast was measured
+    few pixels wide. With the reference decode loop, decoding cost about 5 ms per generated token at all these sizes
+    (per-step Python and cache overhead dominated); the default loop (``fast_decoding.py``) is 3x cheaper per token
+    (docs/results/decoding-speed.md). bf16 autocast was measured
     10-20x *slower* for matrices this small on this CPU (as for the tokenizer), so the preset trains in fp32. With
     one thread instead of two, training is about 2x slower, but tiny test models are up to 100x faster on a
     busy machine (OpenMP synchronisation; see ``testing.torch_threads``).
