@@ -20,7 +20,7 @@ an H100. The JSON and Markdown reports are rewritten after every stage, so a run
 ``--smoke`` runs the same code on the CPU with the ``debug`` preset in seconds (numbers meaningless).
 
     python benchmarks/bench_gpu.py --out runs/bench-gpu            # on a GPU machine, about 4-8 minutes
-    python benchmarks/bench_gpu.py --smoke --out /tmp/bench-gpu    # the code path on the CPU
+    python benchmarks/bench_gpu.py --smoke --out runs/bench-gpu-smoke    # the code path on the CPU
 """
 
 from __future__ import annotations
