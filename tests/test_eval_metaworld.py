@@ -250,15 +250,15 @@ def test_episodes_in_this_process_run_on_one_thread_as_in_a_worker(policy_dir, t
     episodes do not depend on its worker count; the caller's thread count comes back afterwards."""
     import torch
 
-    from c2c.eval import metaworld_eval
+    from c2c.eval import metaworld_rollouts
 
-    seen, real = [], metaworld_eval._EpisodeRunner.run
+    seen, real = [], metaworld_rollouts.EpisodeRunner.run
 
     def run(self, job):
         seen.append(torch.get_num_threads())
         return real(self, job)
 
-    monkeypatch.setattr(metaworld_eval._EpisodeRunner, "run", run)
+    monkeypatch.setattr(metaworld_rollouts.EpisodeRunner, "run", run)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:

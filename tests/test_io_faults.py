@@ -226,8 +226,8 @@ def test_library_entry_points_check_out_before_reading_data(workspace, policy_di
     from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     for target in ("c2c.tokenizer.train.default_spec", "c2c.tokenizer.train.load_chunks",
-                   "c2c.data.lerobot.LeRobotDataset", "c2c.eval.metaworld_eval._run_jobs",
-                   "c2c.eval.metaworld_eval._load_policy"):
+                   "c2c.data.lerobot.LeRobotDataset", "c2c.eval.metaworld_eval.run_jobs",
+                   "c2c.eval.metaworld_rollouts.load_policy"):
         _forbid(monkeypatch, target)
     out = read_only / "out"
     with pytest.raises(OutputError, match="read-only file system"):

@@ -140,13 +140,13 @@ _worker: dict[str, Any] = {}
 def _init_worker(settings: _Settings, in_process: bool = False) -> None:
     import torch
 
-    from c2c.eval.metaworld_eval import _load_policy
+    from c2c.eval.metaworld_rollouts import load_policy
 
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)
     _worker.clear()
-    _worker.update(settings=settings, policy=_load_policy(settings), env=None)
+    _worker.update(settings=settings, policy=load_policy(settings), env=None)
 
 
 def _run_job(job: tuple[str, int, int]) -> Takeover:

@@ -4,7 +4,7 @@
 Episodes of one task start together and replan together (every ``replan_every`` steps), so at each replanning
 step the observations of the environments still running are stacked and decoded in one ``policy.generate`` call;
 each environment then executes its own row. A finished episode drops out of later batches. Per episode, the record
-is the one :class:`~c2c.eval.metaworld_eval._EpisodeRunner` writes (success, steps, progress, video), and with
+is the one :class:`~c2c.eval.metaworld_rollouts.EpisodeRunner` writes (success, steps, progress, video), and with
 greedy decoding the episodes are the ones stepped one at a time (tests/test_eval_batched.py); ``seconds`` is the
 time from the batch's start to the episode's end.
 
@@ -70,7 +70,7 @@ class BatchRunner:
         import torch
 
         from c2c.constants import image_key
-        from c2c.eval.metaworld_eval import EpisodeProgress
+        from c2c.eval.metaworld_rollouts import EpisodeProgress
         from c2c.eval.plotting import EpisodeVideo
 
         policy, settings = self.policy, self.settings

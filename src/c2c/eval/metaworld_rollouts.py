@@ -1,0 +1,349 @@
+"""Meta-World rollouts of a policy: episodes one at a time or side by side (:mod:`c2c.eval.metaworld_batch`), in
+this process or in spawned worker processes, with the progress of every episode (closest distances to object and
+goal). :func:`c2c.eval.metaworld_eval.evaluate_metaworld` checks the request and writes the results; this module
+runs the episodes.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import queue
+import signal
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from c2c.errors import C2CError
+
+VIDEO_FPS = 40  # half of the 80 Hz control rate: slow enough to follow the gripper
+RESULT_TIMEOUT_S = 5.0  # how often the main process checks that its workers are alive
+
+
+# Meta-World's (39,) state (partially_observable off): hand xyz, gripper, first object xyz + quaternion, second
+# object, the previous frame's 18 values, goal xyz.
+HAND, OBJECT, GOAL = slice(0, 3), slice(4, 7), slice(36, 39)
+MOVED_CM = 2.0  # an object displaced at least this far counts as moved (grasped, pushed, pulled or pressed)
+PROGRESS_KEYS = ("hand_to_object_cm", "object_moved_cm", "object_to_goal_cm", "hand_to_goal_cm")
+
+
+class EpisodeProgress:
+    """How far an episode got: closest hand-object, hand-goal and object-goal distances and the object's largest
+    displacement, in cm, from Meta-World's state after every step (the reset state included)."""
+
+    def __init__(self, raw_state: Any) -> None:
+        import numpy as np
+
+        self._start = np.asarray(raw_state[OBJECT], dtype=np.float64).copy()
+        self._best = {key: math.inf for key in PROGRESS_KEYS}
+        self._best["object_moved_cm"] = 0.0
+        self.update(raw_state)
+
+    def update(self, raw_state: Any) -> None:
+        import numpy as np
+
+        hand, obj, goal = (np.asarray(raw_state[part], dtype=np.float64) for part in (HAND, OBJECT, GOAL))
+        best = self._best
+        best["hand_to_object_cm"] = min(best["hand_to_object_cm"], 100 * float(np.linalg.norm(hand - obj)))
+        best["hand_to_goal_cm"] = min(best["hand_to_goal_cm"], 100 * float(np.linalg.norm(hand - goal)))
+        best["object_to_goal_cm"] = min(best["object_to_goal_cm"], 100 * float(np.linalg.norm(obj - goal)))
+        best["object_moved_cm"] = max(best["object_moved_cm"], 100 * float(np.linalg.norm(obj - self._start)))
+
+    def result(self) -> dict[str, float]:
+        return {key: round(value, 1) for key, value in self._best.items()}
+
+
+@dataclass(frozen=True)
+class Job:
+    task: str
+    episode: int  # index within the task
+    seed: int  # placement seed
+    video: Path | None  # where to write this episode's video
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every process needs to load the policy and make envs (picklable)."""
+
+    policy_dir: str
+    replan_every: int | None  # override of the policy's config.replan_every
+    max_steps: int
+    cameras: tuple[str, ...]
+    image_size: int
+    fast_drawing: bool  # render as the training demonstrations were rendered
+    render_size: int | None = None  # the training images' size: render at it, resize as training did (None: policy's)
+    envs_per_worker: int = 1  # environments a process steps together, decoding their observations as one batch
+
+
+
+
+def load_policy(settings: Settings) -> Any:
+    from c2c.policy.policy import PlanExecutePolicy
+
+    policy = PlanExecutePolicy.from_pretrained(settings.policy_dir).eval()
+    if settings.replan_every is not None:
+        policy.config = policy.config.replace(replan_every=settings.replan_every)
+    return policy
+
+
+class EpisodeRunner:
+    """Runs episodes of one policy; keeps one env at a time (a process has one renderer)."""
+
+    def __init__(self, policy: Any, settings: Settings) -> None:
+        self.policy, self.settings = policy, settings
+        self.env: Any = None
+        self.batch: Any = None  # the BatchRunner of envs_per_worker > 1
+
+    def _env(self, task: str) -> Any:
+        from c2c.envs.metaworld_env import MetaWorldEnv
+
+        if self.env is None or self.env.task != task:
+            self.close()
+            self.env = MetaWorldEnv(task, cameras=self.settings.cameras,
+                                    image_size=self.settings.render_size or self.settings.image_size,
+                                    max_steps=self.settings.max_steps, fast_drawing=self.settings.fast_drawing)
+        return self.env
+
+    def run(self, job: Job) -> dict[str, Any]:
+        """One episode; returns its record (``seconds`` leaves out the video's decodes and encoding)."""
+        import torch
+
+        from c2c.constants import image_key
+        from c2c.eval.plotting import EpisodeVideo
+
+        env, policy, max_steps = self._env(job.task), self.policy, self.settings.max_steps
+        has_plan = policy.config.has_plan
+        started = time.perf_counter()  # after making the env: a one-off cost per task and process
+        video_seconds = 0.0
+        video = None
+        if job.video is not None:
+            video = EpisodeVideo(job.video, cameras=len(env.cameras), image_size=env.image_size, fps=VIDEO_FPS,
+                                 plan_panel=has_plan)
+        plan, plan_of = None, None
+        try:
+            with torch.inference_mode():
+                obs = env.reset(job.seed)
+                progress = EpisodeProgress(env.raw_state)
+                policy.reset()
+                success = False
+                while True:
+                    finished = success or env.steps >= max_steps
+                    action = None if finished else policy.select_action(self._as_trained(obs))
+                    if video is not None:
+                        video_started = time.perf_counter()
+                        if has_plan and not finished and policy.last_plan_fresh and policy.last_chunk is not plan_of:
+                            plan_of = policy.last_chunk  # the plan the policy just generated, decoded only to draw
+                            plan = policy.decode_plan(plan_of)[0]
+                        caption = (f"{job.task}  ep {job.episode}  seed {job.seed}  step {env.steps}/{max_steps}"
+                                   + ("  SUCCESS" if success else ""))
+                        video.add([obs[image_key(camera)] for camera in env.cameras], plan, caption)
+                        video_seconds += time.perf_counter() - video_started
+                    if finished:
+                        break
+                    obs, success, _ = env.step(action)
+                    progress.update(env.raw_state)
+            if video is not None:
+                video_started = time.perf_counter()
+                video.close()
+                video_seconds += time.perf_counter() - video_started
+        except BaseException:
+            if video is not None:
+                video.discard()
+            raise
+        return {
+            "task": job.task, "episode": job.episode, "seed": job.seed, "success": success, "steps": env.steps,
+            "seconds": round(time.perf_counter() - started - video_seconds, 4),
+            "video": None if job.video is None else f"videos/{job.video.name}", "progress": progress.result(),
+        }
+
+    def _as_trained(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """Images rendered at the training data's size, resized to the policy's with training's own function."""
+        size = self.settings.image_size
+        if not self.settings.render_size or self.settings.render_size == size:
+            return obs
+        from c2c.constants import image_key
+        from c2c.data.streaming import resize_frame
+
+        keys = [image_key(camera) for camera in self.settings.cameras]
+        return {key: resize_frame(value, size) if key in keys else value for key, value in obs.items()}
+
+    def run_group(self, jobs: list[Job]) -> list[dict[str, Any]]:
+        """Episodes of one task: one at a time, or side by side with batched decoding (``envs_per_worker``)."""
+        if len(jobs) == 1 and self.settings.envs_per_worker == 1:
+            return [self.run(jobs[0])]
+        from c2c.eval.metaworld_batch import BatchRunner
+
+        if self.batch is None:
+            self.close()  # the process's one renderer goes to the batch's environments
+            self.batch = BatchRunner(self.policy, self.settings, self._as_trained)
+        return self.batch.run(jobs)
+
+    def close(self) -> None:
+        if self.env is not None:
+            self.env.close()
+        self.env = None
+        if getattr(self, "batch", None) is not None:
+            self.batch.close()
+            self.batch = None
+
+
+def _worker_main(settings: Settings, inbox: Any, results: Any) -> None:
+    """An evaluation process: load the policy, run jobs from ``inbox`` until ``None``, put records or failures."""
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
+    torch.set_num_threads(1)
+    try:
+        runner = EpisodeRunner(load_policy(settings), settings)
+    except Exception as error:  # noqa: BLE001 - reported by the main process
+        results.put(_failure(error))
+        return
+    try:
+        while (group := inbox.get()) is not None:
+            try:
+                for record in runner.run_group(group):
+                    results.put(("ok", record))
+            except Exception as error:  # noqa: BLE001 - reported by the main process
+                results.put(_failure(error))
+    finally:
+        runner.close()
+
+
+def _failure(error: Exception) -> tuple[str, str, bool, str]:
+    """An error as plain strings (any exception pickles this way)."""
+    return ("error", f"{type(error).__name__}: {error}" if not isinstance(error, C2CError) else str(error),
+            isinstance(error, C2CError), traceback.format_exc())
+
+
+class Workers:
+    """Spawned processes sharing one job queue (spawn: no GL or thread state is inherited)."""
+
+    def __init__(self, count: int, settings: Settings) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._group_size = settings.envs_per_worker
+        self._inbox, self._results = context.Queue(), context.Queue()
+        self._processes = [
+            context.Process(target=_worker_main, args=(settings, self._inbox, self._results), daemon=True)
+            for _ in range(count)
+        ]
+        for process in self._processes:
+            process.start()
+
+    def run(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
+        """Episode records in the order they finish."""
+        from c2c.eval.metaworld_batch import group_jobs
+
+        for group in group_jobs(jobs, self._group_size):
+            self._inbox.put(group)
+        for _ in self._processes:
+            self._inbox.put(None)
+        for _ in jobs:
+            while True:
+                try:
+                    result = self._results.get(timeout=RESULT_TIMEOUT_S)
+                    break
+                except queue.Empty:
+                    if not any(process.is_alive() for process in self._processes):
+                        raise C2CError("every evaluation worker process died (out of memory?)") from None
+            if result[0] == "error":
+                _, message, is_c2c, trace = result
+                if is_c2c:
+                    raise C2CError(message)
+                raise RuntimeError(f"an evaluation worker failed: {message}\n{trace}")
+            yield result[1]
+
+    def close(self, *, terminate: bool = False) -> None:
+        for process in self._processes:
+            if terminate:
+                process.terminate()
+            process.join()
+
+
+def usable_cpus() -> int:
+    from c2c.utils.threads import usable_cpus
+
+    return usable_cpus()
+
+
+class Progress:
+    """A tqdm bar over episodes with the running success rate, or nothing."""
+
+    def __init__(self, total: int, enabled: bool, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
+        self.bar = None
+        self.successes = self.done = 0
+        self.on_record = on_record  # e.g. PartialRecords.add: every record written as it comes
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, desc="metaworld eval", unit="ep", dynamic_ncols=True)
+
+    def advance(self, record: dict[str, Any]) -> None:
+        if self.on_record is not None:
+            self.on_record(record)
+        self.done += 1
+        self.successes += record["success"]
+        if self.bar is not None:
+            rate = self.successes / self.done
+            self.bar.set_postfix_str(f"{record['task']}  success {self.successes}/{self.done} ({rate:.0%})",
+                                     refresh=False)
+            self.bar.update()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def run_jobs(jobs: list[Job], settings: Settings, workers: int, policy: Any, show_progress: bool,
+              on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    """Every job's record, in job order; ``on_record`` gets each one as its episode finishes."""
+    progress = Progress(len(jobs), show_progress, on_record)
+    records: list[dict[str, Any]] = []
+    try:
+        if workers == 1:
+            records = _run_inline(jobs, settings, policy, progress)
+        else:
+            pool = Workers(workers, settings)
+            try:
+                for record in pool.run(jobs):
+                    records.append(record)
+                    progress.advance(record)
+            except BaseException:
+                pool.close(terminate=True)
+                raise
+            pool.close()
+    finally:
+        progress.close()
+    order = {(job.task, job.episode): index for index, job in enumerate(jobs)}
+    return sorted(records, key=lambda record: order[(record["task"], record["episode"])])
+
+
+def _run_inline(jobs: list[Job], settings: Settings, policy: Any, progress: Progress) -> list[dict[str, Any]]:
+    """Run in this process; a passed-in policy gets its config and train/eval mode back afterwards, the process
+    its torch thread count. Episodes run on one torch thread, as in every worker process, so that an evaluation's
+    episodes do not depend on its worker count (CPU sums are split by thread)."""
+    import torch
+
+    if policy is None:
+        policy = load_policy(settings)
+    original, was_training, threads = policy.config, policy.training, torch.get_num_threads()
+    if settings.replan_every is not None:
+        policy.config = policy.config.replace(replan_every=settings.replan_every)
+    policy.eval()
+    runner = EpisodeRunner(policy, settings)
+    records = []
+    torch.set_num_threads(1)
+    try:
+        from c2c.eval.metaworld_batch import group_jobs
+
+        for group in group_jobs(jobs, settings.envs_per_worker):
+            for record in runner.run_group(group):
+                records.append(record)
+                progress.advance(record)
+    finally:
+        runner.close()
+        policy.config = original
+        policy.train(was_training)
+        torch.set_num_threads(threads)
+    return records
