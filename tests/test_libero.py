@@ -197,7 +197,7 @@ def test_missing_libero_names_the_fix(monkeypatch, tmp_path):
 
 
 def test_evaluation_draws_as_the_training_data_was_drawn(tmp_path):
-    from c2c.eval.libero_eval import training_drawing
+    from c2c.eval.libero_rendering import training_drawing
 
     assert training_drawing(None) is False and training_drawing(str(tmp_path)) is False
     record = tmp_path / "training_data.json"

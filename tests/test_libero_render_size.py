@@ -14,7 +14,7 @@ import pytest
 from c2c.constants import OBS_STATE, TASK, image_key
 from c2c.data.streaming import resize_frame
 from c2c.errors import ConfigError
-from c2c.eval.libero_eval import RenderPlan, ResizedEnv, training_render_plan
+from c2c.eval.libero_rendering import RenderPlan, ResizedEnv, training_render_plan
 
 CAMERAS = ("image", "image2")
 
@@ -162,7 +162,7 @@ def test_demonstrations_and_evaluation_draw_at_the_render_size(tmp_path, libero_
     plan is 32 -> 24 -> 16 hands the policy the renders resized twice (PIL bilinear each time)."""
     from c2c.envs.libero_demos import _close_worker_env, _record, run_expert
     from c2c.envs.libero_env import LiberoEnv
-    from c2c.eval.libero_eval import make_env
+    from c2c.eval.libero_rendering import make_env
 
     seed = 11
     with LiberoEnv("libero_object", 2, cameras=(), max_steps=3, hard_reset=False) as env:
