@@ -505,4 +505,10 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv[1:]))
+    code = _main(sys.argv[1:])
+    # Everything is on disk (atomically) and the process group is destroyed. Leave without interpreter finalization:
+    # there, gloo's worker threads can still release tensors and abort the process (SIGABRT, "terminate called
+    # without an active exception") after a run that succeeded, which torchrun reports as a failed launch.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
