@@ -198,8 +198,7 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path, monkeypatch, ca
     the second time noplan is evaluated in the background as a policy that finished first is."""
     import hashlib
 
-    from c2c.eval import pipeline
-    from c2c.eval.pipeline import thread_schedule
+    from c2c.eval.pipeline import stages, thread_schedule
 
     preset, out = MINI.replace(threads=2), tmp_path / "run"  # as the quick preset: a 2-thread tokenizer
 
@@ -217,14 +216,14 @@ def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path, monkeypatch, ca
     # Again, with noplan's evaluation run in the background as when its training ends first (which of the two
     # miniature trainings ends first, if either does by a poll, depends on timing, so it is triggered by hand here
     # and train_in_parallel's part is tested with stand-in processes below).
-    real = pipeline.train_in_parallel
+    real = stages.train_in_parallel
 
     def noplan_first(configs, poll_seconds=2.0, threads=0, on_finish=None):
         metrics = real(configs, poll_seconds=poll_seconds, threads=threads)
         on_finish("noplan", 1)
         return metrics
 
-    monkeypatch.setattr(pipeline, "train_in_parallel", noplan_first)
+    monkeypatch.setattr(stages, "train_in_parallel", noplan_first)
     capsys.readouterr()
     assert run_pipeline(preset, out, force=True, workers=1, parallel=True) == 0
     printed = capsys.readouterr().out
@@ -264,6 +263,7 @@ class _StandInProcess:
 @pytest.mark.parametrize("threads", [2, 0], ids=["pinned", "auto"])
 def test_a_side_by_side_training_that_ends_first_frees_its_cores_only_when_pinned(tmp_path, monkeypatch, threads):
     from c2c.eval import pipeline
+    from c2c.eval.pipeline import scheduling
 
     polls = {"plan": 6, "noplan": 2}  # noplan ends first
     configs = {}
@@ -276,43 +276,43 @@ def test_a_side_by_side_training_that_ends_first_frees_its_cores_only_when_pinne
     def popen(command, **kwargs):
         return _StandInProcess(polls[json.loads(open(command[-1]).read())["config"]["variant"]])
 
-    monkeypatch.setattr(pipeline.subprocess, "Popen", popen)
+    monkeypatch.setattr(scheduling.subprocess, "Popen", popen)
     monkeypatch.setattr("c2c.utils.threads.busy_cpus", lambda *a, **k: 0)
     finished = []
-    metrics = pipeline.train_in_parallel(configs, poll_seconds=0.0, threads=threads,
+    metrics = scheduling.train_in_parallel(configs, poll_seconds=0.0, threads=threads,
                                          on_finish=lambda variant, cores: finished.append((variant, cores)))
     assert metrics == {"plan": {"variant": "plan"}, "noplan": {"variant": "noplan"}}
     # Pinned: noplan's core is offered while plan trains (plan, the last, is not). Auto: it goes to plan instead.
     assert finished == ([("noplan", 1)] if threads else [])
     if not threads:
-        assert (tmp_path / "plan" / "threads").read_text().strip() == str(pipeline.os.cpu_count())
+        assert (tmp_path / "plan" / "threads").read_text().strip() == str(scheduling.os.cpu_count())
 
 
 def test_pinned_teams_on_busy_cores_are_announced(monkeypatch, capsys):
-    from c2c.eval import pipeline
+    from c2c.eval.pipeline import scheduling
     from c2c.utils import threads
 
-    monkeypatch.setattr(pipeline.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(scheduling.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(threads, "busy_cpus", lambda *a, **k: 1)  # another job holds one of the two cores
-    pipeline._warn_if_busy(2)
+    scheduling.warn_if_busy(2)
     assert "pinned to 2 per process x 1, but only 1 of 2 CPUs are free now" in capsys.readouterr().out
-    pipeline._warn_if_busy(1, processes=2)  # one-thread processes do not stall on each other
-    pipeline._warn_if_busy(1)
+    scheduling.warn_if_busy(1, processes=2)  # one-thread processes do not stall on each other
+    scheduling.warn_if_busy(1)
     assert capsys.readouterr().out == ""
 
 
 def test_action_noise_names_its_own_dataset():
     """Noise injection makes another dataset; without it the settings (and so the cached dataset's name) are the
     ones of the runs made before the option existed."""
-    from c2c.eval.pipeline import _data_settings, _settings_hash
+    from c2c.eval.pipeline import data_settings, settings_hash
 
     quick = get_preset("quick")
-    assert "action_noise" not in _data_settings(quick)
-    assert _settings_hash(_data_settings(quick)) == "a22fe06a63"  # runs/quick/data/metaworld-a22fe06a63
+    assert "action_noise" not in data_settings(quick)
+    assert settings_hash(data_settings(quick)) == "a22fe06a63"  # runs/quick/data/metaworld-a22fe06a63
     two_cameras = quick.replace(cameras=("corner2", "gripperPOV"))  # the preset before it dropped the wrist camera
-    assert _settings_hash(_data_settings(two_cameras)) == "ec1b8b81d5"  # the README's earlier tables
-    noisy = _data_settings(quick.replace(action_noise=0.3))
-    assert noisy["action_noise"] == 0.3 and _settings_hash(noisy) != _settings_hash(_data_settings(quick))
+    assert settings_hash(data_settings(two_cameras)) == "ec1b8b81d5"  # the README's earlier tables
+    noisy = data_settings(quick.replace(action_noise=0.3))
+    assert noisy["action_noise"] == 0.3 and settings_hash(noisy) != settings_hash(data_settings(quick))
 
 
 def test_a_takeover_round_trains_again_and_evaluates_those_policies(tmp_path, capsys):

@@ -24,15 +24,11 @@ import numpy as np
 
 from c2c.analysis.common import pyplot, save_figure
 from c2c.errors import ConfigError
+from c2c.paper import ABLATION_COLUMNS, TABLE3_PLAN_HORIZON, TABLE4_TOKENIZER_SHARING
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 TABLE3 = {"noplan": 0, "plan-hp40": 40, "plan": 160}  # variant -> Hp
 TABLE4 = {"noplan": "Faster-AR (no plan)", "separate": "Separate tokenizers", "plan": "Joint-mode (ours)"}
-PAPER_COLUMNS = ("Spatial", "Object", "Goal", "Long", "Overall")
-PAPER_TABLE3 = {0: (97.00, 99.60, 95.00, 94.20, 96.45), 40: (98.60, 99.60, 97.80, 94.20, 97.55),
-                160: (98.80, 100.00, 97.80, 95.00, 97.90)}
-PAPER_TABLE4 = {"noplan": (99.40, 98.80, 94.80, 88.60, 95.40), "separate": (97.40, 99.60, 97.80, 91.60, 96.60),
-                "plan": (98.80, 100.00, 97.80, 95.00, 97.90)}
 DEFAULT_VARIANTS = ("plan", "plan-hp40", "noplan", "separate")
 
 
@@ -110,7 +106,7 @@ def _table(rows: dict[str, str], table: dict[str, dict[str, Any]], groups: list[
 
 
 def _paper(rows: dict[Any, tuple[str, tuple[float, ...]]]) -> list[str]:
-    lines = ["| paper (LIBERO) | " + " | ".join(PAPER_COLUMNS) + " |", "| --- |" + " ---: |" * len(PAPER_COLUMNS)]
+    lines = ["| paper (LIBERO) | " + " | ".join(ABLATION_COLUMNS) + " |", "| --- |" + " ---: |" * len(ABLATION_COLUMNS)]
     for label, values in rows.values():
         lines.append(f"| {label} | " + " | ".join(f"{v:.2f}" for v in values) + " |")
     return lines
@@ -128,11 +124,11 @@ def format_ablation(preset: Any, table: dict[str, dict[str, Any]]) -> str:
     table3 = {v: f"Hp = {hp} ({v})" for v, hp in sorted(TABLE3.items(), key=lambda item: item[1]) if v in table}
     if len(table3) >= 2:
         lines += ["## Planning horizon (Table 3 style, joint tokenizer)", "", *_table(table3, table, groups), "",
-                  *_paper({hp: (f"Hp = {hp}", PAPER_TABLE3[hp]) for v, hp in TABLE3.items() if v in table}), ""]
+                  *_paper({hp: (f"Hp = {hp}", TABLE3_PLAN_HORIZON[hp]) for v, hp in TABLE3.items() if v in table}), ""]
     table4 = {v: f"{label} ({v})" for v, label in TABLE4.items() if v in table}
     if len(table4) >= 2:
         lines += ["## Tokenizer sharing (Table 4 style)", "", *_table(table4, table, groups), "",
-                  *_paper({v: (TABLE4[v], PAPER_TABLE4[v]) for v in TABLE4 if v in table}), ""]
+                  *_paper({v: (TABLE4[v], TABLE4_TOKENIZER_SHARING[v]) for v in TABLE4 if v in table}), ""]
     others = {v: v for v in variants if v not in TABLE3 and v not in TABLE4}
     if others:
         lines += ["## Other variants", "", *_table(others, table, groups), ""]
@@ -179,8 +175,8 @@ def write_ablation(out: Path, preset: Any) -> dict[str, Any]:
                          "eval_seed": preset.eval_seed, "seed": preset.seed},
               "table3_horizon": {v: hp for v, hp in TABLE3.items() if v in table},
               "table4_tokenizer": {v: label for v, label in TABLE4.items() if v in table},
-              "results": table, "paper": {"columns": list(PAPER_COLUMNS), "table3": PAPER_TABLE3,
-                                          "table4": PAPER_TABLE4}}
+              "results": table, "paper": {"columns": list(ABLATION_COLUMNS), "table3": TABLE3_PLAN_HORIZON,
+                                          "table4": TABLE4_TOKENIZER_SHARING}}
     directory.mkdir(parents=True, exist_ok=True)
     result["figure"] = str(plot_ablation(table, directory / "ablation.png", f"ablations, preset {preset.name}"))
     atomic_write_json(directory / "ablation.json", result)

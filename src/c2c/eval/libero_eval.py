@@ -69,13 +69,12 @@ from c2c.envs.libero_env import (
 from c2c.errors import ConfigError
 from c2c.eval.libero_rendering import RenderPlan, make_env, training_drawing, training_render_plan
 from c2c.eval.partial import PartialRecords
+from c2c.paper import LIBERO_ABLATION_AVERAGES
 from c2c.utils.outdir import check_out_dir
 
 FORMAT = "c2c-eval-libero"
 FORMAT_VERSION = 1
 DEFAULT_TRIALS = 50
-# The paper's LIBERO ablation (average success over the suites, %), quoted in the report for context.
-PAPER_LIBERO_AVERAGE = {"plan Hp=160 (the method)": 97.90, "plan Hp=40": 97.55, "Hp=0": 96.45, "Faster-AR": 95.40}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -585,7 +584,7 @@ def markdown_report(results: dict[str, Any]) -> str:
                  f"{results.get('successes', 0)}/{results.get('trials', 0)} | | |")
     lines += ["", f"Precision: {precision_hint(settings['trials'])}. The suite mean is the mean of the task rates.",
               "", "For context, the paper's LIBERO ablation (average success over the suites): "
-              + "; ".join(f"{name} {value:.2f}%" for name, value in PAPER_LIBERO_AVERAGE.items()) + "."]
+              + "; ".join(f"{name} {value:.2f}%" for name, value in LIBERO_ABLATION_AVERAGES.items()) + "."]
     if settings.get("max_steps_override") is not None:
         lines += ["", f"Note: the step limit was overridden to {settings['max_steps']} (not the protocol's "
                   f"{MAX_STEPS[results['suite']]})."]
