@@ -43,7 +43,8 @@ class EpisodeScene:
     def __init__(self, task: str, seed: int, camera: str, image_size: int) -> None:
         import mujoco
 
-        from c2c.envs.metaworld_env import MetaWorldEnv, _is_upside_down
+        from c2c.envs.metaworld_env import MetaWorldEnv
+        from c2c.envs.rendering import is_upside_down
 
         self.env = MetaWorldEnv(task, cameras=(), image_size=image_size, fast_drawing=False)
         self.seed, self.image_size, self.camera = int(seed), int(image_size), camera
@@ -55,7 +56,7 @@ class EpisodeScene:
         self.fovy = float(model.cam_fovy[self.camera_id])
         self.position = np.array(data.cam_xpos[self.camera_id], dtype=np.float64)  # (3,)
         self.rotation = np.array(data.cam_xmat[self.camera_id], dtype=np.float64).reshape(3, 3)  # columns r, u, b
-        self.rotated_180 = _is_upside_down(data, self.camera_id)
+        self.rotated_180 = is_upside_down(data, self.camera_id)
         # A camera on a moving body (gripperPOV) has another pose at every frame: only the reset pose is read here.
         self.static = int(model.cam_bodyid[self.camera_id]) == 0
 

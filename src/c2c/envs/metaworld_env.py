@@ -15,36 +15,33 @@ Placements: metaworld draws an object/goal vector on every reset; here it comes 
 same seed gives the same scene and distinct seeds give distinct scenes (not only metaworld's 50 fixed goals).
 
 Rendering (OSMesa, CPU only; numbers for two 96x96 cameras on 2 cores): the stock settings (4x multisampling,
-4096 shadow map, reflections) cost about 250 ms a frame here. :class:`OffscreenRenderer` switches the three off
-(the floor's reflection is not visible at this size), and with ``fast_drawing`` draws meshes simplified to the
-image size and leaves the arm out of the gripper camera, which sees it never: about 10 ms a frame, 20-25x less.
-A process has ONE live renderer (a second one made while the first is open was seen to render garbage), so
-switching environments closes the old renderer and makes a new one.
+4096 shadow map, reflections) cost about 250 ms a frame here. The renderer (:mod:`c2c.envs.rendering`) switches
+the three off (the floor's reflection is not visible at this size), and with ``fast_drawing`` draws meshes
+simplified to the image size and leaves the arm out of the gripper camera, which sees it never: about 10 ms a
+frame, 20-25x less. A process has ONE live renderer, so switching environments closes the old renderer and makes
+a new one.
 
 Orientation: Meta-World's fixed corner cameras are mounted upside down; their images are turned 180 degrees
-(see :func:`_is_upside_down`), which puts the table at the bottom without mirroring the scene. gripperPOV looks
-down between the fingers with the image top pointing away from the robot (+y), as metaworld mounts it.
+(see :func:`~c2c.envs.rendering.is_upside_down`), which puts the table at the bottom without mirroring the scene.
+gripperPOV looks down between the fingers with the image top pointing away from the robot (+y), as metaworld mounts it.
 """
 
 from __future__ import annotations
 
-import os
+import warnings
+from typing import Any
 
-# The GL backend is chosen when mujoco is imported: OSMesa renders on the CPU (EGL needs a GPU here).
-if "MUJOCO_GL" not in os.environ:
-    os.environ["MUJOCO_GL"] = "osmesa"
-if os.environ["MUJOCO_GL"] == "osmesa":
-    os.environ.setdefault("PYOPENGL_PLATFORM", "osmesa")
+# First: importing c2c.envs.rendering picks the GL backend (OSMesa unless MUJOCO_GL says otherwise) before mujoco.
+from c2c.envs.rendering import (  # isort: skip
+    close_renderer, is_upside_down, mesh_cell_size, renderer_for, simplify_visual_meshes,
+)
 
-import warnings  # noqa: E402
-from typing import Any  # noqa: E402
+import mujoco
+import numpy as np
 
-import mujoco  # noqa: E402
-import numpy as np  # noqa: E402
-
-from c2c.constants import OBS_STATE, TASK, image_key  # noqa: E402
-from c2c.envs.metaworld_tasks import check_cameras, instruction, resolve_tasks  # noqa: E402
-from c2c.errors import C2CError, ConfigError  # noqa: E402
+from c2c.constants import OBS_STATE, TASK, image_key
+from c2c.envs.metaworld_tasks import check_cameras, instruction, resolve_tasks
+from c2c.errors import ConfigError
 
 DEFAULT_CAMERAS = ("corner2", "gripperPOV")
 # Cameras between the fingers looking down: the arm above them is never in view, so it is not drawn for them.
@@ -60,158 +57,7 @@ ACTION_NAMES = ("dx", "dy", "dz", "gripper")
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# The process's one renderer.
-
-class OffscreenRenderer:
-    """``mujoco.Renderer`` cut to what demos need, with the cheap settings; use :func:`renderer_for` to get one.
-
-    Differences from ``mujoco.Renderer``: shadows and reflections are off in the scene, the font atlas is the
-    smallest (no text is drawn), pixels are read into one reused buffer, the 180-degree turn of upside-down
-    cameras is folded into the vertical flip every OpenGL read needs, and OSMesa is used whenever MUJOCO_GL says
-    so, whatever mujoco picked when it was imported.
-    """
-
-    def __init__(self, model: mujoco.MjModel, size: int) -> None:
-        _configure_cheap_rendering(model, size)
-        self.model, self.size = model, size
-        self._gl = _make_gl_context(size)
-        self._gl.make_current()
-        self._context = mujoco.MjrContext(model, mujoco.mjtFontScale.mjFONTSCALE_50)
-        mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._context)
-        self._scene = mujoco.MjvScene(model, maxgeom=10000)
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        self._camera = mujoco.MjvCamera()
-        self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
-        self._rect = mujoco.MjrRect(0, 0, size, size)
-        self._pixels = np.empty((size, size, 3), np.uint8)  # OpenGL rows: bottom row first
-
-    def render(
-        self, data: mujoco.MjData, camera_id: int, option: mujoco.MjvOption, *, rotate_180: bool = False
-    ) -> np.ndarray:
-        """(size, size, 3) uint8 image of ``data`` from camera ``camera_id``, top row first (a new array)."""
-        if self._context is None:
-            raise RuntimeError("the renderer is closed")
-        self._camera.fixedcamid = camera_id
-        mujoco.mjv_updateScene(
-            self.model, data, option, None, self._camera, mujoco.mjtCatBit.mjCAT_ALL, self._scene
-        )
-        self._gl.make_current()
-        mujoco.mjr_render(self._rect, self._scene, self._context)
-        mujoco.mjr_readPixels(self._pixels, None, self._rect, self._context)
-        # Upright: flip the rows. Turned 180 degrees: flip rows and columns, and the row flips cancel.
-        return self._pixels[:, ::-1].copy() if rotate_180 else self._pixels[::-1].copy()
-
-    def close(self) -> None:
-        if self._context is not None:
-            self._gl.make_current()
-            self._context.free()
-            self._gl.free()
-        self._context = None
-
-
-_live_renderer: OffscreenRenderer | None = None
-
-
-def _configure_cheap_rendering(model: mujoco.MjModel, size: int) -> None:
-    """Settings read when a renderer is made: no multisampling, no shadow map, a framebuffer large enough."""
-    model.vis.quality.offsamples = 0
-    model.vis.quality.shadowsize = 0
-    model.vis.global_.offwidth = max(int(model.vis.global_.offwidth), size)
-    model.vis.global_.offheight = max(int(model.vis.global_.offheight), size)
-
-
-def renderer_for(model: mujoco.MjModel, size: int) -> OffscreenRenderer:
-    """The process's live renderer, for ``model`` at ``size`` x ``size``; closes the previous one if it differs."""
-    global _live_renderer
-    renderer = _live_renderer
-    if renderer is not None and renderer.model is model and renderer.size == size:
-        return renderer
-    close_renderer()
-    _live_renderer = OffscreenRenderer(model, size)
-    return _live_renderer
-
-
-def close_renderer(model: mujoco.MjModel | None = None) -> None:
-    """Close the process's renderer (a later render makes a new one); with ``model``, only if it draws that model."""
-    global _live_renderer
-    if _live_renderer is not None and (model is None or _live_renderer.model is model):
-        _live_renderer.close()
-        _live_renderer = None
-
-
-def _make_gl_context(size: int) -> Any:
-    """An offscreen GL context of the backend named by MUJOCO_GL (OSMesa unless the user chose another).
-
-    OSMesa is asked for by name, so it is used even when mujoco was imported before this module (mujoco then
-    picked GLFW, which needs a display).
-    """
-    try:
-        if os.environ.get("MUJOCO_GL", "").lower() == "osmesa":
-            from mujoco.osmesa import GLContext
-
-            return GLContext(size, size)
-        return mujoco.GLContext(size, size)
-    except Exception as error:  # noqa: BLE001 - any backend failure gets the same advice
-        raise C2CError(
-            f"cannot make an offscreen OpenGL context ({type(error).__name__}: {error}); on a machine without a "
-            f"GPU install libosmesa6 and set MUJOCO_GL=osmesa and PYOPENGL_PLATFORM=osmesa"
-        ) from error
-
-
-def mesh_cell_size(image_size: int) -> float:
-    """Grid cell (m) for simplifying visual meshes at ``image_size``: 1.2 cm at 96 px, finer for larger images.
-
-    About half the width a 96-px corner2 pixel covers at the robot; mean image change 0.3 grey levels at 96 px.
-    """
-    return float(np.clip(0.012 * 96 / image_size, 0.002, 0.02))
-
-
-def simplify_visual_meshes(model: mujoco.MjModel, cell: float, min_faces: int = 1000) -> int:
-    """Simplify, in place, the triangles drawn for meshes, by vertex clustering onto a ``cell``-metre grid.
-
-    Software rendering spends most of its time on the Sawyer's 67k mesh triangles, far more than a small image
-    can show. In each grid cell one vertex (the one nearest the cell's mean) stands for the others; faces whose
-    corners fall into fewer than three cells, and repeated faces, are dropped. Only ``mesh_face`` (and its normal
-    and texture indices) changes: vertices stay where they are, because collisions use the convex hull built on
-    them (``mesh_graph``), so the simulation is unchanged - the demo generator's replay check confirms it bit for
-    bit (moving vertices to the cell means did change contacts on door-open). Returns the number of faces left.
-    """
-    for mesh in range(model.nmesh):
-        face_count = int(model.mesh_facenum[mesh])
-        if face_count < min_faces:
-            continue
-        vert_start, vert_count = model.mesh_vertadr[mesh], model.mesh_vertnum[mesh]
-        face_start = model.mesh_faceadr[mesh]
-        vertices = model.mesh_vert[vert_start : vert_start + vert_count].astype(np.float64)  # (V, 3)
-        cells = np.floor(vertices / cell).astype(np.int64)  # (V, 3)
-        _, cluster, counts = np.unique(cells, axis=0, return_inverse=True, return_counts=True)
-        cluster = cluster.reshape(-1)  # (V,) cell of each vertex, numbered 0..C-1
-        means = np.zeros((len(counts), 3))
-        np.add.at(means, cluster, vertices)
-        means /= counts[:, None]  # (C, 3)
-        distance = ((vertices - means[cluster]) ** 2).sum(axis=1)  # (V,)
-        order = np.lexsort((distance, cluster))  # by cell, nearest to the mean first
-        representative = order[np.flatnonzero(np.r_[True, np.diff(cluster[order]) != 0])]  # (C,) vertex per cell
-        faces = slice(face_start, face_start + face_count)
-        corner_cells = cluster[model.mesh_face[faces]]  # (F, 3)
-        distinct = (
-            (corner_cells[:, 0] != corner_cells[:, 1])
-            & (corner_cells[:, 1] != corner_cells[:, 2])
-            & (corner_cells[:, 0] != corner_cells[:, 2])
-        )
-        kept = np.flatnonzero(distinct)
-        _, first = np.unique(np.sort(corner_cells[kept], axis=1), axis=0, return_index=True)
-        kept = kept[np.sort(first)]  # (K,) in the original face order
-        new_faces = representative[corner_cells[kept]]  # (K, 3) vertex indices within the mesh
-        normals = model.mesh_facenormal[faces][kept].copy()
-        texcoords = model.mesh_facetexcoord[faces][kept].copy()
-        count = len(kept)
-        model.mesh_face[face_start : face_start + count] = new_faces
-        model.mesh_facenormal[face_start : face_start + count] = normals
-        model.mesh_facetexcoord[face_start : face_start + count] = texcoords
-        model.mesh_facenum[mesh] = count
-    return int(model.mesh_facenum.sum())
+# Drawing options.
 
 
 def _body_subtree(model: mujoco.MjModel, root: int) -> set[int]:
@@ -243,16 +89,6 @@ def _scene_options(
         model.geom_group[np.isin(model.geom_bodyid, list(arm))] = CULL_GROUP
     without_arm = mujoco.MjvOption()  # groups 0-2 drawn, CULL_GROUP not
     return [without_arm if camera in CAMERAS_INSIDE_HAND else show_all for camera in cameras]
-
-
-def _is_upside_down(data: mujoco.MjData, camera_id: int) -> bool:
-    """True when the camera's image 'up' axis points below the horizon (Meta-World's corner cameras).
-
-    ``cam_xmat`` columns are the camera's right, up and backward axes in world coordinates. A camera is a rotation,
-    never a reflection, so an upside-down image is fixed by a 180-degree turn (flip both axes), not by one flip.
-    """
-    up_axis = data.cam_xmat[camera_id].reshape(3, 3)[:, 1]  # (3,) world direction of the image's up
-    return bool(up_axis[2] < 0.0)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -331,7 +167,7 @@ class MetaWorldEnv:
         raw_state, _ = env.reset()
         self._raw_state = np.asarray(raw_state, dtype=np.float64)
         self._steps = 0
-        self._upside_down = [_is_upside_down(env.data, cam_id) for cam_id in self._camera_ids]
+        self._upside_down = [is_upside_down(env.data, cam_id) for cam_id in self._camera_ids]
         return self.observation()
 
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool, bool]:
