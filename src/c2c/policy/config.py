@@ -109,6 +109,9 @@ VARIANTS: dict[str, VariantSpec] = {
                            "(ACT-style); no tokenizer"),
     "binning": VariantSpec(0, ("binning",), "exec tokens of a binning tokenizer, He x A tokens of 256 bins "
                            "(RT-2 / OpenVLA)"),
+    # "fast": a FastTokenizer (DCT + BPE); variable length up to its longest fitted sequence, then the end token.
+    "fast": VariantSpec(0, ("fast",), "exec tokens of a FAST tokenizer (pi0-FAST: DCT + BPE), variable length up "
+                        "to a cap, closed by the end token"),
 }
 TOKEN_ORDERS = ("codebook-major", "latent-major")
 STATE_ENCODINGS = ("projection", "bins")
@@ -173,6 +176,20 @@ PRESETS: dict[str, BackbonePreset] = {
         dataclasses.replace(NANO, name="nano-keypoints", vision_encoder="keypoints",
                             description="nano with a spatial-softmax keypoint image encoder instead of the ViT (as "
                             "many tokens as nano's patch grid)"),
+        # No transformer: cnn.CNNRegressVLA, variant regress only. vision: each camera's trunk (four stride-2
+        # convolutions of these channels; patch_size is their overall stride, which the image side must be a multiple
+        # of) and its spatial-softmax keypoints; text: the MLP head's width and the state / instruction embeddings'.
+        BackbonePreset(
+            name="cnn",
+            vision=dict(channels=(16, 32, 64, 64), keypoints=32, patch_size=16),
+            text=dict(hidden_size=256, embedding_size=64),
+            image_size=96,
+            max_instruction_tokens=12,
+            pretrained=False,
+            description="a plain CNN chunk regressor for --variant regress (cnn.py): conv trunk per camera, state, "
+                        "instruction embedding, MLP; no transformer",
+            vision_encoder="cnn",
+        ),
         BackbonePreset(
             name="debug",
             vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
@@ -303,6 +320,9 @@ class PolicyConfig:
         if self.continuous and preset.multistream:
             raise ConfigError(f"variant {self.variant!r} has no multi-stream form; use a single-stream preset instead "
                               f"of {preset.name!r}")
+        if preset.vision_encoder == "cnn" and self.variant != "regress":
+            raise ConfigError(f"backbone {preset.name!r} regresses the action chunk and serves variant 'regress' only, "
+                              f"not {self.variant!r}: use --variant regress, or a transformer backbone (nano, tiny)")
         if preset.pretrained and not self.backbone_path:
             raise ConfigError(f"backbone_path must name a local directory for the pretrained {preset.name!r} backbone")
         # A pretrained backbone's sizes come from its directory and are checked when it is loaded.

@@ -7,6 +7,11 @@ alone, which is exactly masking every other logit to -inf, so every generated se
 "all-zero action" fallback is ever needed (contrast FAST, REFERENCE). The end token is the single valid id at the
 last position, so it is appended rather than generated.
 
+Variable length (the ``fast`` variant, ``tokens.py``): at the exec positions the end id is valid next to the FAST
+ids. Once a sample has generated it, every later position of that sample is padding: the end id is forced there
+(``force_padding``), whatever was drawn, so the sequence has the form training taught. When every sample of the
+batch has ended, the remaining positions are filled with the end id and no more decoder steps run.
+
 Plan caching: given plan ids from an earlier call, the plan is fed into the cache in one step and only the exec
 tokens are generated (the plan is conditioning, not output; Eq. 8's second product).
 
@@ -57,6 +62,14 @@ def choose_tokens(valid_logits: torch.Tensor, temperature: float = 0.0, top_k: i
         kth = scaled.topk(top_k, dim=-1).values[:, -1:]  # (B, 1)
         scaled = scaled.masked_fill(scaled < kth, float("-inf"))
     return torch.multinomial(torch.softmax(scaled, dim=-1), 1, generator=generator)[:, 0]  # (B,)
+
+
+def force_padding(token: torch.Tensor, ended: torch.Tensor, end_id: int) -> torch.Tensor:
+    """(B, 1) ids chosen at a variable-length position -> the end id where the sample had already ended; updates
+    the (B,) bool ``ended`` in place with the samples that end here."""
+    token = token.masked_fill(ended[:, None], end_id)
+    ended |= token[:, 0] == end_id
+    return token
 
 
 def prefill(model: PlanExecuteVLA, inputs: PrefixInputs) -> tuple[DecodeState, torch.Tensor]:
@@ -112,14 +125,20 @@ def generate_suffix(model: PlanExecuteVLA, inputs: PrefixInputs, *, temperature:
             hidden = extend(model, state, generated)
     else:
         hidden = _last_hidden(model, inputs, generated)
+    ends_at = suffix.ends_at.tolist()  # positions of a variable-length branch (the last branch)
+    ended = torch.zeros(generated.shape[0], dtype=torch.bool, device=generated.device)  # (B,)
     for position in range(start, suffix.length - 1):
         low, high = int(suffix.valid_low[position]), int(suffix.valid_high[position])
         # Only the ids valid here get logits at all: the same as masking every other logit to -inf.
         token = choose_tokens(model.logits(hidden, low, high), temperature, top_k, generator)[:, None] + low
+        if ends_at[position]:
+            token = force_padding(token, ended, suffix.end_id)
         generated = torch.cat([generated, token], dim=1)  # (B, position + 1)
+        if ends_at[position] and bool(ended.all()):  # every sample has ended: the rest is padding
+            break
         if position + 1 < suffix.length - 1:  # the next position is not the forced end token
             hidden = extend(model, state, token) if use_cache else _last_hidden(model, inputs, generated)
-    end = generated.new_full((generated.shape[0], 1), suffix.end_id)
+    end = generated.new_full((generated.shape[0], suffix.length - generated.shape[1]), suffix.end_id)
     return torch.cat([generated, end], dim=1)  # (B, T)
 
 

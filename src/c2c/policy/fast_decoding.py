@@ -11,7 +11,8 @@ Each step is a lean one-token pass over the decoder layers' weights: the operati
 with SDPA (single stream) or of ``multistream.LayerStreams`` for a run of action tokens, in the same order and on the
 same shapes, without the module, mask and cache machinery around them. Hidden states, and so tokens, equal the
 reference loop's bit for bit; sampling draws the same random numbers (``choose_tokens``), so a seeded generator gives
-the same tokens. Decoders this loop does not know, eager attention, hooks, autocast or a ``decoder`` replaced on the
+the same tokens. A variable-length branch (the ``fast`` variant) follows the reference loop's rule: the end id is
+forced after a sample's first end, and the loop stops once every sample has ended (``decoding.force_padding``). Decoders this loop does not know, eager attention, hooks, autocast or a ``decoder`` replaced on the
 instance take the reference loop instead (:func:`lean_decoder`).
 
 ``compile=True`` (or ``C2C_DECODE_COMPILE=1``) runs the step through ``torch.compile`` (CUDA graphs on a GPU) with
@@ -40,7 +41,7 @@ from transformers.models.gemma.modeling_gemma import (
     GemmaRMSNorm,
 )
 
-from c2c.policy.decoding import DecodeState, choose_tokens, extend, prefill
+from c2c.policy.decoding import DecodeState, choose_tokens, extend, force_padding, prefill
 from c2c.policy.model import PlanExecuteVLA, PrefixInputs
 from c2c.policy.multistream import (
     OUTPUT_STREAM,
@@ -285,6 +286,8 @@ def _loop(model: PlanExecuteVLA, lean: Lean, heads: Heads, inputs: PrefixInputs,
     fed = total - 2  # suffix tokens ever fed back: all but the last generated one and the end token
     runner = Runner(lean, state, fed, compile) if start < fed else None
     columns = out[:, :, None].unbind(1)  # T x (B, 1) views
+    ends_at = suffix.ends_at.tolist()  # positions of a variable-length branch (the last branch)
+    ended = torch.zeros(out.shape[0], dtype=torch.bool, device=out.device)  # (B,)
     for position in range(start, total - 1):
         logits = heads.logits(model, hidden, position)  # (B, K): only the ids valid here
         if temperature == 0:
@@ -292,6 +295,11 @@ def _loop(model: PlanExecuteVLA, lean: Lean, heads: Heads, inputs: PrefixInputs,
         else:
             chosen = choose_tokens(logits, temperature, top_k, generator)
         torch.add(chosen[:, None], heads.low[position], out=columns[position])
+        if ends_at[position]:
+            columns[position].copy_(force_padding(columns[position], ended, suffix.end_id))
+            if bool(ended.all()):  # every sample has ended: the rest is padding
+                out[:, position + 1:] = suffix.end_id
+                break
         if position < fed:
             hidden = runner.step(columns[position], position)
     return out

@@ -15,6 +15,7 @@ Example::
     policy.reset()
     action = policy.select_action(observation)                     # (A,) float32, dataset units
     chunk, plan = policy.predict_action_chunk(observation, return_plan=True)   # (He, A), (K, A)
+    policy.last_chunk.repaired, policy.decode_counts   # what the action tokenizer had to repair (fast variant)
 
 Checkpoint directory::
 
@@ -23,6 +24,12 @@ Checkpoint directory::
     action_tokenizer/           the frozen action tokenizer with its normalisation statistics (regress: the
                                 statistics only, ``regress.ContinuousActions``)
     instruction_tokenizer/      tokenizer.json + prompt settings
+
+Repairs. Constrained decoding makes every RVQ and binning sequence decodable as it is. A FAST sequence (the ``fast``
+variant) can still decode to the wrong number of DCT coefficients: the FAST decoder then repairs it (missing
+coefficients 0, extra ones cut off). Nothing is hidden: every chunk carries ``repaired`` (B,) and ``unended`` (B,)
+(no end token within the length cap), and ``decode_counts`` adds them up over the policy's life (``reset`` keeps
+them; ``reset_decode_counts`` clears them).
 """
 
 from __future__ import annotations
@@ -84,6 +91,8 @@ class GeneratedChunk:
     plan_ids: torch.Tensor | None  # (B, Tp) plan ids (None for noplan), reusable through plan_ids=
     actions: np.ndarray  # (B, He, A) exec actions in dataset units
     plan: np.ndarray | None  # (B, K, A) decoded coarse plan in dataset units (only when asked)
+    repaired: np.ndarray | None = None  # (B,) bool: the action tokenizer repaired the exec codes to decode them
+    unended: np.ndarray | None = None  # (B,) bool: no end token within a variable-length branch's cap
 
 
 def check_action_tokenizer(config: PolicyConfig, tokenizer: Any, where: str = "action tokenizer") -> None:
@@ -103,6 +112,17 @@ def check_action_tokenizer(config: PolicyConfig, tokenizer: Any, where: str = "a
             raise ConfigError(f"{where}: {key} is {found}, the policy config expects {expected}")
 
 
+def check_chunk_lengths(tokenizer: Any, codes: np.ndarray, exec_horizon: int, key: str = "codes.exec") -> None:
+    """Variable-length (FAST) target codes must decode to exactly He x A DCT coefficients: a chunk the decoder would
+    have to repair is refused, never trained on."""
+    _, report = tokenizer.decode(codes, "exec", return_report=True)
+    bad = np.flatnonzero(report.repaired)
+    if bad.size:
+        raise ConfigError(f"{key}: sample {int(bad[0])} (of {bad.size} such) does not decode to a {exec_horizon}-step "
+                          f"chunk with this policy's FAST tokenizer ({'; '.join(report.messages)}): encode the chunks "
+                          "with the policy's own action tokenizer (policy.action_tokenizer.encode)")
+
+
 def vocabulary_for(config: PolicyConfig, tokenizer: Any, text_vocab_size: int) -> VocabularyLayout:
     """Appended after the text vocabulary (fresh backbone) or in the tail of a pretrained one (``text_vocab_size``:
     the pretrained backbone's embedding rows, 257,152 for pi0-FAST)."""
@@ -119,10 +139,12 @@ def suffix_for(config: PolicyConfig, tokenizer: Any, vocabulary: VocabularyLayou
         return None
     levels, size = tokenizer.num_levels, tokenizer.codebook_size
     branches = []
+    variable = getattr(tokenizer, "variable_length", False)  # FAST: ids, the end token, padding, within the cap
     for mode in (("plan",) if config.has_plan else ()) + ("exec",):
         offset = levels * size if tokenizer.variant == "separate" and mode == "plan" else 0
         positions = tokenizer.tokens_per_chunk(mode) // levels
-        branches.append(Branch(mode, positions, levels, size, vocabulary.action_start + offset))
+        branches.append(Branch(mode, positions, levels, size, vocabulary.action_start + offset,
+                               ends=variable and mode == "exec"))
     return SuffixLayout(branches, vocabulary.end_id, config.token_order)
 
 
@@ -177,6 +199,7 @@ class PlanExecutePolicy(nn.Module):
         self.instruction_tokenizer = instruction_tokenizer
         self.normalizers = action_tokenizer.normalizers
         self.processor = ObservationProcessor(config, self.normalizers.state, instruction_tokenizer)
+        self.reset_decode_counts()
         self.reset()
 
     @property
@@ -227,7 +250,10 @@ class PlanExecutePolicy(nn.Module):
         if not batched:
             raise ConfigError("forward: expected a batch (observation.state of shape [B, S]), got one observation")
         branches = [(b.name, (b.positions, b.levels)) for b in self.suffix.branches]
-        codes = batch_codes(batch, branches, self.action_tokenizer.codebook_size, inputs.batch_size)
+        padded = [b.name for b in self.suffix.branches if b.ends]
+        codes = batch_codes(batch, branches, self.action_tokenizer.codebook_size, inputs.batch_size, padded=padded)
+        if padded:
+            check_chunk_lengths(self.action_tokenizer, codes["exec"].numpy(), self.config.exec_horizon)
         suffix_ids = self.suffix.codes_to_ids({k: v.to(self.device) for k, v in codes.items()})  # (B, T)
         out = self.model(inputs, suffix_ids)
         return out.loss, out.metrics
@@ -242,12 +268,29 @@ class PlanExecutePolicy(nn.Module):
         top_k = self.config.top_k if top_k is None else top_k
         ids = generate_suffix(self.model, inputs, temperature=temperature, top_k=top_k, generator=generator,
                               plan_ids=plan_ids).cpu()  # (B, T)
+        chunk = self.decode_ids(ids, decode_plan=decode_plan)
+        return chunk, batched
+
+    def decode_ids(self, ids: torch.Tensor, *, decode_plan: bool = False) -> GeneratedChunk:
+        """Generated (B, T) suffix ids -> their chunk, counting what the action tokenizer repaired
+        (``decode_counts``)."""
         codes = {name: value.numpy() for name, value in self.suffix.ids_to_codes(ids).items()}  # {branch: (B, N, R)}
-        actions = self.action_tokenizer.decode(codes["exec"], "exec")  # (B, He, A): only exec drives the robot
+        # (B, He, A): only exec drives the robot. The report says which samples needed a repair to decode.
+        actions, report = self.action_tokenizer.decode(codes["exec"], "exec", return_report=True)
         has_plan = "plan" in codes
         plan = self.action_tokenizer.decode(codes["plan"], "plan") if has_plan and decode_plan else None
         plan_ids = ids[:, self.suffix.span("plan")] if has_plan else None
-        return GeneratedChunk(ids, plan_ids, actions, plan), batched
+        repaired = np.asarray(report.repaired, dtype=bool)
+        unended = self.suffix.unended(ids).numpy()
+        counts = self.decode_counts
+        counts["chunks"] += len(repaired)
+        counts["repaired"] += int(repaired.sum())
+        counts["unended"] += int(unended.sum())
+        return GeneratedChunk(ids, plan_ids, actions, plan, repaired, unended)
+
+    def reset_decode_counts(self) -> None:
+        """Zero ``decode_counts``: {"chunks": decoded, "repaired": needed a repair, "unended": no end in the cap}."""
+        self.decode_counts = {"chunks": 0, "repaired": 0, "unended": 0}
 
     def predict_action_chunk(self, observation: Mapping[str, Any], return_plan: bool = False, **decode: Any):
         """(He, A) actions in dataset units ((B, He, A) for a batch); with ``return_plan``, also the decoded

@@ -7,7 +7,8 @@ because silently resizing one camera of a served robot would hide a misconfigura
 
 Keys: ``observation.images.<cam>`` (uint8 (H, W, 3) or (B, H, W, 3)), ``observation.state`` (float [S] or
 [B, S]), ``task`` (str or list of str); training batches add ``codes.exec`` (B, N, R) and, for plan variants,
-``codes.plan`` (B, N, R): the action tokenizer's codes, computed once before training.
+``codes.plan`` (B, N, R): the action tokenizer's codes, computed once before training. Variable-length codes (the
+``fast`` variant's exec codes) end with ``PAD_CODE`` (-1) up to the length cap N.
 
 Example::
 
@@ -29,6 +30,7 @@ from c2c.errors import ConfigError
 from c2c.policy.config import PolicyConfig
 from c2c.policy.instructions import InstructionTokenizer
 from c2c.policy.model import PrefixInputs
+from c2c.tokenizer.base import PAD_CODE
 
 EXEC_CODES = "codes.exec"  # batch key: (B, N, R) exec codes of the action tokenizer
 PLAN_CODES = "codes.plan"  # batch key: (B, N, R) plan codes (plan variants only)
@@ -107,8 +109,9 @@ class ObservationProcessor:
 
 
 def batch_codes(batch: Mapping[str, Any], branches: Sequence[tuple[str, tuple[int, int]]], codebook_size: int,
-                batch_size: int) -> dict[str, torch.Tensor]:
-    """Check and collect the precomputed target codes: {branch: (B, N, R) int64 in [0, K)}."""
+                batch_size: int, padded: Sequence[str] = ()) -> dict[str, torch.Tensor]:
+    """Check and collect the precomputed target codes: {branch: (B, N, R) int64 in [0, K)}; the branches named in
+    ``padded`` may end with PAD_CODE (variable length), but no code may follow a PAD_CODE."""
     codes = {}
     for name, (positions, levels) in branches:
         key = CODE_KEYS[name]
@@ -120,8 +123,17 @@ def batch_codes(batch: Mapping[str, Any], branches: Sequence[tuple[str, tuple[in
             raise ConfigError(f"{key}: expected shape {expected}, got {tuple(value.shape)}")
         if value.dtype.is_floating_point or value.dtype == torch.bool:
             raise ConfigError(f"{key}: expected integer codes, got dtype {value.dtype}")
-        if value.numel() and (int(value.min()) < 0 or int(value.max()) >= codebook_size):
-            raise ConfigError(f"{key}: codes must lie in [0, {codebook_size}), got [{int(value.min())}, "
-                              f"{int(value.max())}]")
+        pad = value == PAD_CODE if name in padded else torch.zeros_like(value, dtype=torch.bool)
+        real = value[~pad]
+        if real.numel() and (int(real.min()) < 0 or int(real.max()) >= codebook_size):
+            allowed = f"[0, {codebook_size})" + (f" or PAD_CODE ({PAD_CODE}) after the end" if name in padded else "")
+            raise ConfigError(f"{key}: codes must lie in {allowed}, got [{int(real.min())}, {int(real.max())}]")
+        if pad.any():
+            flat = pad.flatten(1)  # (B, N R)
+            after = flat.long().cummax(dim=1).values.bool() & ~flat  # a code after a PAD_CODE
+            if after.any():
+                sample, position = (int(i) for i in after.nonzero()[0])
+                raise ConfigError(f"{key}: sample {sample} has a code at position {position} after PAD_CODE "
+                                  f"({PAD_CODE}); padding may only follow the end of a chunk")
         codes[name] = value.long()
     return codes

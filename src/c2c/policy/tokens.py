@@ -26,6 +26,16 @@ Suffix order. A branch's codes (N latent positions x R residual levels) are flat
 (all level-1 tokens, then level 2, then level 3, as FASTer does: the coarse reconstruction of the whole chunk comes
 first) or ``latent-major`` (the R levels of one position, then the next position).
 
+Variable length (the ``fast`` variant: FAST, pi0-FAST's DCT + BPE tokens). The exec branch is N positions, N the
+tokenizer's length cap (``tokens_per_chunk("exec")``: the longest sequence it was fitted on); a chunk is its FAST ids,
+then the end token, then end tokens up to the cap, and the suffix's own end position closes it as for every
+variant (so the longest chunk, N ids, ends there). The end id is the vocabulary layout's ``end_id``, which lies right
+after the action ids in both layouts, so every position of such a branch keeps one contiguous valid range, the K
+FAST ids and the end. Padding is trained, not masked: positions after the end are trained to the end id (a sure
+prediction, so they cost the loss nothing once learned and no loss mask is needed), and decoding forces the end
+there (``ended_after``), so a generated sequence has exactly the training form. In codes the padding is
+``PAD_CODE`` (-1), as the FAST tokenizer writes it.
+
 Attention. Masks come from named token groups and one rule (Octo-style), never by hand: a group is either a
 bidirectional prefix group or a causal group; prefix queries see every real prefix key; causal queries see every
 real prefix key and causal keys at or before themselves; padding keys are hidden from everyone.
@@ -41,6 +51,7 @@ import torch
 from einops import rearrange
 
 from c2c.errors import ConfigError
+from c2c.tokenizer.base import PAD_CODE
 
 PALIGEMMA_RESERVED_TAIL = 128  # PaliGemma's <seg> tokens: pi0-FAST keeps them and places actions below them
 BRANCHES = ("plan", "exec", "end")  # suffix branch names, in order (metric names use them)
@@ -116,6 +127,7 @@ class Branch:
     levels: int  # R
     codebook_size: int  # K
     first_id: int  # backbone id of level 0, code 0
+    ends: bool = False  # variable length: the end id (first_id + K) is valid at every position; padding after it
 
     @property
     def length(self) -> int:
@@ -139,10 +151,15 @@ class SuffixLayout:
         self.end_id = end_id
         self.order = order
         low, high, branch_index = [], [], []
-        for branch in self.branches:
+        for index, branch in enumerate(self.branches):
+            if branch.ends and (branch.levels != 1 or branch.first_id + branch.codebook_size != end_id
+                                or index != len(self.branches) - 1):
+                raise ConfigError(f"variable-length branch {branch.name!r} must be the last, of one level, with the "
+                                  f"end id {end_id} right after its {branch.codebook_size} ids (first id "
+                                  f"{branch.first_id})")
             levels = self._levels(branch)  # (N R,)
             low.append(branch.first_id + levels * branch.codebook_size)
-            high.append(low[-1] + branch.codebook_size)
+            high.append(low[-1] + branch.codebook_size + int(branch.ends))  # + the end id
             branch_index.append(torch.full((branch.length,), BRANCHES.index(branch.name)))
         low.append(torch.tensor([end_id]))
         high.append(torch.tensor([end_id + 1]))
@@ -150,6 +167,13 @@ class SuffixLayout:
         self.valid_low = torch.cat(low)  # (T,) first valid id at each suffix position
         self.valid_high = torch.cat(high)  # (T,) one past the last valid id
         self.branch_index = torch.cat(branch_index)  # (T,) index into BRANCHES
+        self.ends_at = torch.cat([torch.full((b.length,), b.ends) for b in self.branches]
+                                 + [torch.tensor([False])])  # (T,) positions where the end may be generated
+
+    @property
+    def variable(self) -> bool:
+        """True when a branch is variable-length (the end id may come before the last position)."""
+        return any(branch.ends for branch in self.branches)
 
     def _levels(self, branch: Branch) -> torch.Tensor:
         """Residual level of each flattened position of a branch."""
@@ -197,7 +221,11 @@ class SuffixLayout:
             if branch.name not in codes:
                 raise ConfigError(f"missing {branch.name!r} codes (the suffix has {[b.name for b in self.branches]})")
             span = self.span(branch.name)
-            parts.append(self.flatten(codes[branch.name].long()) + self.valid_low[span].to(codes[branch.name].device))
+            flat = self.flatten(codes[branch.name].long())  # (B, N R)
+            ids = flat + self.valid_low[span].to(flat.device)
+            if branch.ends:  # PAD_CODE ends the chunk: the end id there and at every later position
+                ids = ids.masked_fill((flat < 0).cummax(dim=1).values, self.end_id)
+            parts.append(ids)
         batch = parts[0].shape[0]
         parts.append(torch.full((batch, 1), self.end_id, dtype=torch.long, device=parts[0].device))
         return torch.cat(parts, dim=1)  # (B, T)
@@ -208,8 +236,26 @@ class SuffixLayout:
         for branch in self.branches:
             span = self.span(branch.name)
             flat = ids[:, span] - self.valid_low[span].to(ids.device)  # (B, N R)
+            if branch.ends:  # the first end and everything after it are padding
+                flat = flat.masked_fill(self.ended_after(ids[:, span], inclusive=True), PAD_CODE)
             codes[branch.name] = self.unflatten(flat, branch)
         return codes
+
+    def ended_after(self, ids: torch.Tensor, inclusive: bool = False) -> torch.Tensor:
+        """(B, n) ids of a variable-length branch -> (B, n) bool: an end id came before each position (or at it,
+        ``inclusive``). Positions marked here are padding: decoding forces the end id at them."""
+        ended = (ids == self.end_id).cummax(dim=1).values  # (B, n): at or after the first end
+        if inclusive:
+            return ended
+        return torch.cat([ended.new_zeros(ended.shape[0], 1), ended[:, :-1]], dim=1)
+
+    def unended(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) suffix ids -> (B,) bool: the variable-length branch holds no end id (its sequence ran to the cap
+        and only the suffix's last, forced end closes it). All False for fixed-length suffixes."""
+        ends = self.ends_at.to(ids.device)
+        if not bool(ends.any()):
+            return torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+        return ~(ids[:, :ends.numel()][:, ends] == self.end_id).any(dim=1)
 
     def is_valid(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, t) ids of the first t suffix positions -> (B, t) bool: each id lies in its position's range."""
@@ -275,13 +321,17 @@ class ChunkShape:
     horizon: int  # He: steps of an exec chunk
 
 
+VARIABLE_LENGTH = ("fast",)  # tokenizer types whose chunks have a variable number of tokens (PAD_CODE after the end)
+
+
 class SingleLevelActions:
     """A binning (or FAST) tokenizer through the interface the policy uses of an RVQ tokenizer.
 
     ``variant`` is the tokenizer's type (matched against ``PolicyConfig.tokenizer_variants``), ``config`` its
     :class:`ChunkShape`, ``vocabulary_size`` its ids and ``same_as`` compares saved configs; encoding, decoding,
     statistics and saving are the tokenizer's own. In the suffix an exec chunk of a binning tokenizer is He x A
-    positions of one level, each with the same 256 ids (``suffix_for``).
+    positions of one level, each with the same 256 ids (``suffix_for``); a FAST chunk (``variable_length``) is its
+    ids and the end token within ``tokens_per_chunk("exec")`` positions (the module docstring's variable length).
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -294,6 +344,7 @@ class SingleLevelActions:
     codebook_size = property(lambda self: self.tokenizer.codebook_size)
     vocabulary_size = property(lambda self: self.tokenizer.codebook_size)
     num_levels = property(lambda self: self.tokenizer.num_levels)
+    variable_length = property(lambda self: self.tokenizer.name in VARIABLE_LENGTH)
 
     def tokens_per_chunk(self, mode: str = "exec") -> int:
         return self.tokenizer.tokens_per_chunk(mode)

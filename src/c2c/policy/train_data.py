@@ -18,7 +18,12 @@ fraction and seed), so a policy is never evaluated on episodes its tokenizer was
 Baselines (:func:`training_action_tokenizer`): ``regress`` takes no tokenizer; its statistics
 (``regress.ContinuousActions``) are fitted on the dataset's training episodes as tokenizer training fits them, and its
 targets are the fixed-point normalised exec chunks. ``binning`` takes a saved binning tokenizer, or fits one the same
-way when none is given. Fitted ones have no directory: their codes are computed each run (no cache; it is cheap).
+way when none is given. ``fast`` takes a saved FAST tokenizer, or fits one (DCT + BPE) on the exec chunks of the
+training episodes with statistics fitted the same way; its length cap is then the longest sequence of all the
+dataset's exec windows, held-out ones included (only their lengths are read), so every target fits. A saved FAST
+tokenizer whose cap some window exceeds is refused (:func:`check_length_cap`): a chunk cut at the cap would not
+decode to its own length. Fitted ones have no directory: their codes are computed each run (no cache; for ``fast``
+the BPE fit is deterministic, so a resumed run fits the same tokenizer).
 
 Example::
 
@@ -48,6 +53,7 @@ from c2c.errors import ConfigError, DatasetError
 from c2c.policy.config import PolicyConfig
 from c2c.policy.processing import CODE_KEYS
 from c2c.policy.tokens import as_action_tokenizer
+from c2c.tokenizer.base import PAD_CODE
 from c2c.tokenizer.data import default_spec, split_episodes
 from c2c.utils.io import atomic_write_bytes, atomic_write_json
 
@@ -103,8 +109,44 @@ def check_tokenizer_for_policy(config: PolicyConfig, tokenizer: Any, record: Tok
 
 
 def _kind(tokenizer_variants: Sequence[str]) -> str:
-    """The tokenizer type a policy variant needs: "rvq" (any of its variants), "binning" or "continuous"."""
-    return tokenizer_variants[0] if tokenizer_variants[0] in ("binning", "continuous") else "rvq"
+    """The tokenizer type a policy variant needs: "rvq" (any of its variants), "binning", "fast" or "continuous"."""
+    return tokenizer_variants[0] if tokenizer_variants[0] in ("binning", "fast", "continuous") else "rvq"
+
+
+FITTED_NEEDS = {"binning": "a binning tokenizer (or no --tokenizer: one is fitted on the dataset)",
+                "fast": "a FAST tokenizer (or no --tokenizer: one is fitted on the dataset)"}
+
+
+def fit_fast_tokenizer(dataset_dir: str | Path, *, exec_horizon: int, holdout_fraction: float, seed: int) -> Any:
+    """A FAST tokenizer fitted on the exec chunks of the dataset's training episodes (statistics fitted as tokenizer
+    training fits them); its length cap is the longest sequence of every exec window of the dataset."""
+    from c2c.tokenizer.data import default_spec, load_chunks
+    from c2c.tokenizer.fast import FastTokenizer
+
+    spec = default_spec(Path(dataset_dir), exec_horizon, 0, exec_horizon)
+    train, held, normalizers, _ = load_chunks(Path(dataset_dir), spec, holdout_fraction, seed)
+    if len(train.exec_chunks) == 0:
+        raise ConfigError(f"{dataset_dir}: no training exec windows to fit a FAST tokenizer on")
+    fitted = FastTokenizer.fit(normalizers, train.exec_chunks, None, action_dim=normalizers.action.dim,
+                               exec_horizon=exec_horizon, plan_steps=exec_horizon)
+    every = np.concatenate([train.exec_chunks, held.exec_chunks])
+    longest = int((fitted.encode(every, "exec") != PAD_CODE).sum(axis=1).max())
+    return FastTokenizer(fitted.normalizers, fitted.bpe, action_dim=fitted.action_dim, exec_horizon=exec_horizon,
+                         plan_steps=exec_horizon, scale=fitted.scale, max_tokens={"exec": longest})
+
+
+def check_length_cap(tokenizer: Any, codes: dict[str, np.ndarray], tokenizer_dir: Path | None) -> None:
+    """Variable-length (FAST) codes must fit the tokenizer's length cap, the policy's exec branch."""
+    if not getattr(tokenizer, "variable_length", False):
+        return
+    cap = tokenizer.tokens_per_chunk("exec")
+    lengths = (codes["exec"][:, :, 0] != PAD_CODE).sum(axis=1)  # (N,)
+    over = int((lengths > cap).sum())
+    if over:
+        where = tokenizer_dir if tokenizer_dir is not None else "the FAST tokenizer"
+        raise ConfigError(f"--tokenizer {where}: {over} of the dataset's exec windows encode to more than its "
+                          f"{cap}-token length cap (longest {int(lengths.max())}); fit one on this dataset instead "
+                          "(omit --tokenizer)")
 
 
 def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, dataset_dir: str | Path, *,
@@ -137,6 +179,9 @@ def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, da
 
         fraction = FITTED_RECORD.holdout_fraction if holdout_fraction is None else holdout_fraction
         seed = FITTED_RECORD.seed if holdout_seed is None else holdout_seed
+        if kind == "fast":
+            return as_action_tokenizer(fit_fast_tokenizer(dataset_dir, exec_horizon=exec_horizon,
+                                                          holdout_fraction=fraction, seed=seed))
         fitted = ContinuousActions.fit(dataset_dir, exec_horizon=exec_horizon, holdout_fraction=fraction, seed=seed)
         if kind == "continuous":
             return fitted
@@ -145,8 +190,7 @@ def training_action_tokenizer(variant: str, tokenizer_dir: str | Path | None, da
     tokenizer = as_action_tokenizer(load_tokenizer(tokenizer_dir))
     found = "rvq" if tokenizer.name == "rvq" else tokenizer.variant
     if found != kind:
-        needs = ("a binning tokenizer (or no --tokenizer: one is fitted on the dataset)" if kind == "binning"
-                 else f"an RVQ tokenizer (c2c tokenizer train --variant {kinds[0]})")
+        needs = FITTED_NEEDS.get(kind, f"an RVQ tokenizer (c2c tokenizer train --variant {kinds[0]})")
         raise ConfigError(f"--tokenizer {tokenizer_dir}: a {found!r} tokenizer; variant {variant!r} needs {needs}")
     return tokenizer
 
@@ -178,8 +222,11 @@ def codes_cache_key(tokenizer_dir: Path, actions: np.ndarray, episodes: np.ndarr
 
 
 def encode_windows(tokenizer: Any, chunks: np.ndarray, mode: str) -> np.ndarray:
-    """(N, H, A) windows -> (N, Np, R) codes, in batches."""
+    """(N, H, A) windows -> (N, Np, R) codes, in batches. Variable-length codes are PAD_CODE-padded to the widest
+    batch (at least the length cap; :func:`check_length_cap` refuses wider ones)."""
     parts = [tokenizer.encode(chunks[i:i + ENCODE_BATCH], mode) for i in range(0, len(chunks), ENCODE_BATCH)]
+    width = max((part.shape[1] for part in parts), default=0)
+    parts = [np.pad(part, ((0, 0), (0, width - part.shape[1]), (0, 0)), constant_values=PAD_CODE) for part in parts]
     return np.concatenate(parts).astype(np.int16 if tokenizer.codebook_size <= 32767 else np.int32)
 
 
@@ -291,6 +338,7 @@ def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path | No
     spec = policy_window_spec(config, record, Path(dataset_dir))
     codes, exec_chunks, computed = load_or_compute_codes(tokenizer, tokenizer_dir, actions, episodes, spec,
                                                          Path(out) / CODES_DIR)
+    check_length_cap(tokenizer, codes, tokenizer_dir)
     if mode == "memory":
         images, tasks = _load_frames(dataset, config, len(actions), resize_images)
     else:
