@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 
 import c2c.envs.libero_env as libero_env
+from c2c.cli.eval import add_libero_eval_parser
 from c2c.constants import OBS_STATE, TASK, image_key
 from c2c.envs.libero_env import (
     ACTION_DIM, MAX_STEPS, STATE_DIM, LiberoEnv, check_suite, convert_observation, libero_state, quat_to_axis_angle,
 )
 from c2c.errors import ConfigError
-from c2c.eval.libero_eval import add_libero_eval_parser, check_libero_policy, evaluate_libero, parse_tasks
+from c2c.eval.libero_eval import check_libero_policy, evaluate_libero, parse_tasks
 
 LIBERO_CAMERAS = ("image", "image2")
 

@@ -243,8 +243,8 @@ def test_c2c_data_convert_reads_both_hdf5_layouts_into_a_dataset(tmp_path):
     assert info["source"]["drop_noops"] and info["action_layout"] == "libero"
     assert sorted(info["source"]["layouts"]) == ["libero", "openvla-regenerated"]
     with pytest.raises(Exception, match="--drop-noops applies to LIBERO HDF5 files"):
-        from c2c.cli_data import _run_data_convert
+        from c2c.cli.data import run_data_convert
         import argparse
 
-        _run_data_convert(argparse.Namespace(src=out, out=tmp_path / "x", key_map="auto", resize=None,
-                                             image_format=None, action_layout=None, overwrite=False, drop_noops=True))
+        run_data_convert(argparse.Namespace(src=out, out=tmp_path / "x", key_map="auto", resize=None,
+                                            image_format=None, action_layout=None, overwrite=False, drop_noops=True))

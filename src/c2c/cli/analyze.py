@@ -1,4 +1,5 @@
-"""`c2c analyze overlap|plan|attention|runtime` and `c2c ablate`: the paper's analyses on the command line."""
+"""``c2c analyze overlap|plan|attention|runtime`` and ``c2c ablate``: the paper's analyses on the command line (the
+analyses themselves are in :mod:`c2c.analysis`)."""
 
 from __future__ import annotations
 

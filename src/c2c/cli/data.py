@@ -1,6 +1,6 @@
 """``c2c data ...``: scripted Meta-World and LIBERO demonstrations, expert takeovers, and conversions of the datasets
 users bring (LeRobot v2.0 / v2.1 / v3.0, LIBERO HDF5) into our LeRobot v3 layout. Part of the ``c2c`` command line
-(:mod:`c2c.cli`), which adds these subcommands and turns their errors into one line.
+(:mod:`c2c.cli`), which turns their errors into one line.
 """
 
 from __future__ import annotations
@@ -8,11 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from c2c.cli.options import comma_list
 from c2c.errors import ConfigError
-
-
-def comma_list(text: str) -> list[str]:
-    return [item.strip() for item in text.split(",") if item.strip()]
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -41,7 +38,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                     "recorded, so the demonstrations show recoveries (default 0: none)")
     mw.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     mw.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
-    mw.set_defaults(func=_run_data_metaworld)
+    mw.set_defaults(func=run_data_metaworld)
 
     take = data_sub.add_parser(
         "metaworld-takeover",
@@ -65,7 +62,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="worker processes (default: the usable CPUs; 1 runs in this process)")
     take.add_argument("--out", type=Path, required=True, help="dataset directory to write")
     take.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
-    take.set_defaults(func=_run_data_takeover)
+    take.set_defaults(func=run_data_takeover)
 
     lib = data_sub.add_parser(
         "libero",
@@ -98,7 +95,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     lib.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=True,
                      help="draw the cameras with our renderer on simplified meshes, about 4x cheaper (default); "
                           "--no-fast-drawing uses robosuite's cameras, as LIBERO's own datasets")
-    lib.set_defaults(func=_run_data_libero)
+    lib.set_defaults(func=run_data_libero)
 
     conv = data_sub.add_parser(
         "convert", help="a LeRobot v2.0 / v2.1 / v3.0 dataset (e.g. openpi's or LeRobot's LIBERO) or LIBERO HDF5 "
@@ -124,10 +121,10 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     conv.add_argument("--drop-noops", action="store_true",
                       help="LIBERO HDF5 only: leave out no-op actions as OpenVLA's regeneration did")
     conv.add_argument("--overwrite", action="store_true", help="replace an existing dataset at --out")
-    conv.set_defaults(func=_run_data_convert)
+    conv.set_defaults(func=run_data_convert)
 
 
-def _run_data_metaworld(args: argparse.Namespace) -> int:
+def run_data_metaworld(args: argparse.Namespace) -> int:
     from c2c.envs.metaworld_demos import generate_metaworld_demos
 
     report = generate_metaworld_demos(
@@ -146,8 +143,8 @@ def _run_data_metaworld(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_data_takeover(args: argparse.Namespace) -> int:
-    from c2c.envs.metaworld_takeover import collect_takeovers
+def run_data_takeover(args: argparse.Namespace) -> int:
+    from c2c.eval.takeover import collect_takeovers
 
     report = collect_takeovers(
         policy_dir=args.policy, dataset=args.dataset, episodes_per_task=args.episodes, seed=args.seed, out=args.out,
@@ -158,7 +155,7 @@ def _run_data_takeover(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_data_libero(args: argparse.Namespace) -> int:
+def run_data_libero(args: argparse.Namespace) -> int:
     from c2c.envs.libero_demos import generate_libero_demos
 
     report = generate_libero_demos(
@@ -179,7 +176,7 @@ def _run_data_libero(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run_data_convert(args: argparse.Namespace) -> int:
+def run_data_convert(args: argparse.Namespace) -> int:
     from c2c.constants import camera_name
     from c2c.data.lerobot import LeRobotDataset
     from c2c.data.libero_convert import convert_libero_hdf5, is_hdf5_source

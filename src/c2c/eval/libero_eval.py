@@ -51,7 +51,6 @@ Output directory ``out``:
 
 from __future__ import annotations
 
-import argparse
 import math
 import shlex
 import time
@@ -63,7 +62,7 @@ from typing import Any, Callable
 import numpy as np
 
 from c2c.envs.libero_env import (
-    ACTION_DIM, CAMERAS, CONTROL_HZ, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM, SUITES,
+    ACTION_DIM, CAMERAS, CONTROL_HZ, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM,
     TASKS_PER_SUITE, check_suite, check_task_id,
 )
 from c2c.errors import ConfigError
@@ -620,62 +619,3 @@ def write_outputs(results: dict[str, Any], out: Path, final: bool = True) -> Non
 
 def _shorten(text: str, width: int = 48) -> str:
     return text if len(text) <= width else text[: width - 3] + "..."
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Command line (wired into `c2c eval` by c2c.cli).
-
-
-def _task_list(text: str) -> list[int]:
-    try:
-        return parse_tasks(text)
-    except ConfigError as error:
-        raise argparse.ArgumentTypeError(str(error)) from None
-
-
-def add_libero_eval_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    """Add ``libero`` to the ``c2c eval`` subcommands; its handler is :func:`run_libero_eval`."""
-    parser = subparsers.add_parser(
-        "libero",
-        help="roll a trained policy out in LIBERO (openpi protocol): success rates, report, chart, videos",
-        description="Closed-loop evaluation of a saved policy directory on a LIBERO suite: trial k of every task "
-        "starts from the official init state k, waits 10 steps, then runs the policy up to the suite's step limit "
-        "(spatial 220, object 280, goal 300, libero_10 520). Writes results.json, report.md, success.png and "
-        "videos/task<ii>_trial<kk>.mp4 into --out. Needs `make setup-libero`.",
-    )
-    parser.add_argument("--policy", type=Path, required=True, help="saved policy directory (c2c policy train --out)")
-    parser.add_argument("--suite", required=True, help=" | ".join(SUITES))
-    parser.add_argument("--tasks", type=_task_list, default=None,
-                        help=f"comma list of task ids 0..{TASKS_PER_SUITE - 1} (default: all)")
-    parser.add_argument("--trials", type=int, default=DEFAULT_TRIALS,
-                        help=f"trials per task, init states 0..trials-1 (default {DEFAULT_TRIALS}, the protocol's)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of LIBERO's RNG and of sampled decoding (default 0)")
-    parser.add_argument("--replan-every", type=int, default=None,
-                        help="actions executed per decoded chunk (default: the policy's replan_every)")
-    parser.add_argument("--videos", type=int, default=0, help="trials recorded as video per task (default 0)")
-    parser.add_argument("--max-steps", type=int, default=None,
-                        help="override the suite's step limit (smoke tests only; default: the protocol's)")
-    parser.add_argument("--render-size", type=int, default=None,
-                        help="render at this size and resize to the policy's image size (default: the size the "
-                        "training images were drawn at, from the policy's training_data.json and its dataset's "
-                        "meta/info.json, e.g. 256 for openpi's or LeRobot's LIBERO and 128 for LIBERO's own HDF5 "
-                        "files, resized as training resized them; the policy's size without a record)")
-    parser.add_argument("--workers", type=int, default=None,
-                        help="worker processes, each with its own simulator (default: the usable CPUs, at most 2)")
-    parser.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=None,
-                        help="draw the cameras with our renderer on simplified meshes (--fast-drawing) or robosuite's "
-                             "(--no-fast-drawing); default: as the policy's training data was drawn")
-    parser.add_argument("--out", type=Path, required=True, help="output directory")
-    parser.set_defaults(func=run_libero_eval)
-    return parser
-
-
-def run_libero_eval(args: argparse.Namespace) -> int:
-    """Handler of `c2c eval libero`: evaluate, print the summary table, name the outputs."""
-    results = evaluate_libero(args.policy, args.suite, tasks=args.tasks, trials=args.trials, seed=args.seed,
-                              replan_every=args.replan_every, videos=args.videos, out=args.out,
-                              max_steps=args.max_steps, render_size=args.render_size, workers=args.workers,
-                              fast_drawing=args.fast_drawing)
-    print(format_summary(results))
-    print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
-    return 0
