@@ -51,6 +51,25 @@ def test_bad_cameras_are_refused_before_any_stage_runs(tmp_path, capsys, value, 
     assert not out.exists()
 
 
+
+def test_run_options_round_trip_through_the_reproduce_command(monkeypatch):
+    """Every preset override `c2c run` parses comes back, under the same option, in the command its report prints."""
+    from pathlib import Path
+
+    from c2c.eval import pipeline
+    from c2c.eval.presets import get_preset
+
+    seen = {}
+    monkeypatch.setattr(pipeline, "run_presets", lambda name, out, overrides, **kw: seen.update(overrides) or 0)
+    options = ["--backbone", "tiny-multistream", "--tokenizer-steps", "7", "--policy-steps", "50",
+               "--eval-episodes", "3", "--episodes-per-task", "4", "--action-noise", "0.3",
+               "--takeover-episodes", "25", "--takeover-finetune", "450", "--variants", "plan,separate",
+               "--cameras", "corner2,gripperPOV", "--threads", "auto"]
+    assert set(options[::2]) == set(pipeline.OVERRIDE_OPTIONS.values())
+    assert main(["run", "--preset", "quick", "--out", "q", *options]) == 0
+    preset = get_preset("quick").replace(**{key: value for key, value in seen.items() if value is not None})
+    assert pipeline.run_command(preset, Path("q")) == " ".join(["c2c run --preset quick --out q", *options])
+
 def test_missing_dataset_names_the_file(tmp_path, capsys):
     assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
     err = capsys.readouterr().err
