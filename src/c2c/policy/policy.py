@@ -158,6 +158,28 @@ def vla_class(config: PolicyConfig) -> type[PlanExecuteVLA]:
     return MultiStreamVLA if config.preset.multistream else PlanExecuteVLA
 
 
+def is_cnn(config: PolicyConfig) -> bool:
+    """The ``cnn`` preset: no transformer backbone; ``cnn.CNNRegressVLA`` is the whole network (``regress`` only)."""
+    return config.preset.vision_encoder == "cnn"
+
+
+def saved_cnn_network(config: PolicyConfig, raw: dict[str, Any], action_tokenizer: Any,
+                      instruction_tokenizer: InstructionTokenizer, directory: Path) -> nn.Module:
+    """The ``cnn`` network a checkpoint's config.json describes (its "backbone" is the CNN's architecture record)."""
+    from c2c.policy.cnn import CNNRegressVLA
+
+    vocabulary = VocabularyLayout(**raw["vocabulary"])
+    if vocabulary_for(config, action_tokenizer, instruction_tokenizer.vocab_size) != vocabulary:
+        raise ConfigError(f"{directory}: the vocabulary layout does not match its tokenizers (vocabulary: "
+                          f"{vocabulary.to_dict()})")
+    return CNNRegressVLA.from_record(config, raw["backbone"], vocabulary, where=str(directory / CONFIG_FILE))
+
+
+def backbone_record(model: nn.Module) -> dict[str, Any]:
+    """config.json's "backbone": the transformers (or multi-stream) config, or the ``cnn`` network's sizes."""
+    return model.architecture() if hasattr(model, "architecture") else model.backbone.config.to_dict()
+
+
 def policy_class(config: PolicyConfig, base: type | None = None) -> type:
     """The policy class of a config: ``regress.RegressPolicy`` for ``regress``, else ``base`` (PlanExecutePolicy)."""
     from c2c.policy.regress import RegressPolicy
@@ -214,7 +236,8 @@ class PlanExecutePolicy(nn.Module):
     def build(cls, config: PolicyConfig, action_tokenizer: Any,
               instructions: Sequence[str] | None = None) -> PlanExecutePolicy:
         """A fresh policy for training: fresh (tiny) or pretrained (from ``config.backbone_path``) backbone; a
-        ``regress`` config gives a ``RegressPolicy`` (``action_tokenizer``: its ``ContinuousActions``)."""
+        ``regress`` config gives a ``RegressPolicy`` (``action_tokenizer``: its ``ContinuousActions``), on the
+        ``cnn`` preset around ``cnn.CNNRegressVLA`` instead of a transformer."""
         action_tokenizer = as_action_tokenizer(action_tokenizer)
         check_action_tokenizer(config, action_tokenizer)
         if config.preset.pretrained:
@@ -229,6 +252,11 @@ class PlanExecutePolicy(nn.Module):
                                   "train its instruction tokenizer")
             instruction_tokenizer = InstructionTokenizer.train(instructions)
             vocabulary = vocabulary_for(config, action_tokenizer, instruction_tokenizer.vocab_size)
+            if is_cnn(config):  # no transformer backbone to build
+                from c2c.policy.cnn import CNNRegressVLA
+
+                model = CNNRegressVLA.build(config, vocabulary)
+                return policy_class(config, cls)(config, model, action_tokenizer, instruction_tokenizer)
             # A multi-stream VLM stream embeds instruction ids only; action ids have the action stream's table.
             rows = vocabulary.text_size if config.preset.multistream else vocabulary.total
             backbone = install_vision_encoder(build_backbone(config, rows, instruction_tokenizer.pad_id),
@@ -368,7 +396,7 @@ class PlanExecutePolicy(nn.Module):
             digests[name] = sha256_file(staging / name)
         atomic_write_json(staging / CONFIG_FILE, {
             "format": FORMAT, "version": FORMAT_VERSION, "policy": self.config.to_dict(),
-            "backbone": self.model.backbone.config.to_dict(), "vocabulary": self.model.vocabulary.to_dict(),
+            "backbone": backbone_record(self.model), "vocabulary": self.model.vocabulary.to_dict(),
             WEIGHTS_KEY: dict(sorted(digests.items())),
         })
         commit_staging(staging, directory, last=CONFIG_FILE)
@@ -394,6 +422,10 @@ class PlanExecutePolicy(nn.Module):
         action_tokenizer = load_action_tokenizer(config, directory / ACTION_TOKENIZER_DIR)
         check_action_tokenizer(config, action_tokenizer, where=str(directory / ACTION_TOKENIZER_DIR))
         instruction_tokenizer = InstructionTokenizer.load(directory / INSTRUCTION_TOKENIZER_DIR)
+        if is_cnn(config):
+            model = saved_cnn_network(config, raw, action_tokenizer, instruction_tokenizer, directory)
+            _load_weights(model, _weights_path(directory, weights, raw.get(WEIGHTS_KEY)))
+            return policy_class(config, cls)(config, model, action_tokenizer, instruction_tokenizer).to(device)
         if is_multistream_config(raw["backbone"]) != config.preset.multistream:
             raise ConfigError(f"{directory}: the saved backbone config does not match backbone {config.backbone!r}")
         backbone = (multistream_from_config(raw["backbone"]) if config.preset.multistream

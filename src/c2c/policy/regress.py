@@ -15,6 +15,10 @@ targets and the batches (``codes.exec``, (B, He, A) integers) keep one integer f
 Metrics: ``loss/exec`` is the L1 in normalised units; ``accuracy/exec`` the fraction of values within 1/256 of the
 target, half the width of a 256-bin token: where the binning baseline's argmax would be the right token.
 
+Networks: :class:`RegressVLA` (any single-stream transformer preset) or, on the ``cnn`` preset, ``cnn.CNNRegressVLA``
+(a plain convolutional regressor, no transformer); :class:`RegressPolicy` drives either through ``predict`` and
+``forward``.
+
 Example::
 
     actions = ContinuousActions.fit(dataset_dir, exec_horizon=20)
@@ -172,12 +176,17 @@ class RegressVLA(PlanExecuteVLA):
 
     def forward(self, inputs: PrefixInputs, targets: torch.Tensor) -> VLAOutput:
         """L1 between the predicted and the true normalised chunk ``targets`` (B, He, A)."""
-        error = (self.predict(inputs) - targets.to(inputs.state.device)).abs()  # (B, He, A)
-        loss = error.mean()
-        accuracy = (error.detach() <= ACCURACY_TOLERANCE).float().mean()
-        metrics = {"loss": loss.detach(), "accuracy": accuracy, "loss/exec": loss.detach(),
-                   "accuracy/exec": accuracy}
-        return VLAOutput(loss, None, metrics)
+        return chunk_l1_output(self.predict(inputs), targets.to(inputs.state.device))
+
+
+def chunk_l1_output(predicted: torch.Tensor, targets: torch.Tensor) -> VLAOutput:
+    """The loss and metrics of every ``regress`` network (this backbone's and ``cnn.py``'s): the L1 between the
+    predicted and the true normalised (B, He, A) chunks, ``loss/exec`` and ``accuracy/exec`` (module docstring)."""
+    error = (predicted - targets).abs()  # (B, He, A)
+    loss = error.mean()
+    accuracy = (error.detach() <= ACCURACY_TOLERANCE).float().mean()
+    metrics = {"loss": loss.detach(), "accuracy": accuracy, "loss/exec": loss.detach(), "accuracy/exec": accuracy}
+    return VLAOutput(loss, None, metrics)
 
 
 class RegressPolicy(PlanExecutePolicy):

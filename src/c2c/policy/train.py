@@ -88,7 +88,8 @@ OPTIMIZER_DEFAULTS.update({"nano-conv": OPTIMIZER_DEFAULTS["nano"], "nano-keypoi
                            "paligemma-3b-multistream": OPTIMIZER_DEFAULTS["paligemma-3b"],
                            "tiny-multistream": OptimizerDefaults(lr=5e-4, warmup_steps=100, weight_decay=1e-2,
                                                                  ema_decay=0.995),
-                           "debug-multistream": OPTIMIZER_DEFAULTS["debug"]})
+                           "debug-multistream": OPTIMIZER_DEFAULTS["debug"],
+                           "cnn": OptimizerDefaults(lr=1e-3, warmup_steps=100, weight_decay=1e-2, ema_decay=0.995)})
 FINAL_LR_FRACTION = 0.1  # cosine decay ends at 10% of the peak (openpi's pi0-FAST schedule: 2.5e-5 -> 2.5e-6)
 
 
