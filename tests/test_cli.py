@@ -52,10 +52,8 @@ def test_bad_cameras_are_refused_before_any_stage_runs(tmp_path, capsys, value, 
 
 
 
-def test_run_options_round_trip_through_the_reproduce_command(monkeypatch):
+def test_run_options_round_trip_through_the_reproduce_command(tmp_path, monkeypatch):
     """Every preset override `c2c run` parses comes back, under the same option, in the command its report prints."""
-    from pathlib import Path
-
     from c2c.eval import pipeline
     from c2c.eval.presets import get_preset
 
@@ -66,9 +64,10 @@ def test_run_options_round_trip_through_the_reproduce_command(monkeypatch):
                "--takeover-episodes", "25", "--takeover-finetune", "450", "--variants", "plan,separate",
                "--cameras", "corner2,gripperPOV", "--threads", "auto"]
     assert set(options[::2]) == set(pipeline.OVERRIDE_OPTIONS.values())
-    assert main(["run", "--preset", "quick", "--out", "q", *options]) == 0
+    out = tmp_path / "q"
+    assert main(["run", "--preset", "quick", "--out", str(out), *options]) == 0
     preset = get_preset("quick").replace(**{key: value for key, value in seen.items() if value is not None})
-    assert pipeline.run_command(preset, Path("q")) == " ".join(["c2c run --preset quick --out q", *options])
+    assert pipeline.run_command(preset, out) == " ".join(["c2c run --preset quick --out", str(out), *options])
 
 def test_missing_dataset_names_the_file(tmp_path, capsys):
     assert main(["tokenizer", "train", "--dataset", str(tmp_path / "nowhere"), "--out", str(tmp_path / "tok")]) == 2
