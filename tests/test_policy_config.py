@@ -8,7 +8,7 @@ from c2c.policy.config import PRESETS, VARIANTS, PolicyConfig, get_preset, polic
 
 def test_variants_fix_the_plan_horizon_and_tokenizer():
     assert {name: spec.plan_horizon for name, spec in VARIANTS.items()} == {
-        "plan": 160, "plan-hp40": 40, "noplan": 0, "separate": 160, "regress": 0, "binning": 0}
+        "plan": 160, "plan-hp40": 40, "noplan": 0, "separate": 160, "regress": 0, "binning": 0, "fast": 0}
     assert PolicyConfig(variant="noplan").has_plan is False
     assert PolicyConfig(variant="separate").tokenizer_variants == ("separate",)
     assert "exec-only" in PolicyConfig(variant="noplan").tokenizer_variants
