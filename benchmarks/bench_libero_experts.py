@@ -1,7 +1,7 @@
 """Success rate, episode length and time per episode of the scripted LIBERO experts from random resets.
 
-Attempt ``a`` of a task resets the env (without cameras) under :func:`c2c.envs.libero_demos.placement_seed`
-``(seed, suite, task, a)`` and lets :func:`c2c.envs.libero_experts.make_expert` act until LIBERO's success check
+Attempt ``a`` of a task resets the env (without cameras) under :func:`c2c.envs.demos.libero_rollouts.placement_seed`
+``(seed, suite, task, a)`` and lets :func:`c2c.envs.libero_skills.make_expert` act until LIBERO's success check
 passes or the suite's step limit. Tasks no expert handles are listed as unsupported.
 
 Run::
@@ -19,7 +19,7 @@ import numpy as np
 
 from c2c.envs.libero_demos import parse_task_ids, placement_seed, run_expert
 from c2c.envs.libero_env import LiberoEnv, suite_tasks
-from c2c.envs.libero_experts import supported_goal
+from c2c.envs.libero_skills import supported_goal
 
 
 def main() -> None:

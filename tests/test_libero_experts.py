@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from c2c.cli import main
+from c2c.envs.demos.cache import Attempt
+from c2c.envs.demos.libero_search import TaskSearch
 from c2c.envs.libero_demos import (
-    _TaskSearch, check_expert_tasks, check_placements, generate_libero_demos, parse_task_ids, placement_seed,
+    check_expert_tasks, check_placements, generate_libero_demos, parse_task_ids, placement_seed,
 )
-from c2c.envs.libero_experts import finger_axis, matrix_to_axis_angle, parse_goal, quat_to_matrix, rot_z
-from c2c.envs.libero_skills import axis_rotation, horizontal_rotation
-from c2c.envs.metaworld_demos import Attempt
+from c2c.envs.libero_experts import parse_goal
+from c2c.envs.libero_geometry import (
+    axis_rotation, finger_axis, horizontal_rotation, matrix_to_axis_angle, quat_to_matrix, rot_z,
+)
 from c2c.errors import ConfigError
 
 
@@ -35,7 +38,7 @@ def test_task_search_hands_out_chunks_and_keeps_the_first_successes_in_attempt_o
     """The parallel search's bookkeeping: cached outcomes are taken, attempts in flight count as successes, and the
     kept attempts are those a one-process search would keep, whatever order the workers finish in."""
     cached = {0: _attempt(0, True), 1: _attempt(1, False), 2: _attempt(2, True)}
-    search = _TaskSearch(7, "task", episodes=3, max_attempts=6, cached=dict(cached), recorded={0})
+    search = TaskSearch(7, "task", episodes=3, max_attempts=6, cached=dict(cached), recorded={0})
     assert search.take(2) == (2, 3)  # 0 and 1 come from the cache; 2 lost its episode file and is redone
     assert search.missing() == 0 and search.take(2) == ()  # 1 found + 2 in flight cover the 3 wanted
     assert search.finish(_attempt(3, False))  # a new outcome: the attempts file must be saved
@@ -46,7 +49,7 @@ def test_task_search_hands_out_chunks_and_keeps_the_first_successes_in_attempt_o
     assert search.missing() == 0 and search.in_flight == 0
 
     # Workers finish out of order: a failure in flight is made up by a new attempt, the order stays the index's.
-    search = _TaskSearch(0, "task", episodes=2, max_attempts=10, cached={}, recorded=set())
+    search = TaskSearch(0, "task", episodes=2, max_attempts=10, cached={}, recorded=set())
     assert search.take(2) == (0, 1) and search.take(2) == ()
     search.finish(_attempt(1, True))
     assert search.take(2) == ()  # attempt 0, in flight, counts as a success until it fails
@@ -56,7 +59,7 @@ def test_task_search_hands_out_chunks_and_keeps_the_first_successes_in_attempt_o
     assert [attempt.attempt for attempt in search.kept_attempts()] == [0, 1, 2]
 
     # The attempt budget bounds the search: fewer successes are kept than wanted.
-    search = _TaskSearch(0, "task", episodes=3, max_attempts=2, cached={}, recorded=set())
+    search = TaskSearch(0, "task", episodes=3, max_attempts=2, cached={}, recorded=set())
     assert search.take(5) == (0, 1) and search.take(5) == ()
     search.finish(_attempt(0, False))
     assert search.take(5) == ()
@@ -240,8 +243,8 @@ def test_skill_expert_opens_a_drawer_from_a_random_reset(libero_installed):
     """libero_goal task 0 (open the middle drawer): handle grasped with a horizontal gripper and pulled open."""
     from c2c.envs.libero_demos import run_expert
     from c2c.envs.libero_env import LiberoEnv
-    from c2c.envs.libero_experts import make_expert, supported_goal
-    from c2c.envs.libero_skills import SkillExpert, Step, plan_skills
+    from c2c.envs.libero_scene import Step, plan_skills
+    from c2c.envs.libero_skills import SkillExpert, make_expert, supported_goal
 
     with LiberoEnv("libero_goal", 0, cameras=()) as env:
         seed = placement_seed(0, "libero_goal", env.task_name, 0)
@@ -260,7 +263,7 @@ def test_skill_expert_runs_two_placements_of_a_libero_10_task(libero_installed):
     """libero_10 task 0 (alphabet soup and tomato sauce into the basket): two placements in a row."""
     from c2c.envs.libero_demos import run_expert
     from c2c.envs.libero_env import LiberoEnv
-    from c2c.envs.libero_skills import plan_skills
+    from c2c.envs.libero_scene import plan_skills
 
     with LiberoEnv("libero_10", 0, cameras=()) as env:
         seed = placement_seed(0, "libero_10", env.task_name, 0)

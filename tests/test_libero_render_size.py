@@ -160,7 +160,7 @@ def test_demonstrations_and_evaluation_draw_at_the_render_size(tmp_path, libero_
     """robosuite's cameras at 32 px: `c2c data libero --render-size 32 --image-size 16 --no-fast-drawing` records
     them resized to 16 px (shown on a short rollout recorded the way kept episodes are), and an evaluation env whose
     plan is 32 -> 24 -> 16 hands the policy the renders resized twice (PIL bilinear each time)."""
-    from c2c.envs.libero_demos import _close_worker_env, _record, run_expert
+    from c2c.envs.libero_demos import close_worker_env, record_episode, run_expert
     from c2c.envs.libero_env import LiberoEnv
     from c2c.eval.libero_rendering import make_env
 
@@ -169,9 +169,9 @@ def test_demonstrations_and_evaluation_draw_at_the_render_size(tmp_path, libero_
         rollout = run_expert(env, seed)
     path = tmp_path / "episode.npz"
     try:
-        assert _record("libero_object", 2, 16, rollout, str(path), fast_drawing=False, render_size=32) == 3
+        assert record_episode("libero_object", 2, 16, rollout, str(path), fast_drawing=False, render_size=32) == 3
     finally:
-        _close_worker_env()
+        close_worker_env()
     with np.load(path) as arrays:
         frames = {camera: arrays[camera] for camera in CAMERAS}
     assert frames["image"].shape == (3, 16, 16, 3) and frames["image2"].shape == (3, 16, 16, 3)

@@ -163,7 +163,7 @@ def test_fast_drawing_keeps_gripper_view(metaworld_env_module) -> None:
 def test_fast_drawing_keeps_physics(metaworld_env_module) -> None:
     """On this door-open placement the hand's mesh touches the door (through its convex hull, built on the mesh
     vertices); moving vertices while simplifying once changed this rollout. The states must stay bit-identical."""
-    from c2c.envs.metaworld_demos import run_expert
+    from c2c.envs.demos.metaworld_rollouts import run_expert
 
     MetaWorldEnv = metaworld_env_module.MetaWorldEnv
     seed = 828710810  # placement_seed(0, "door-open-v3", 0)
@@ -277,7 +277,7 @@ def test_bad_camera_is_named(metaworld_env_module) -> None:
 
 @pytest.mark.sim
 def test_placement_seeds_are_stable(metaworld_env_module) -> None:
-    from c2c.envs.metaworld_demos import placement_seed
+    from c2c.envs.demos.metaworld_rollouts import placement_seed
 
     seeds = {placement_seed(0, task, attempt) for task in TASKS for attempt in range(100)}
     assert len(seeds) == 200 and all(0 <= seed < 2**31 for seed in seeds)
@@ -289,7 +289,7 @@ def test_noise_injection_records_the_experts_labels(tmp_path, metaworld_env_modu
     """With --action-noise the env executes perturbed actions while the dataset records the expert's own action
     for each recorded state; the rollout repeats for the same placement, and the setting is part of the cache key."""
     from c2c.data.lerobot import LeRobotDataset
-    from c2c.envs.metaworld_demos import placement_seed, run_expert
+    from c2c.envs.demos.metaworld_rollouts import placement_seed, run_expert
 
     MetaWorldEnv = metaworld_env_module.MetaWorldEnv
     seed = placement_seed(7, "reach-v3", 0)

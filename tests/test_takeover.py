@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from c2c.envs.metaworld_demos import placement_seed
+from c2c.envs.demos.metaworld_rollouts import placement_seed
 from c2c.envs.metaworld_takeover import TAKEOVER_PERIOD, takeover_seed, takeover_step
 from c2c.envs.metaworld_tasks import instruction
 from c2c.errors import C2CError, ConfigError
@@ -74,7 +74,7 @@ def base(tmp_path_factory, metaworld_env_module):
 
 
 def _collect(base, target: Path, **overrides):
-    from c2c.envs.metaworld_takeover import collect_takeovers
+    from c2c.eval.takeover import collect_takeovers
 
     dataset, policy_dir = base
     arguments = dict(policy_dir=policy_dir, dataset=dataset, episodes_per_task=3, seed=5, out=target, policy_steps=20,
@@ -140,9 +140,9 @@ def test_takeovers_extend_the_dataset_and_its_placements(base, tmp_path):
 def test_bad_requests_fail_before_any_rollout(base, tmp_path, synthetic_dataset, change, message, monkeypatch):
     import shutil
 
-    from c2c.envs import metaworld_takeover
+    from c2c.eval import takeover
 
-    monkeypatch.setattr(metaworld_takeover, "_run_all", lambda *args: pytest.fail("rolled out"))
+    monkeypatch.setattr(takeover, "_run_all", lambda *args: pytest.fail("rolled out"))
     dataset, policy_dir = base
     overrides: dict = {}
     if isinstance(change, dict):

@@ -12,8 +12,9 @@ Example::
 The expert handles goals made of one ``In`` or ``On`` predicate (``env.env.parsed_problem['goal_state']``), which
 covers libero_object (``In(item, basket_1_contain_region)``) and libero_spatial (``On(akita_black_bowl_1,
 plate_1)``), and the single placements of libero_goal. Other goals raise :class:`ConfigError` here;
-:func:`make_expert` picks this expert or a sequence of skills (:mod:`c2c.envs.libero_skills`: drawers, the stove
-knob, pushing, several placements) from the goal, and :func:`supported_goal` says beforehand whether either does it.
+:func:`c2c.envs.libero_skills.make_expert` picks this expert or a sequence of skills (drawers, the stove knob,
+pushing, several placements) from the goal, and :func:`c2c.envs.libero_skills.supported_goal` says beforehand
+whether either does it. Geometry and controller gains: :mod:`c2c.envs.libero_geometry`.
 
 How it acts (a small state machine; every waypoint is followed with a proportional controller of gain
 :data:`GAIN` on the position error, clipped to 1, i.e. at most 0.05 m a step):
@@ -38,15 +39,12 @@ from typing import Any
 
 import numpy as np
 
+from c2c.envs.libero_geometry import (
+    CLOSE, FINGER_REACH, GAIN, INTEGRAL_GAIN, INTEGRAL_LIMIT, OPEN, R_DOWN, ROT_GAIN, TIP_BELOW_GRIP, Shape,
+    body_shape, box_overlap, finger_axis, hand_boxes, matrix_to_axis_angle, near_segment, quat_to_matrix, rot_z,
+)
 from c2c.errors import ConfigError
 
-GAIN = 12.0  # action per metre of position error (1.0 = 0.05 m per step)
-INTEGRAL_GAIN = 3.0  # action per metre-step of accumulated error (removes the controller's steady offset)
-INTEGRAL_LIMIT = 0.3  # largest integral contribution to an action
-ROT_GAIN = 2.0  # action per radian of orientation error (1.0 = 0.5 rad per step)
-OPEN, CLOSE = -1.0, 1.0
-FINGER_REACH = 0.075  # widest object span the open fingers take (m)
-TIP_BELOW_GRIP = 0.013  # fingertips are this far below robot0_eef_pos
 APPROACH_HEIGHT = 0.08
 MAX_GRASPS = 3
 # An episode is hopeless once the expert has given up (grasps exhausted) or has retreated this many steps after a
@@ -56,136 +54,6 @@ SETTLE_STEPS = 40
 GIVE_UP_STEPS = 10
 YAW_CANDIDATES = 12
 SUPPORTED_PREDICATES = ("in", "on")
-# A gripper pointing straight down at yaw 0: its fingers close along world y.
-R_DOWN = np.diag([1.0, -1.0, -1.0])
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Geometry.
-
-
-def rot_z(angle: float) -> np.ndarray:
-    c, s = math.cos(angle), math.sin(angle)
-    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
-
-
-def quat_to_matrix(quat: np.ndarray) -> np.ndarray:
-    """Rotation matrix of a robosuite quaternion ``(x, y, z, w)``."""
-    x, y, z, w = np.asarray(quat, dtype=np.float64) / np.linalg.norm(quat)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
-
-
-def matrix_to_axis_angle(matrix: np.ndarray) -> np.ndarray:
-    """(3,) axis times angle of a rotation matrix (angle in [0, pi])."""
-    cos = float(np.clip((np.trace(matrix) - 1.0) / 2.0, -1.0, 1.0))
-    angle = math.acos(cos)
-    if angle < 1e-9:
-        return np.zeros(3)
-    axis = np.array([matrix[2, 1] - matrix[1, 2], matrix[0, 2] - matrix[2, 0], matrix[1, 0] - matrix[0, 1]])
-    norm = np.linalg.norm(axis)
-    if norm < 1e-9:  # angle near pi: the axis from the diagonal
-        axis = np.sqrt(np.clip((np.diag(matrix) + 1.0) / 2.0, 0.0, None))
-        k = int(np.argmax(axis))
-        axis = matrix[:, k] + np.eye(3)[k]
-        norm = np.linalg.norm(axis)
-    return axis / norm * angle
-
-
-def finger_axis(yaw: float) -> np.ndarray:
-    """World xy direction along which the fingers close at gripper yaw ``yaw``."""
-    return np.array([-math.sin(yaw), math.cos(yaw)])
-
-
-def _subtree_bodies(model: Any, root: int) -> list[int]:
-    bodies = []
-    for body in range(model.nbody):
-        node = body
-        while node > 0 and node != root:
-            node = int(model.body_parentid[node])
-        if node == root:
-            bodies.append(body)
-    return bodies
-
-
-@dataclass
-class Shape:
-    """Collision geometry of one object or fixture, in world coordinates at planning time."""
-
-    name: str
-    body_id: int
-    corners: np.ndarray  # (N, 3) corners of all its collision geoms' boxes
-    boxes: np.ndarray  # (G, 2, 3) per geom: (lo, hi) world axis-aligned box
-
-    @property
-    def lo(self) -> np.ndarray:
-        return self.corners.min(axis=0)
-
-    @property
-    def hi(self) -> np.ndarray:
-        return self.corners.max(axis=0)
-
-
-_SIGNS = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
-
-
-def body_shape(sim: Any, name: str, root_body: str) -> Shape:
-    """The world boxes of the collision geoms under ``root_body`` (all geoms when none collide)."""
-    model, data = sim.model, sim.data
-    root = int(model.body_name2id(root_body))
-    bodies = set(_subtree_bodies(model, root))
-    geoms = [g for g in range(model.ngeom) if int(model.geom_bodyid[g]) in bodies]
-    colliding = [g for g in geoms if model.geom_contype[g] or model.geom_conaffinity[g]]
-    geoms = colliding or geoms
-    if not geoms:
-        position = np.array(data.body_xpos[root], dtype=np.float64)
-        return Shape(name, root, position[None], np.stack([position, position])[None])
-    all_corners, boxes = [], []
-    for g in geoms:
-        centre, half = model.geom_aabb[g][:3], model.geom_aabb[g][3:]
-        rotation = np.asarray(data.geom_xmat[g], dtype=np.float64).reshape(3, 3)
-        corners = np.asarray(data.geom_xpos[g], dtype=np.float64) + (centre + _SIGNS * half) @ rotation.T
-        all_corners.append(corners)
-        boxes.append(np.stack([corners.min(axis=0), corners.max(axis=0)]))
-    return Shape(name, root, np.concatenate(all_corners), np.stack(boxes))
-
-
-def _box_overlap(lo: np.ndarray, hi: np.ndarray, boxes: np.ndarray) -> float:
-    """Summed overlap volume of the box (lo, hi) with each of ``boxes`` (G, 2, 3)."""
-    if len(boxes) == 0:
-        return 0.0
-    extent = np.minimum(hi, boxes[:, 1]) - np.maximum(lo, boxes[:, 0])
-    return float(np.prod(np.clip(extent, 0.0, None), axis=1).sum())
-
-
-def hand_boxes(grip: np.ndarray, yaw: float) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Axis-aligned boxes around the open fingers and the hand at grip point ``grip`` and ``yaw``.
-
-    Fingers: 0.10 m along the finger axis, 0.025 m across, from the fingertips to 5 cm above them; hand: 0.21 m
-    along, 0.07 m across, from there 10 cm up. (Axis-aligned hulls of the rotated boxes.)
-    """
-    axis = finger_axis(yaw)
-    across = np.array([-axis[1], axis[0]])
-    tip = grip[2] - TIP_BELOW_GRIP
-    result = []
-    for half_along, half_across, z0, z1 in ((0.05, 0.0125, tip, tip + 0.05), (0.105, 0.035, tip + 0.05, tip + 0.15)):
-        half_xy = np.abs(axis) * half_along + np.abs(across) * half_across
-        result.append((np.array([grip[0] - half_xy[0], grip[1] - half_xy[1], z0]),
-                       np.array([grip[0] + half_xy[0], grip[1] + half_xy[1], z1])))
-    return result
-
-
-def _near_segment(box: np.ndarray, start: np.ndarray, end: np.ndarray, margin: float) -> bool:
-    """Whether the xy of ``box`` (2, 3) comes within ``margin`` of the segment ``start`` -> ``end``."""
-    for fraction in np.linspace(0.0, 1.0, 21):
-        point = start + fraction * (end - start)
-        gap = np.maximum(np.maximum(box[0, :2] - point, point - box[1, :2]), 0.0)
-        if np.linalg.norm(gap) < margin:
-            return True
-    return False
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -205,27 +73,6 @@ def parse_goal(goal_state: list[list[str]]) -> Goal:
         raise ConfigError(f"the scripted LIBERO expert handles one In/On goal, not {goal_state}")
     predicate, obj, target = goal_state[0]
     return Goal(str(predicate).lower(), str(obj), str(target))
-
-
-def supported_goal(libero_env: Any) -> bool:
-    """Whether a scripted expert (:func:`make_expert`) handles the task of ``libero_env`` (a :class:`LiberoEnv`)."""
-    from c2c.envs.libero_skills import plan_skills
-
-    try:
-        plan_skills(libero_env.libero_env.env)
-    except ConfigError:
-        return False
-    return True
-
-
-def make_expert(env: Any, seed: int = 0, *, noise: bool = True) -> Any:
-    """The expert for the task of ``env``: :class:`PickPlaceExpert` for one placement, else a skill sequence.
-
-    See :func:`c2c.envs.libero_skills.make_expert`; raises :class:`ConfigError` naming a task no expert does.
-    """
-    from c2c.envs.libero_skills import make_expert as make
-
-    return make(env, seed, noise=noise)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -349,7 +196,7 @@ class PickPlaceExpert:
                 centre = centre_xy + axis * (mid_span - centre_xy @ axis)
                 grips = [(np.array([*(centre + side * (radius - 0.012) * axis), z]), 0.0) for side in (-1.0, 1.0)]
             for grip, bias in grips:
-                fingers, hand = (_box_overlap(box_lo, box_hi, obstacles) for box_lo, box_hi in hand_boxes(grip, yaw))
+                fingers, hand = (box_overlap(box_lo, box_hi, obstacles) for box_lo, box_hi in hand_boxes(grip, yaw))
                 # Prefer clear grasps (fingers matter most), then small turns of the wrist, grasps nearer where the
                 # hand started (the arm is weak and slow at the edge of its workspace) and narrow spans.
                 reach = float(np.linalg.norm(grip[:2] - self.home[:2]))
@@ -478,7 +325,7 @@ class PickPlaceExpert:
         self.bottom_below_origin = float(obj[2] - shape.lo[2])
         self.hold_offset = float(eef[2] - shape.lo[2])
         target_xy, surface = self._target()
-        tops = [float(box[1, 2]) for box in self._obstacles() if _near_segment(box, obj[:2], target_xy, 0.06)]
+        tops = [float(box[1, 2]) for box in self._obstacles() if near_segment(box, obj[:2], target_xy, 0.06)]
         clearance = max(tops + [surface])
         self.carry_z = clearance + 0.04 + self.hold_offset + abs(self._jitter(0.02))
         self.target_jitter = self._jitter(0.006, 2)

@@ -9,7 +9,8 @@ Example::
     while not done:
         _, success, done = env.step(expert.act())
 
-The goal's predicates (``env.env.parsed_problem['goal_state']``) become a list of skills (:func:`plan_skills`):
+The goal's predicates (``env.env.parsed_problem['goal_state']``) become a list of skills
+(:func:`~c2c.envs.libero_scene.plan_skills`):
 
 - ``Open(drawer region)``: :class:`OpenDrawer` turns the gripper horizontal, pointing into the cabinet, with the
   fingers above and below the handle bar, closes on the bar and pulls along the drawer's slide axis.
@@ -23,196 +24,31 @@ The goal's predicates (``env.env.parsed_problem['goal_state']``) become a list o
 - other ``In``/``On``: :class:`PlaceSkill`. Several objects bound for one region go to spread-out points of it.
 
 Order: turn-on and open first, then placements and pushes in the goal's order, then closes. Goals with other
-predicates, or hinged doors (the microwave), raise :class:`ConfigError` naming the task.
+predicates, or hinged doors (the microwave), raise :class:`ConfigError` naming the task (see :func:`supported_goal`).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from c2c.envs.libero_experts import (
-    CLOSE, FINGER_REACH, GAIN, INTEGRAL_GAIN, INTEGRAL_LIMIT, OPEN, R_DOWN, ROT_GAIN, TIP_BELOW_GRIP, Goal,
-    PickPlaceExpert, SETTLE_STEPS, _near_segment, body_shape, matrix_to_axis_angle, quat_to_matrix, rot_z,
+from c2c.envs.libero_experts import SETTLE_STEPS, Goal, PickPlaceExpert
+from c2c.envs.libero_geometry import (
+    CLOSE, GAIN, INTEGRAL_GAIN, INTEGRAL_LIMIT, OPEN, R_DOWN, ROT_GAIN, TIP_BELOW_GRIP, axis_rotation, body_shape,
+    horizontal_rotation, matrix_to_axis_angle, near_segment, quat_to_matrix, rot_z, wrap_yaw,
 )
+from c2c.envs.libero_scene import (Step, articulation, drawer_direction, drawer_floor, drawer_joint, geom_box,
+                                   handle_box, joint_body_geoms, joint_qpos, plan_skills)
 from c2c.errors import ConfigError
 
-PUSH_MAX_HEIGHT = 0.025  # objects lower than this and wider than the open fingers are pushed, not carried
 PUSH_TILT = 0.6  # radians the gripper leans toward the push
 KNOB_TURN = 1.0  # radians the wrist turns a stove knob (LIBERO's FlatStove is on from 0.5)
 
 
-@dataclass(frozen=True)
-class Step:
-    """One skill of a plan: ``kind`` in open | close | turn_on | push | place."""
-
-    kind: str
-    target: str  # region site or fixture (open, close, turn_on, push/place target)
-    obj: str = ""  # the object moved (push, place)
-    predicate: str = ""  # in | on (place, push)
-    slot: int = 0  # index among the objects bound for the same target
-    slots: int = 1
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Scene queries.
-
-
-def _articulation(task_env: Any, name: str) -> dict[str, Any]:
-    entity = task_env.get_object(name)
-    props = getattr(entity, "object_properties", {}) or {}
-    return props.get("articulation", {}) if isinstance(props, dict) else {}
-
-
-def drawer_joint(task_env: Any, region: str) -> tuple[str, Any] | None:
-    """(slide joint name, parent fixture) of a drawer region site, or None when ``region`` is no drawer."""
-    site = task_env.object_sites_dict.get(region)
-    if site is None or not getattr(site, "joints", None):
-        return None
-    parent = task_env.get_object(site.parent_name)
-    model = task_env.sim.model
-    joint = site.joints[0]
-    if parent is None or int(model.jnt_type[model.joint_name2id(joint)]) != 2:  # 2: slide
-        return None
-    if not _articulation(task_env, site.parent_name).get("default_open_ranges"):
-        return None
-    return joint, parent
-
-
-def joint_qpos(sim: Any, joint: str) -> float:
-    return float(sim.data.qpos[sim.model.get_joint_qpos_addr(joint)])
-
-
-def _joint_body_geoms(sim: Any, joint: str) -> tuple[int, list[int]]:
-    model = sim.model
-    body = int(model.jnt_bodyid[model.joint_name2id(joint)])
-    geoms = [g for g in range(model.ngeom) if int(model.geom_bodyid[g]) == body
-             and (model.geom_contype[g] or model.geom_conaffinity[g])]
-    return body, geoms
-
-
-def _geom_box(sim: Any, geom: int) -> np.ndarray:
-    model, data = sim.model, sim.data
-    signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], dtype=np.float64)
-    centre, half = model.geom_aabb[geom][:3], model.geom_aabb[geom][3:]
-    rotation = np.asarray(data.geom_xmat[geom], dtype=np.float64).reshape(3, 3)
-    corners = np.asarray(data.geom_xpos[geom], dtype=np.float64) + (centre + signs * half) @ rotation.T
-    return np.stack([corners.min(axis=0), corners.max(axis=0)])
-
-
-def drawer_direction(task_env: Any, region: str) -> np.ndarray:
-    """(3,) unit world direction in which the drawer of ``region`` opens."""
-    joint, parent = drawer_joint(task_env, region)
-    sim = task_env.sim
-    model = sim.model
-    jid = model.joint_name2id(joint)
-    body = int(model.jnt_bodyid[jid])
-    axis = np.asarray(sim.data.body_xmat[body], dtype=np.float64).reshape(3, 3) @ model.jnt_axis[jid]
-    ranges = parent.object_properties["articulation"]["default_open_ranges"]
-    direction = axis * math.copysign(1.0, float(np.mean(ranges)))
-    direction[2] = 0.0
-    return direction / np.linalg.norm(direction)
-
-
-def handle_box(task_env: Any, region: str) -> np.ndarray:
-    """(2, 3) world box of the drawer's handle: its geoms that stick out furthest along the opening direction."""
-    joint, _ = drawer_joint(task_env, region)
-    sim = task_env.sim
-    _, geoms = _joint_body_geoms(sim, joint)
-    direction = drawer_direction(task_env, region)
-    boxes = [_geom_box(sim, g) for g in geoms]
-    reach = [float(max(box[0] @ direction, box[1] @ direction)) for box in boxes]
-    front = max(reach)
-    handle = [box for box, value in zip(boxes, reach) if value > front - 0.004]
-    stacked = np.stack(handle)
-    return np.stack([stacked[:, 0].min(axis=0), stacked[:, 1].max(axis=0)])
-
-
-def drawer_floor(task_env: Any, region: str) -> float:
-    """Height of the inner floor of a drawer region: the highest top of its drawer's geoms under the site."""
-    joint, _ = drawer_joint(task_env, region)
-    sim = task_env.sim
-    _, geoms = _joint_body_geoms(sim, joint)
-    centre = np.asarray(sim.data.get_site_xpos(region), dtype=np.float64)
-    tops = []
-    for g in geoms:
-        box = _geom_box(sim, g)
-        if np.all(box[0, :2] <= centre[:2]) and np.all(centre[:2] <= box[1, :2]) and box[1, 2] < centre[2]:
-            tops.append(float(box[1, 2]))
-    return max(tops) if tops else float(centre[2] - 0.05)
-
-
-def is_open(task_env: Any, region: str) -> bool:
-    joint, parent = drawer_joint(task_env, region)
-    return bool(parent.is_open(joint_qpos(task_env.sim, joint)))
-
-
-def is_pushed(task_env: Any, obj: str) -> bool:
-    """Whether ``obj`` is flat and wider than the open fingers every way (a plate): it is pushed, not carried."""
-    entity = task_env.objects_dict[obj]
-    shape = body_shape(task_env.sim, obj, entity.root_body)
-    size = shape.hi - shape.lo
-    return bool(size[2] < PUSH_MAX_HEIGHT and min(size[0], size[1]) > FINGER_REACH)
-
-
-def _has_turn_on(task_env: Any, name: str) -> bool:
-    entity = task_env.get_object(name)
-    return entity is not None and hasattr(entity, "turn_on") and bool(getattr(entity, "joints", None))
-
-
-def plan_skills(task_env: Any) -> list[Step]:
-    """The skills that reach the goal of ``task_env`` (LIBERO's problem env), in order.
-
-    Raises :class:`ConfigError` for predicates no skill achieves.
-    """
-    goal = [[str(item) for item in predicate] for predicate in task_env.parsed_problem["goal_state"]]
-    first: list[Step] = []
-    middle: list[Step] = []
-    last: list[Step] = []
-    moves = [predicate for predicate in goal if predicate[0].lower() in ("in", "on") and len(predicate) == 3]
-    for predicate in goal:
-        kind = predicate[0].lower()
-        if kind == "open" and len(predicate) == 2 and drawer_joint(task_env, predicate[1]):
-            first.append(Step("open", predicate[1]))
-        elif kind == "close" and len(predicate) == 2 and drawer_joint(task_env, predicate[1]):
-            last.append(Step("close", predicate[1]))
-        elif kind == "turnon" and len(predicate) == 2 and _has_turn_on(task_env, predicate[1]):
-            first.append(Step("turn_on", predicate[1]))
-        elif predicate in moves:
-            _, obj, target = predicate
-            if obj not in task_env.objects_dict:
-                raise ConfigError(f"goal object {obj!r} is not a movable object of this task")
-            same = [other for other in moves if other[2] == target]
-            slot = same.index(predicate)
-            if drawer_joint(task_env, target) and not is_open(task_env, target):
-                step = Step("open", target)
-                if step not in first:
-                    first.append(step)
-            pushed = kind == "on" and is_pushed(task_env, obj) and target in task_env.object_sites_dict
-            middle.append(Step("push" if pushed else "place", target, obj, kind, slot, len(same)))
-        else:
-            raise ConfigError(f"no scripted skill achieves the goal predicate {predicate}")
-    return first + middle + last
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Skills.
-
-
-def horizontal_rotation(direction: np.ndarray) -> np.ndarray:
-    """Gripper orientation pointing along ``direction`` (horizontal), its fingers closing along world z."""
-    z_axis = np.asarray(direction, dtype=np.float64) / np.linalg.norm(direction)
-    y_axis = np.array([0.0, 0.0, 1.0])
-    x_axis = np.cross(y_axis, z_axis)
-    return np.stack([x_axis, y_axis, z_axis], axis=1)
-
-
-def _wrap_yaw(yaw: float) -> float:
-    """``yaw`` moved by multiples of pi into [-pi/2, pi/2) (the gripper is symmetric under a half turn)."""
-    return (yaw + math.pi / 2) % math.pi - math.pi / 2
 
 
 class Skill:
@@ -332,7 +168,7 @@ class CloseDrawer(Skill):
         self.region = region
         self.joint, self.parent = drawer_joint(self.task_env, region)
         self.direction = drawer_direction(self.task_env, region)
-        self.yaw = _wrap_yaw(math.atan2(self.direction[1], self.direction[0]))  # fingers across the push
+        self.yaw = wrap_yaw(math.atan2(self.direction[1], self.direction[0]))  # fingers across the push
         self.rotation = rot_z(self.yaw) @ R_DOWN
         box = handle_box(self.task_env, region)
         centre = (box[0] + box[1]) / 2.0
@@ -374,8 +210,8 @@ class TurnOnKnob(Skill):
         model = self.sim.model
         jid = model.joint_name2id(self.joint)
         body = int(model.jnt_bodyid[jid])
-        _, geoms = _joint_body_geoms(self.sim, self.joint)
-        boxes = [_geom_box(self.sim, g) for g in geoms]
+        _, geoms = joint_body_geoms(self.sim, self.joint)
+        boxes = [geom_box(self.sim, g) for g in geoms]
         fin = max(boxes, key=lambda box: float(box[1, 2]))  # the tallest part is the fin the fingers take
         axis_xy = np.asarray(self.sim.data.xanchor[jid][:2], dtype=np.float64) if hasattr(self.sim.data, "xanchor") \
             else np.asarray(self.sim.data.body_xpos[body][:2], dtype=np.float64)
@@ -387,9 +223,9 @@ class TurnOnKnob(Skill):
         xy = axis_xy + long_axis * (0.35 * along) + self.jitter(0.002, 2)
         z = float(fin[1, 2]) - 0.02 + self.jitter(0.002)
         self.grip = np.array([xy[0], xy[1], z])
-        self.yaw = _wrap_yaw(math.atan2(long_axis[1], long_axis[0]))  # fingers close across the fin
+        self.yaw = wrap_yaw(math.atan2(long_axis[1], long_axis[0]))  # fingers close across the fin
         self.turn = KNOB_TURN + self.jitter(0.1)
-        self.on_qpos = float(min(_articulation(self.task_env, fixture).get("default_turnon_ranges", [0.5])))
+        self.on_qpos = float(min(articulation(self.task_env, fixture).get("default_turnon_ranges", [0.5])))
         self.close_steps = 10 + int(round(self.jitter(2.49)))
 
     def act(self, raw: dict[str, Any]) -> np.ndarray:
@@ -428,13 +264,6 @@ class TurnOnKnob(Skill):
         return self.servo(raw, self.grip + np.array([0.0, 0.0, 0.10]), current, OPEN)
 
 
-def axis_rotation(axis: np.ndarray, angle: float) -> np.ndarray:
-    """Rotation matrix of ``angle`` radians about ``axis`` (Rodrigues)."""
-    k = np.asarray(axis, dtype=np.float64) / np.linalg.norm(axis)
-    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
-    return np.eye(3) + math.sin(angle) * cross + (1.0 - math.cos(angle)) * cross @ cross
-
-
 class Push(Skill):
     """Push a flat object (a plate) along the table onto a region with the closed fingertips low against its rim.
 
@@ -465,7 +294,7 @@ class Push(Skill):
 
     def _pose(self, direction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(gripper rotation, grip point minus fingertip point) leaning toward ``direction``."""
-        yaw = _wrap_yaw(math.atan2(direction[1], direction[0]))  # fingers across the push
+        yaw = wrap_yaw(math.atan2(direction[1], direction[0]))  # fingers across the push
         rotation = axis_rotation(np.array([-direction[1], direction[0], 0.0]), self.tilt) @ rot_z(yaw) @ R_DOWN
         return rotation, -rotation[:, 2] * TIP_BELOW_GRIP
 
@@ -536,7 +365,7 @@ class PlaceSkill(PickPlaceExpert):
         eef = np.asarray(raw["robot0_eef_pos"], dtype=np.float64)
         goal = self.grasp.grip + np.array([0.0, 0.0, self.approach_height])
         if self.safe_z is None:
-            tops = [float(box[1, 2]) for box in self._obstacles() if _near_segment(box, eef[:2], goal[:2], 0.07)]
+            tops = [float(box[1, 2]) for box in self._obstacles() if near_segment(box, eef[:2], goal[:2], 0.07)]
             self.safe_z = max(tops + [goal[2] - 0.05]) + 0.07
         waypoint = np.array([goal[0], goal[1], max(self.safe_z, goal[2])])
         if eef[2] < self.safe_z - 0.02 and np.linalg.norm(eef[:2] - goal[:2]) > 0.03:
@@ -659,3 +488,12 @@ def make_expert(env: Any, seed: int = 0, *, noise: bool = True) -> Any:
     if len(steps) == 1 and steps[0].kind == "place":
         return PickPlaceExpert(env, seed, noise=noise)
     return SkillExpert(env, seed, noise=noise)
+
+
+def supported_goal(libero_env: Any) -> bool:
+    """Whether a scripted expert (:func:`make_expert`) handles the task of ``libero_env`` (a :class:`LiberoEnv`)."""
+    try:
+        plan_skills(libero_env.libero_env.env)
+    except ConfigError:
+        return False
+    return True

@@ -2,7 +2,7 @@
 
 A policy trained on clean scripted demonstrations drifts into states the demonstrations never show and cannot
 recover from them. Here the policy acts from a new placement for ``K`` steps (``K`` drawn per placement, a
-multiple of :data:`TAKEOVER_PERIOD` up to ``policy_steps``), then metaworld's scripted expert takes over and
+multiple of :data:`~c2c.envs.metaworld_takeover.TAKEOVER_PERIOD` up to ``policy_steps``), then metaworld's scripted expert takes over and
 finishes the task; the frames from the takeover on, labelled with the expert's actions, are added to the
 demonstrations (Ross et al. 2011's data aggregation, with the expert's own continuation as the label, so every
 action chunk and coarse plan is a real expert trajectory from a state the policy reached).
@@ -19,68 +19,25 @@ is the base's with every takeover placement added to the tasks' ``seeds_attempte
 them) and a ``takeover`` entry with the settings and counts. Placements where the policy succeeds before the
 takeover add nothing, nor do those the expert cannot finish within the env's step limit.
 
-The scripted experts assume an open gripper where they have not grasped; a policy may have closed it. While the
-gripper reads less than :data:`OPEN_GRIPPER` and the expert asks for no grip (effort <= 0), the label opens it
-(effort -1) instead (without this the pick-place expert presses the closed fingers onto the puck forever).
+The placements, the takeover step and the expert's side (which reopens a gripper the policy closed) are
+:mod:`c2c.envs.metaworld_takeover`'s; this module runs the policy, in worker processes, and writes the dataset.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import multiprocessing
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from c2c.constants import OBS_STATE, image_key
 from c2c.data.episodes import Episode
-from c2c.envs.metaworld_demos import SEED_BITS, SUCCESS_TAIL_STEPS
 from c2c.envs.metaworld_env import ACTION_NAMES, CONTROL_HZ, MAX_EPISODE_STEPS, STATE_NAMES, MetaWorldEnv
+from c2c.envs.metaworld_takeover import TAKEOVER_PERIOD, Takeover, expert_takeover, takeover_seed, takeover_step
 from c2c.envs.metaworld_tasks import instruction, resolve_tasks
 from c2c.errors import ConfigError, DatasetError
-
-TAKEOVER_PERIOD = 10  # the policy acts a multiple of this many steps before the expert takes over
-OPEN_GRIPPER = 0.8  # gripper reading (obs[3], 1 = fully open) under which a non-grasping expert reopens it
-
-
-def takeover_seed(seed: int, task: str, index: int) -> int:
-    """The placement seed of takeover ``index`` of ``task`` under ``seed`` (a namespace apart from the demos')."""
-    digest = hashlib.sha256(f"c2c/metaworld-takeover/{seed}/{task}/{index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") % (1 << SEED_BITS)
-
-
-def takeover_step(placement: int, policy_steps: int) -> int:
-    """How many steps the policy acts on ``placement``: a multiple of TAKEOVER_PERIOD in [period, policy_steps]."""
-    choices = policy_steps // TAKEOVER_PERIOD
-    rng = np.random.default_rng(placement)
-    return int(rng.integers(1, choices + 1)) * TAKEOVER_PERIOD
-
-
-def corrective_expert_action(env: MetaWorldEnv) -> np.ndarray:
-    """The scripted expert's action, opening a gripper the expert expects open (see the module docstring)."""
-    action = env.expert_action()
-    if env.raw_state[3] < OPEN_GRIPPER and action[3] <= 0.0:
-        action = action.copy()
-        action[3] = -1.0
-    return action
-
-
-@dataclass
-class Takeover:
-    """One placement's outcome; ``arrays`` holds the recorded frames when ``status`` is "recorded"."""
-
-    task: str
-    index: int
-    seed: int
-    takeover_step: int
-    status: str  # "recorded" | "policy-success" (nothing to correct) | "expert-failed"
-    frames: int = 0
-    arrays: dict[str, np.ndarray] | None = field(default=None, repr=False)
 
 
 def run_takeover(env: MetaWorldEnv, policy: Any, task: str, index: int, seed: int, policy_steps: int) -> Takeover:
@@ -96,26 +53,7 @@ def run_takeover(env: MetaWorldEnv, policy: Any, task: str, index: int, seed: in
             obs, success, _ = env.step(policy.select_action(obs))
     if success:
         return Takeover(task, index, seed, handover, "policy-success")
-    actions, states = [], []
-    images: dict[str, list[np.ndarray]] = {camera: [] for camera in env.cameras}
-    first_success: int | None = None
-    done = False
-    while not done:
-        action = corrective_expert_action(env)
-        states.append(obs[OBS_STATE])
-        for camera in env.cameras:
-            images[camera].append(obs[image_key(camera)])
-        actions.append(action)
-        obs, success, done = env.step(action)
-        if success and first_success is None:
-            first_success = env.steps
-        if first_success is not None and env.steps >= first_success + SUCCESS_TAIL_STEPS:
-            break
-    if first_success is None:
-        return Takeover(task, index, seed, handover, "expert-failed")
-    arrays = {"actions": np.stack(actions).astype(np.float32), "states": np.stack(states).astype(np.float32),
-              **{camera: np.stack(frames) for camera, frames in images.items()}}
-    return Takeover(task, index, seed, handover, "recorded", len(actions), arrays)
+    return expert_takeover(env, obs, task, index, seed, handover)
 
 
 # ---------------------------------------------------------------------------------------------------------------

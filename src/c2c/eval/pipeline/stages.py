@@ -176,7 +176,7 @@ def stage_takeovers(preset: PipelinePreset, dataset_dir: Path, out: Path, force:
                     workers: int | None = None) -> dict[str, dict]:
     """Expert takeovers from each variant's rollouts (``out/policy/<variant>``) into
     :func:`takeover_dataset`, the demonstrations plus the takeovers; returns ``{variant: stage record}``."""
-    from c2c.envs.metaworld_takeover import collect_takeovers
+    from c2c.eval.takeover import collect_takeovers
 
     records = {}
     for variant in preset.variants:
