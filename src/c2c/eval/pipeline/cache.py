@@ -19,10 +19,12 @@ STAGE_FILE = "stage.json"
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
+    """Ten hex digits naming ``settings`` (a cached dataset's directory is ``<simulator>-<hash>``)."""
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def data_settings(preset: PipelinePreset) -> dict[str, Any]:
+    """The settings of ``preset``'s demonstration dataset (hashed into its directory name by ``stage_demos``)."""
     settings = {
         "generator": preset.simulator,
         "tasks": list(preset.tasks),
@@ -89,6 +91,7 @@ def finished_stage(stage_dir: Path, settings: dict[str, Any]) -> dict[str, Any] 
 
 
 def clear_stage(stage_dir: Path) -> None:
+    """Empty ``stage_dir`` (made when missing)."""
     if stage_dir.exists():
         shutil.rmtree(stage_dir)
     stage_dir.mkdir(parents=True)
@@ -101,4 +104,5 @@ def stage_stamp(stage_dir: Path) -> float | None:
 
 
 def json_safe(value: Any) -> Any:
+    """``value`` as JSON would store it: arrays as lists, other unknown objects as their text."""
     return json.loads(json.dumps(value, default=lambda v: v.tolist() if hasattr(v, "tolist") else str(v)))
