@@ -1,6 +1,9 @@
 """free_cpus: an explicit OMP_NUM_THREADS wins; otherwise the cores other processes leave free, at least one."""
 
 import os
+import time
+
+import pytest
 
 from c2c.utils import threads
 
@@ -22,7 +25,20 @@ def test_busy_cores_are_left_alone(monkeypatch):
 
 
 def test_busy_cpus_reads_this_machine():
-    assert threads.busy_cpus(samples=2, interval=0.01) >= 0
+    """A process spinning at normal priority is always runnable (state R): the real /proc counts it."""
+    import subprocess
+    import sys
+
+    if os.nice(0) > 0:
+        pytest.skip("run under nice: the spinner would inherit it, and niced threads are not counted")
+    spin = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"  # ends by itself if orphaned
+    spinner = subprocess.Popen([sys.executable, "-c", spin])
+    try:
+        time.sleep(0.2)  # past the interpreter's start-up reads
+        assert threads.busy_cpus(samples=5, interval=0.02) >= 1
+    finally:
+        spinner.kill()
+        spinner.wait()
 
 
 def _task(proc, pid, tid, state, nice, comm="python (x)"):
