@@ -10,8 +10,6 @@ from c2c.eval.pipeline import STAGE_FILE, run_pipeline
 from c2c.eval.presets import PRESETS, PipelinePreset, get_preset
 from c2c.errors import ConfigError
 
-pytestmark = pytest.mark.sim
-
 MINI = PipelinePreset(
     name="mini", tasks=("reach-v3",), episodes_per_task=2, image_size=16, cameras=("corner2", "gripperPOV"), seed=0,
     description="a miniature preset for tests", tokenizer_steps=4,
@@ -24,6 +22,7 @@ def _stamps(out):
     return {str(p.relative_to(out)): p.stat().st_mtime_ns for p in sorted(out.rglob(STAGE_FILE))}
 
 
+@pytest.mark.sim
 def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     out = tmp_path / "run"
     assert run_pipeline(MINI, out, workers=1) == 0
@@ -158,7 +157,12 @@ def test_the_reproduce_command_names_every_override():
     assert all("{" not in preset.summary for preset in PRESETS.values())
 
 
-@pytest.mark.parametrize("parallel", [False, True], ids=["one-after-the-other", "side-by-side"])
+@pytest.mark.sim
+@pytest.mark.parametrize("parallel", [
+    pytest.param(False, id="one-after-the-other"),
+    # 70 s: two spawned trainings; resuming is the one-after-the-other case's, side by side the pinned-threads test's
+    pytest.param(True, id="side-by-side", marks=pytest.mark.slow),
+])
 def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsys, parallel):
     from c2c.eval.pipeline import policy_configs, stage_demos, stage_policies, stage_tokenizers
     from c2c.policy.train import CHECKPOINT, train_policy
@@ -193,6 +197,7 @@ def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsy
     assert "resuming" not in capsys.readouterr().out
 
 
+@pytest.mark.sim
 def test_a_run_with_pinned_threads_repeats_bit_for_bit(tmp_path, monkeypatch, capsys):
     """Demonstrations, tokenizer, two policies side by side and their evaluations, twice from scratch (--force);
     the second time noplan is evaluated in the background as a policy that finished first is."""
@@ -315,6 +320,7 @@ def test_action_noise_names_its_own_dataset():
     assert noisy["action_noise"] == 0.3 and settings_hash(noisy) != settings_hash(data_settings(quick))
 
 
+@pytest.mark.sim
 def test_a_takeover_round_trains_again_and_evaluates_those_policies(tmp_path, capsys):
     from pathlib import Path
 
