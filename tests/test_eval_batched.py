@@ -11,8 +11,6 @@ import pytest
 from c2c.errors import ConfigError
 from c2c.eval.metaworld_batch import group_jobs, stack_observations
 
-pytestmark = pytest.mark.sim
-
 
 @pytest.fixture(scope="module")
 def policy_dir(tmp_path_factory) -> Path:
@@ -37,6 +35,7 @@ def policy_dir(tmp_path_factory) -> Path:
     return directory
 
 
+@pytest.mark.sim
 def test_batched_episodes_equal_one_at_a_time(policy_dir, tmp_path):
     from c2c.eval.metaworld_eval import evaluate_metaworld
 
@@ -56,6 +55,7 @@ def test_batched_episodes_equal_one_at_a_time(policy_dir, tmp_path):
         assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(*frames)) < 1.0
 
 
+@pytest.mark.sim
 def test_a_shared_renderer_draws_the_same_images():
     from c2c.envs.metaworld_env import MetaWorldEnv
 
