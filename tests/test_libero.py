@@ -153,7 +153,18 @@ def test_evaluate_refuses_policies_that_do_not_fit_libero(tmp_path, no_libero_im
 
 
 def test_a_subset_of_libero_cameras_is_accepted():
-    check_libero_policy(_policy(cameras=("image",)).config)
+    """One camera of the two passes the check, and such a policy acts on the observation LIBERO's conversion gives."""
+    policy = _policy(cameras=("image",))
+    for cameras in (("image",), ("image2",), LIBERO_CAMERAS):
+        assert check_libero_policy(policy.config.replace(cameras=cameras)) is None, cameras
+    with pytest.raises(ConfigError, match=r"cameras are \['image', 'wrist'\]"):
+        check_libero_policy(policy.config.replace(cameras=("image", "wrist")))
+    task = "pick up the black bowl between the plate and the ramekin and place it on the plate"
+    obs = convert_observation(_raw_observation(size=32), task, cameras=("image",), image_size=policy.config.image_size)
+    assert set(obs) == {image_key("image"), OBS_STATE, TASK}
+    policy.reset()
+    action = policy.select_action(obs)
+    assert action.shape == (ACTION_DIM,) and np.isfinite(action).all()
 
 
 @pytest.mark.parametrize("kwargs, message", [
