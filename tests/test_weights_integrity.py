@@ -84,11 +84,13 @@ def test_a_directory_missing_its_recorded_ema_weights_is_refused(tmp_path):
 
 
 def test_directories_saved_before_digests_existed_still_load(tmp_path):
-    _, directory = _saved(tmp_path)
+    policy, directory = _saved(tmp_path)
     config = json.loads((directory / CONFIG_FILE).read_text())
     del config[WEIGHTS_KEY]
     (directory / CONFIG_FILE).write_text(json.dumps(config))
-    PlanExecutePolicy.from_pretrained(directory)
+    loaded = PlanExecutePolicy.from_pretrained(directory)
+    saved, read = policy.model.state_dict(), loaded.model.state_dict()
+    assert set(read) == set(saved) and all(torch.equal(read[key], saved[key]) for key in saved)
 
 
 def test_tokenizer_weights_are_verified(tmp_path):
