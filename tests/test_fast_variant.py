@@ -15,6 +15,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import write_two_camera_dataset_and_tokenizer
 
 from c2c.cli import main
@@ -23,6 +24,7 @@ from c2c.policy.decoding import generate_suffix, prefill
 from c2c.policy.model import PrefixInputs
 from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_observation
+from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
 from c2c.policy.train import PolicyTrainConfig, train_policy
 from c2c.policy.train_data import training_action_tokenizer
 from c2c.serve.client import PolicyClient
@@ -150,10 +152,33 @@ def test_training_targets_are_ids_then_the_end_then_padding(fast_tokenizer):
         assert row[length:] == [end] * (cap + 1 - length)  # the end token, then the end id as padding
     np.testing.assert_array_equal(suffix.ids_to_codes(ids)["exec"].numpy(), codes)
     assert not suffix.unended(ids).any() or lengths.max() == cap
+    # Padding is left out of the loss: it covers each chunk's ids and its end token, nothing after.
+    real = ~suffix.padding(ids)
+    assert real.sum(dim=1).tolist() == (lengths + 1).tolist()
     batch = dict(random_observation(policy.config, batch_size=8))
     batch["codes.exec"] = codes
     loss, metrics = policy(batch)
-    assert torch.isfinite(loss) and "loss/exec" in metrics
+    inputs, _ = policy.processor.prefix_inputs(batch)
+    with torch.no_grad():
+        out = policy.model(inputs, ids)
+    token_loss = F.cross_entropy(out.logits.flatten(0, 1), ids.flatten(), reduction="none").view_as(ids)
+    torch.testing.assert_close(loss.detach(), token_loss[real].mean())
+    ends = real & (ids == end)  # one real end token per sample, wherever it comes
+    assert ends.sum(dim=1).tolist() == [1] * 8
+    torch.testing.assert_close(metrics["loss/end"], token_loss[ends].mean())
+    torch.testing.assert_close(metrics["loss/exec"], token_loss[real & ~ends].mean())
+
+
+def test_a_pretrained_vocabulary_keeps_one_id_range_per_position():
+    """In the tail of a 257,152-id PaliGemma vocabulary the end id still follows the FAST ids directly."""
+    vocabulary = VocabularyLayout.tail(257_152, 1024)
+    suffix = SuffixLayout([Branch("exec", 40, 1, 1024, vocabulary.action_start, ends=True)], vocabulary.end_id)
+    assert vocabulary.end_id == 257_023 and vocabulary.action_start == 257_023 - 1024
+    assert suffix.valid_low[:40].eq(vocabulary.action_start).all()
+    assert suffix.valid_high[:40].eq(vocabulary.end_id + 1).all()
+    with pytest.raises(ConfigError, match=r"variable-length branch 'exec' must be the last, of one level, with the "
+                                          r"end id 257023 right after its 1000 ids"):
+        SuffixLayout([Branch("exec", 40, 1, 1000, vocabulary.action_start, ends=True)], vocabulary.end_id)
 
 
 def test_the_length_cap_and_the_repair_count(fast_tokenizer):
@@ -219,7 +244,7 @@ def test_the_fast_loop_gives_the_reference_tokens(fast_tokenizer, backbone):
     inputs, _ = policy.processor.prefix_inputs(random_observation(policy.config, batch_size=2, seed=1))
     if backbone == "debug":
         _end_first_for_sample_zero(policy, inputs)
-    for options in (dict(), dict(temperature=1.0, top_k=20), dict(temperature=2.0)):
+    for options in ({}, {"temperature": 1.0, "top_k": 20}, {"temperature": 2.0}):
         runs = [generate_suffix(policy.model, inputs, method=method, generator=torch.Generator().manual_seed(4),
                                 **options) for method in ("fast", "reference")]
         torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)

@@ -12,8 +12,9 @@ with SDPA (single stream) or of ``multistream.LayerStreams`` for a run of action
 same shapes, without the module, mask and cache machinery around them. Hidden states, and so tokens, equal the
 reference loop's bit for bit; sampling draws the same random numbers (``choose_tokens``), so a seeded generator gives
 the same tokens. A variable-length branch (the ``fast`` variant) follows the reference loop's rule: the end id is
-forced after a sample's first end, and the loop stops once every sample has ended (``decoding.force_padding``). Decoders this loop does not know, eager attention, hooks, autocast or a ``decoder`` replaced on the
-instance take the reference loop instead (:func:`lean_decoder`).
+forced after a sample's first end, and the loop stops once every sample has ended (``decoding.force_padding``).
+Decoders this loop does not know, eager attention, hooks, autocast or a ``decoder`` replaced on the instance take
+the reference loop instead (:func:`lean_decoder`).
 
 ``compile=True`` (or ``C2C_DECODE_COMPILE=1``) runs the step through ``torch.compile`` (CUDA graphs on a GPU) with
 static shapes, attending over the whole buffers: numerically close to the eager step, not bit for bit, and compiled

@@ -6,6 +6,8 @@ Training (Eq. 9): the suffix is teacher-forced; the output at the last prefix to
 token and the output at suffix token j predicts token j + 1, so the loss covers every suffix token (plan, exec and
 the end token) and nothing else. Per-branch losses and accuracies are reported next to it; accuracy is the argmax
 among the ids valid at that position, i.e. what constrained greedy decoding would emit under teacher forcing.
+A variable-length suffix (the ``fast`` variant) leaves its padding, every position after the first end token, out
+of the loss and the metrics (``SuffixLayout.padding``): decoding forces the end there, so nothing is learned there.
 
 Example::
 
@@ -193,7 +195,9 @@ class PlanExecuteVLA(nn.Module):
         token_loss = F.cross_entropy(logits.flatten(0, 1).float(), suffix_ids.flatten(), reduction="none")
         token_loss = token_loss.view_as(suffix_ids)  # (B, T)
         predicted = self._constrained_argmax(logits.detach())
-        return VLAOutput(token_loss.mean(), logits, self._metrics(predicted, suffix_ids, token_loss.detach()))
+        real = self._real(suffix_ids)
+        return VLAOutput(self._mean(token_loss, real), logits,
+                         self._metrics(predicted, suffix_ids, token_loss.detach(), real))
 
     def _forward_valid(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
         hidden, prefix_length = self.hidden_states(inputs, suffix_ids[:, :-1])
@@ -209,7 +213,21 @@ class PlanExecuteVLA(nn.Module):
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
             token_loss[:, positions] = loss.view_as(targets)
             predicted[:, positions] = logits.detach().argmax(-1) + low
-        return VLAOutput(token_loss.mean(), None, self._metrics(predicted, suffix_ids, token_loss.detach()))
+        real = self._real(suffix_ids)
+        return VLAOutput(self._mean(token_loss, real), None,
+                         self._metrics(predicted, suffix_ids, token_loss.detach(), real))
+
+    def _real(self, suffix_ids: torch.Tensor) -> torch.Tensor | None:
+        """(B, T) bool: the positions the loss covers (None: all of them; a variable-length suffix's padding is
+        left out)."""
+        return ~self.suffix.padding(suffix_ids) if self.suffix.variable else None
+
+    @staticmethod
+    def _mean(values: torch.Tensor, real: torch.Tensor | None) -> torch.Tensor:
+        """Mean of (B, t) values over the real positions (all of them when ``real`` is None)."""
+        if real is None:
+            return values.mean()
+        return (values * real).sum() / real.sum().clamp(min=1)
 
     def _valid_ranges(self) -> dict[tuple[int, int], torch.Tensor]:
         """Suffix positions grouped by their valid id range [low, high) (one group per residual level)."""
@@ -229,13 +247,23 @@ class PlanExecuteVLA(nn.Module):
         allowed = (ids[None] >= low[:, None]) & (ids[None] < high[:, None])  # (T, V)
         return logits.masked_fill(~allowed, float("-inf")).argmax(-1)  # (B, T)
 
-    def _metrics(self, predicted: torch.Tensor, targets: torch.Tensor, token_loss: torch.Tensor) -> dict:
+    def _metrics(self, predicted: torch.Tensor, targets: torch.Tensor, token_loss: torch.Tensor,
+                 real: torch.Tensor | None = None) -> dict:
+        """Loss and accuracy overall and per branch. With ``real`` (a variable-length suffix) only real positions
+        count, and each sample's end token, wherever it comes, is the "end" branch's."""
         correct = (predicted == targets).float()  # (B, T)
         branch_index = self.suffix.branch_index.to(targets.device)  # (T,)
-        metrics = {"loss": token_loss.mean(), "accuracy": correct.mean()}
+        metrics = {"loss": self._mean(token_loss, real), "accuracy": self._mean(correct, real)}
+        if real is not None:
+            branch_index = branch_index.expand_as(targets).masked_fill(
+                real & (targets == self.suffix.end_id), BRANCHES.index("end"))  # (B, T)
         for index, name in enumerate(BRANCHES):
             selected = branch_index == index
-            if selected.any():
+            if real is not None:
+                if selected.any():
+                    metrics[f"loss/{name}"] = self._mean(token_loss, selected & real)
+                    metrics[f"accuracy/{name}"] = self._mean(correct, selected & real)
+            elif selected.any():
                 metrics[f"loss/{name}"] = token_loss[:, selected].mean()
                 metrics[f"accuracy/{name}"] = correct[:, selected].mean()
         return metrics

@@ -31,10 +31,12 @@ tokenizer's length cap (``tokens_per_chunk("exec")``: the longest sequence it wa
 then the end token, then end tokens up to the cap, and the suffix's own end position closes it as for every
 variant (so the longest chunk, N ids, ends there). The end id is the vocabulary layout's ``end_id``, which lies right
 after the action ids in both layouts, so every position of such a branch keeps one contiguous valid range, the K
-FAST ids and the end. Padding is trained, not masked: positions after the end are trained to the end id (a sure
-prediction, so they cost the loss nothing once learned and no loss mask is needed), and decoding forces the end
-there (``ended_after``), so a generated sequence has exactly the training form. In codes the padding is
-``PAD_CODE`` (-1), as the FAST tokenizer writes it.
+FAST ids and the end. Padding is masked, not trained: the positions after the first end (``padding``; the
+suffix's last position too when the chunk ended earlier) are fed as end ids but left out of the loss and the
+metrics, so the loss is over the chunk's ids and its end token only, as in pi0-FAST, and the accuracy is not
+inflated by sure predictions. Decoding forces the end id there (``ended_after``), so the model is never asked to
+predict them and a generated sequence has exactly the training form. In codes the padding is ``PAD_CODE`` (-1), as
+the FAST tokenizer writes it.
 
 Attention. Masks come from named token groups and one rule (Octo-style), never by hand: a group is either a
 bidirectional prefix group or a causal group; prefix queries see every real prefix key; causal queries see every
@@ -248,6 +250,13 @@ class SuffixLayout:
         if inclusive:
             return ended
         return torch.cat([ended.new_zeros(ended.shape[0], 1), ended[:, :-1]], dim=1)
+
+    def padding(self, ids: torch.Tensor) -> torch.Tensor:
+        """(B, T) suffix ids -> (B, T) bool: positions after the first end id of a variable-length branch (the
+        suffix's last position included); all False for fixed-length suffixes."""
+        ends = (ids == self.end_id) & self.ends_at.to(ids.device)  # (B, T): ends generated inside the branch
+        seen = ends.long().cumsum(dim=1) > 0  # (B, T): at or after the first of them
+        return torch.cat([seen.new_zeros(seen.shape[0], 1), seen[:, :-1]], dim=1)
 
     def unended(self, ids: torch.Tensor) -> torch.Tensor:
         """(B, T) suffix ids -> (B,) bool: the variable-length branch holds no end id (its sequence ran to the cap
