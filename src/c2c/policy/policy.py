@@ -281,7 +281,7 @@ class PlanExecutePolicy(nn.Module):
         padded = [b.name for b in self.suffix.branches if b.ends]
         codes = batch_codes(batch, branches, self.action_tokenizer.codebook_size, inputs.batch_size, padded=padded)
         if padded:
-            check_chunk_lengths(self.action_tokenizer, codes["exec"].numpy(), self.config.exec_horizon)
+            check_chunk_lengths(self.action_tokenizer, codes["exec"].cpu().numpy(), self.config.exec_horizon)
         suffix_ids = self.suffix.codes_to_ids({k: v.to(self.device) for k, v in codes.items()})  # (B, T)
         out = self.model(inputs, suffix_ids)
         return out.loss, out.metrics
@@ -302,6 +302,7 @@ class PlanExecutePolicy(nn.Module):
     def decode_ids(self, ids: torch.Tensor, *, decode_plan: bool = False) -> GeneratedChunk:
         """Generated (B, T) suffix ids -> their chunk, counting what the action tokenizer repaired
         (``decode_counts``)."""
+        ids = ids.cpu()
         codes = {name: value.numpy() for name, value in self.suffix.ids_to_codes(ids).items()}  # {branch: (B, N, R)}
         # (B, He, A): only exec drives the robot. The report says which samples needed a repair to decode.
         actions, report = self.action_tokenizer.decode(codes["exec"], "exec", return_report=True)
