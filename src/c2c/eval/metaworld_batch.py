@@ -70,7 +70,7 @@ class BatchRunner:
         import torch
 
         from c2c.constants import image_key
-        from c2c.eval.metaworld_rollouts import EpisodeProgress
+        from c2c.eval.metaworld_rollouts import EpisodeProgress, executed_action
         from c2c.eval.plotting import EpisodeVideo
 
         policy, settings = self.policy, self.settings
@@ -114,7 +114,7 @@ class BatchRunner:
                             records[i] = self._record(jobs[i], envs[i], success[i], progress[i],
                                                       time.perf_counter() - started)
                             continue
-                        obs[i], success[i], _ = envs[i].step(queues[i].popleft())
+                        obs[i], success[i], _ = envs[i].step(executed_action(queues[i].popleft(), settings))
                         progress[i].update(envs[i].raw_state)
         except BaseException:
             for video in videos:

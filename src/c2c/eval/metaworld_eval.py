@@ -244,6 +244,7 @@ def evaluate_metaworld(
     api_key: str | None = None,
     training_placements: bool = False,
     envs_per_worker: int = 1,
+    snap_gripper: bool = False,
 ) -> dict[str, Any]:
     """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
 
@@ -266,6 +267,9 @@ def evaluate_metaworld(
 
     ``envs_per_worker``: environments each process steps together, their observations decoded as one batch
     (:mod:`c2c.eval.metaworld_batch`; with greedy decoding the same episodes as one at a time).
+
+    ``snap_gripper``: round the gripper effort of every executed action to the scripted demonstrations' values
+    {-1, 0, +1} (off by default: the policy's actions are executed as decoded).
     """
     if not isinstance(envs_per_worker, int) or envs_per_worker < 1:
         raise ConfigError(f"--envs-per-worker must be 1 or more, got {envs_per_worker}")
@@ -285,6 +289,7 @@ def evaluate_metaworld(
                 workers=1, show_progress=show_progress, policy=served,
                 allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
                 training_placements=training_placements, envs_per_worker=envs_per_worker,
+                snap_gripper=snap_gripper,
             )
     if server is not None and not hasattr(policy, "training_record"):
         raise ConfigError("give a policy server or a policy object, not both")
@@ -347,7 +352,7 @@ def evaluate_metaworld(
     for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     settings = Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
-                         training.fast_drawing, render_size, envs_per_worker)
+                         training.fast_drawing, render_size, envs_per_worker, snap_gripper)
     with PartialRecords(out, policy=str(policy_dir), tasks=task_names, episodes=episodes, seed=seed) as partial:
         records = run_jobs(jobs, settings, workers, policy, show_progress, partial.add)
 
@@ -358,7 +363,7 @@ def evaluate_metaworld(
             "tasks": task_names, "episodes": episodes, "seed": seed, "seed_namespace": SEED_NAMESPACE,
             "replan_every": config.replan_every, "replan_every_override": replan_every, "max_steps": max_steps,
             "videos": videos, "workers": workers, "cameras": list(config.cameras), "image_size": config.image_size,
-            "render_size": render_size, "envs_per_worker": envs_per_worker,
+            "render_size": render_size, "envs_per_worker": envs_per_worker, "snap_gripper": snap_gripper,
             "fast_drawing": training.fast_drawing, "exec_horizon": config.exec_horizon, "plan_reuse": config.plan_reuse,
             "temperature": config.temperature, "allow_unknown_training_seeds": allow_unknown_training_seeds,
             "training_tasks": list(training.tasks),
@@ -368,7 +373,8 @@ def evaluate_metaworld(
         "command": command_line(policy_dir, task_names, episodes, seed, out, replan_every=replan_every,
                                 max_steps=max_steps, videos=videos, workers=workers,
                                 allow_unknown_training_seeds=allow_unknown_training_seeds, server=server,
-                                training_placements=training_placements, envs_per_worker=envs_per_worker),
+                                training_placements=training_placements, envs_per_worker=envs_per_worker,
+                                snap_gripper=snap_gripper),
         "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
         **summarise(records, task_names, training),
@@ -394,7 +400,7 @@ def _weights_name(policy_dir: Path, policy: Any) -> str:
 def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed: int, out: Path, *,
                  replan_every: int | None, max_steps: int, videos: int, workers: int,
                  allow_unknown_training_seeds: bool, server: str | None = None,
-                 training_placements: bool = False, envs_per_worker: int = 1) -> str:
+                 training_placements: bool = False, envs_per_worker: int = 1, snap_gripper: bool = False) -> str:
     """The `c2c eval metaworld` command that reproduces an evaluation (an API key is never written)."""
     words = ["c2c", "eval", "metaworld"]
     if policy_dir is not None:
@@ -411,6 +417,8 @@ def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed:
         words.append("--training-placements")
     if envs_per_worker != 1:
         words += ["--envs-per-worker", str(envs_per_worker)]
+    if snap_gripper:
+        words.append("--snap-gripper")
     return shlex.join(words)
 
 

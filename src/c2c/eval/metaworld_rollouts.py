@@ -75,6 +75,23 @@ class Settings:
     fast_drawing: bool  # render as the training demonstrations were rendered
     render_size: int | None = None  # the training images' size: render at it, resize as training did (None: policy's)
     envs_per_worker: int = 1  # environments a process steps together, decoding their observations as one batch
+    snap_gripper: bool = False  # round the gripper effort to the demonstrations' {-1, 0, +1} (an option, off)
+
+
+GRIPPER_DIM = 3  # Meta-World's action: hand xyz deltas, then the gripper effort
+
+
+def executed_action(action: Any, settings: Settings) -> Any:
+    """The action sent to the env: the policy's, or with ``snap_gripper`` its gripper effort rounded to the
+    scripted demonstrations' values {-1, 0, +1} (the decoded chunk is continuous; a half-closed gripper can let the
+    object slip)."""
+    if not settings.snap_gripper:
+        return action
+    import numpy as np
+
+    snapped = np.array(action, dtype=np.float32, copy=True)
+    snapped[..., GRIPPER_DIM] = np.clip(np.rint(snapped[..., GRIPPER_DIM]), -1.0, 1.0)
+    return snapped
 
 
 
@@ -142,7 +159,7 @@ class EpisodeRunner:
                         video_seconds += time.perf_counter() - video_started
                     if finished:
                         break
-                    obs, success, _ = env.step(action)
+                    obs, success, _ = env.step(executed_action(action, self.settings))
                     progress.update(env.raw_state)
             if video is not None:
                 video_started = time.perf_counter()
