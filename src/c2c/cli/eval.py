@@ -38,6 +38,9 @@ def add_metaworld_eval_parser(eval_sub: argparse._SubParsersAction) -> None:
     mw.add_argument("--envs-per-worker", type=int, default=1,
                     help="environments each process steps together, decoding their observations as one batch "
                     "(default 1)")
+    mw.add_argument("--snap-gripper", action="store_true",
+                    help="round the executed gripper effort to the scripted demonstrations' -1, 0, +1 (default: "
+                    "actions as decoded)")
     mw.add_argument("--out", type=Path, required=True, help="output directory")
     mw.add_argument("--training-placements", action="store_true",
                     help="diagnostic: start episode k of each task from its k-th training demonstration's placement "
@@ -59,6 +62,7 @@ def _run_eval_metaworld(args: argparse.Namespace) -> int:
         max_steps=args.max_steps, videos=args.videos, workers=args.workers,
         allow_unknown_training_seeds=args.allow_unknown_training_seeds, server=args.server, api_key=api_key(args),
         training_placements=args.training_placements, envs_per_worker=args.envs_per_worker,
+        snap_gripper=args.snap_gripper,
     )
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
