@@ -54,3 +54,15 @@ def test_the_study_runs_its_rows_and_reports_them(tmp_path):
     report = (tmp_path / "study" / "study.md").read_text()
     assert "c2c ablate --study representation --preset mini --rows noplan,noplan-3x256" in report
     assert "| noplan-3x256 |" in report and (tmp_path / "study" / "study.png").is_file()
+
+
+def test_the_command_line_refuses_bad_studies_and_rows_in_one_line(capsys, tmp_path):
+    from c2c.cli import main
+
+    assert main(["ablate", "--study", "representaton", "--out", str(tmp_path / "a")]) == 2
+    assert "did you mean 'representation'" in capsys.readouterr().err
+    assert main(["ablate", "--study", "levers", "--rows", "noplan,plan-cornr", "--out", str(tmp_path / "b")]) == 2
+    assert "unknown row 'plan-cornr' of study 'levers'" in capsys.readouterr().err
+    assert main(["ablate", "--rows", "plan", "--out", str(tmp_path / "c")]) == 2
+    assert "give --study too" in capsys.readouterr().err
+    assert not any((tmp_path / name).exists() for name in "abc")  # nothing left behind

@@ -52,7 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _out_dir(args: argparse.Namespace) -> Path | None:
     """The output directory a command writes to: its --out, or the default of `c2c run` and `c2c ablate`."""
     out = getattr(args, "out", None)
-    if out is None and args.command in ("run", "ablate"):
+    if out is None and args.command == "ablate" and getattr(args, "study", None):
+        out = Path("runs") / f"study-{args.study}"
+    elif out is None and args.command == "ablate":
+        out = Path("runs") / (args.preset or "mt10")
+    elif out is None and args.command == "run":
         out = Path("runs") / args.preset
     return out
 

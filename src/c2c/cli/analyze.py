@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from c2c.errors import ConfigError
+
 
 def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     """Register ``analyze`` (with its four subcommands) and ``ablate``."""
@@ -67,8 +69,17 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
         description="Run the pipeline (c2c run) of a preset with the given variants, the same data, seeds and "
         "budget for each (finished stages are reused), then write <out>/ablation/ablation.md, .json and .png: "
         "planning horizon (noplan = Hp 0, plan-hp40, plan = Hp 160) and tokenizer sharing (noplan, separate, "
-        "joint), per task, per difficulty group and overall.")
-    ablate.add_argument("--preset", default="mt10", help="pipeline preset (default mt10)")
+        "joint), per task, per difficulty group and overall. With --study: a controlled study instead, one "
+        "pipeline run per group of rows (c2c.analysis.study), reported in <out>/study.md, .json and .png with 95% "
+        "intervals, held-out L1, samples/s and decode ms.")
+    ablate.add_argument("--preset", default=None, help="pipeline preset (default mt10; with --study: quick)")
+    ablate.add_argument("--study", default=None,
+                        help="representation (plan, noplan, smaller codebooks, binning, fast, regress, cnn) | levers "
+                        "(what makes the quick benchmark discriminate: camera, demonstrations, image size, Hp)")
+    ablate.add_argument("--rows", default=None, help="with --study: only these rows, comma-separated (default: all)")
+    ablate.add_argument("--eval-seed", type=int, default=None,
+                        help="seed of the evaluation placements (default: the preset's; choose settings on it, "
+                        "report on another)")
     ablate.add_argument("--variants", default=None,
                         help="comma list of plan, plan-hp40, noplan, separate (default: all four)")
     ablate.add_argument("--out", type=Path, default=None, help="output directory (default runs/<preset>)")
@@ -142,12 +153,34 @@ def _run_runtime(args: argparse.Namespace) -> int:
 def _run_ablate(args: argparse.Namespace) -> int:
     from c2c.analysis.ablate import parse_variants, run_ablation
 
-    variants = parse_variants(args.variants)
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
-                 "episodes_per_task": args.episodes_per_task}
-    result = run_ablation(args.preset, variants, args.out, overrides, workers=args.workers, force=args.force)
+                 "episodes_per_task": args.episodes_per_task, "eval_seed": args.eval_seed}
+    if args.study is not None:
+        return _run_study(args, overrides)
+    if args.rows is not None:
+        raise ConfigError("--rows selects rows of a study; give --study too")
+    variants = parse_variants(args.variants)
+    result = run_ablation(args.preset or "mt10", variants, args.out, overrides, workers=args.workers, force=args.force)
     for variant, entry in result["results"].items():
         print(f"{variant:<10} mean over tasks {100 * entry['overall']:.1f}%")
     print(f"tables: {Path(result['out']) / 'ablation' / 'ablation.md'}")
+    return 0
+
+
+def _run_study(args: argparse.Namespace, overrides: dict) -> int:
+    from c2c.analysis.study import run_study, study_rows
+    from c2c.eval.presets import get_preset
+
+    if args.variants is not None:
+        raise ConfigError("--variants applies to the Table 3 / 4 ablation; a study's rows are chosen with --rows")
+    rows = study_rows(args.study, args.rows)
+    preset = get_preset(args.preset or "quick")
+    preset = preset.replace(**{key: value for key, value in overrides.items() if value is not None})
+    out = args.out if args.out is not None else Path("runs") / f"study-{args.study}"
+    result = run_study(args.study, preset, out, rows=rows, workers=args.workers, force=args.force)
+    for row in result["rows"]:
+        low, high = row["interval"]
+        print(f"{row['row']:<16} {100 * row['success']:5.1f}%  (95%: {100 * low:.0f}-{100 * high:.0f}%)")
+    print(f"report: {Path(out) / 'study.md'}")
     return 0

@@ -24,12 +24,13 @@ def add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     train.add_argument("--dataset", type=Path, required=True, help="LeRobot v3 dataset directory")
     train.add_argument("--tokenizer", type=Path, default=None,
-                       help="trained action tokenizer directory (RVQ variants; binning: a binning tokenizer, or none "
-                       "to fit one on the dataset; regress takes none)")
+                       help="trained action tokenizer directory (RVQ variants; binning / fast: a binning / FAST "
+                       "tokenizer, or none to fit one on the dataset; regress takes none)")
     train.add_argument("--out", type=Path, required=True, help="output directory (a policy checkpoint)")
     train.add_argument("--variant", default="plan",
                        help="plan (default) | plan-hp40 | noplan | separate | regress (continuous chunk head, L1; no "
-                       "tokenizer) | binning (exec tokens, 256 bins per action dimension)")
+                       "tokenizer) | binning (exec tokens, 256 bins per action dimension) | fast (exec FAST tokens: DCT + BPE, "
+                       "variable length up to the tokenizer's cap, pi0-FAST)")
     train.add_argument("--preset", default="tiny", help="backbone preset: tiny (default) | nano | debug | paligemma-3b | tiny-multistream | "
                        "paligemma-3b-multistream (App. C.3: VLM, proprio and action streams)")
     train.add_argument("--backbone-path", default=None, help="local PaliGemma directory (paligemma-3b)")

@@ -28,7 +28,7 @@ OVERRIDE_ARGUMENTS: dict[str, dict[str, Any]] = {
         "scratch, fine-tune its first policy for STEPS steps on the demonstrations plus its takeovers (c2c policy "
         "train --init-from; default: the preset's; 0: from scratch)"),
     "variants": dict(help="train and evaluate only these policy variants, comma-separated (plan | plan-hp40 | "
-                     "noplan | separate | regress | binning; default: the preset's). Finished variants are reused "
+                     "noplan | separate | regress | binning | fast; default: the preset's). Finished variants are reused "
                      "by a later full run"),
     "cameras": dict(type=comma_list, help="Meta-World: cameras recorded and seen by the policies, primary first "
                     "(default: the preset's; quick: corner2, the others: corner2,gripperPOV)"),

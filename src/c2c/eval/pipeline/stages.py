@@ -25,9 +25,10 @@ from c2c.utils.io import atomic_write_json
 
 
 # The tokenizer each policy variant trains on: (tokenizer variant, plan horizon Hp). None: no tokenizer stage, the
-# training fits what the variant needs on the dataset (regress: q01/q99 statistics; binning: a binning tokenizer).
+# training fits what the variant needs on the dataset (regress: q01/q99 statistics; binning: a binning tokenizer;
+# fast: a FAST tokenizer).
 TOKENIZER_FOR_VARIANT = {"plan": ("joint", 160), "noplan": ("joint", 160), "plan-hp40": ("joint", 40),
-                         "separate": ("separate", 160), "regress": None, "binning": None}
+                         "separate": ("separate", 160), "regress": None, "binning": None, "fast": None}
 
 
 TAKEOVER_SEED = 100  # placements of the takeover rollouts (c2c data metaworld-takeover's default --seed)
