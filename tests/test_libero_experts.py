@@ -217,6 +217,7 @@ def test_two_workers_draw_during_the_search_and_match_the_camera_less_rollout(tm
     assert again.frames_recorded == 0 and LeRobotDataset(out).num_episodes == 2
 
 
+@pytest.mark.slow  # 30-80 s; the order is TaskSearch's (tested without a simulator), two workers the test above's
 @pytest.mark.libero_sim
 def test_two_workers_share_one_task_and_keep_its_attempt_order(tmp_path, libero_installed):
     """Chunks of one task's attempts run in both workers at once; the dataset keeps them in attempt order, each the
