@@ -28,13 +28,14 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from c2c.analysis.common import load_policy
 from c2c.errors import ConfigError
+from c2c.paper import TABLE5_SECONDS_PER_TASK
+from c2c.policy import load_policy
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 REASONING_TOKENS = 256  # Table 5: the CoT-VLA-style visual prefix
 # Table 5 (LIBERO, average evaluation time per task, seconds).
-PAPER_TABLE5 = {"Visual CoT (CoT-VLA-style, 256 tok)": 3884.27, "Coarse-to-Control (42 tok)": 1325.53}
+PAPER_TABLE5 = TABLE5_SECONDS_PER_TASK  # paper.py
 
 
 @torch.no_grad()
