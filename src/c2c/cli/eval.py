@@ -113,6 +113,9 @@ def add_libero_eval_parser(eval_sub: argparse._SubParsersAction) -> argparse.Arg
     parser.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=None,
                         help="draw the cameras with our renderer on simplified meshes (--fast-drawing) or robosuite's "
                              "(--no-fast-drawing); default: as the policy's training data was drawn")
+    parser.add_argument("--envs-per-worker", type=int, default=1,
+                        help="trials of a task each worker process steps together, their observations decoded as one "
+                             "batch (the same trials as one at a time with greedy decoding; default 1)")
     parser.add_argument("--out", type=Path, required=True, help="output directory")
     parser.set_defaults(func=_run_eval_libero)
     return parser
@@ -125,7 +128,7 @@ def _run_eval_libero(args: argparse.Namespace) -> int:
     results = evaluate_libero(args.policy, args.suite, tasks=args.tasks, trials=args.trials, seed=args.seed,
                               replan_every=args.replan_every, videos=args.videos, out=args.out,
                               max_steps=args.max_steps, render_size=args.render_size, workers=args.workers,
-                              fast_drawing=args.fast_drawing)
+                              fast_drawing=args.fast_drawing, envs_per_worker=args.envs_per_worker)
     print(format_summary(results))
     print(f"saved to {args.out} (results.json, report.md, success.png{', videos/' if args.videos else ''})")
     return 0

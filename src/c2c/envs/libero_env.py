@@ -235,6 +235,7 @@ class LiberoEnv:
         self._init_states = np.asarray(bench.get_task_init_states(self.task_id))
         self.fast_drawing = bool(fast_drawing) and bool(self.cameras)
         self._drawing: Any = None  # a c2c.envs.rendering.SimplifiedDrawing once drawn
+        self._drawing_source: LiberoEnv | None = None  # the env whose drawing this one uses (share_drawing)
         self._compiled_poses: tuple[np.ndarray, np.ndarray] | None = None  # body_pos, body_quat (soft resets)
         if self.cameras and not self.fast_drawing:
             self._env = libero.OffScreenRenderEnv(
@@ -395,6 +396,8 @@ class LiberoEnv:
         """LIBERO's raw camera images (robosuite's orientation) drawn by our renderer."""
         sim = self.libero_env.env.sim
         model, data = sim.model._model, sim.data._data
+        if self._drawing is None and self._drawing_source is not None:
+            self._drawing = self._drawing_source._drawing
         if self._drawing is None or not self._drawing.fits(model):
             import mujoco
 
@@ -407,6 +410,15 @@ class LiberoEnv:
         # Our renderer gives upright images; robosuite's raw images are upright ones turned 180 degrees and
         # mirrored, i.e. flipped top to bottom (``upright_image`` turns them back).
         return {CAMERAS[camera][1]: image[::-1] for camera, image in self._drawing.render(data).items()}
+
+    def share_drawing(self, other: LiberoEnv) -> None:
+        """With fast drawing, draw with ``other``'s simplified scene once it has drawn (an env of the same task):
+        one copy and one renderer for both, not a renderer remade at every switch. Nothing to share otherwise."""
+        if self.fast_drawing and other.fast_drawing:
+            if (other.suite, other.task_id, other.render_size) != (self.suite, self.task_id, self.render_size):
+                raise ConfigError(f"share_drawing: {other.suite} task {other.task_id} at {other.render_size} px is "
+                                  f"not {self.suite} task {self.task_id} at {self.render_size} px")
+            self._drawing_source = other
 
     def check_success(self) -> bool:
         """LIBERO's goal check on the current state."""

@@ -62,10 +62,11 @@ from typing import Any, Callable
 import numpy as np
 
 from c2c.envs.libero_env import (
-    ACTION_DIM, CAMERAS, CONTROL_HZ, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM,
+    ACTION_DIM, CAMERAS, INIT_STATES_PER_TASK, MAX_STEPS, NUM_WAIT_STEPS, STATE_DIM,
     TASKS_PER_SUITE, check_suite, check_task_id,
 )
 from c2c.errors import ConfigError
+from c2c.eval.libero_batch import TrialRunner
 from c2c.eval.libero_rendering import RenderPlan, make_env, training_drawing, training_render_plan
 from c2c.eval.partial import PartialRecords
 from c2c.paper import LIBERO_ABLATION_AVERAGES
@@ -153,58 +154,6 @@ def load_policy(policy: Any) -> tuple[Any, str | None]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Trials.
-
-
-def _trial_seed(seed: int, task_id: int, trial: int) -> int:
-    return int(np.random.SeedSequence([seed, task_id, trial]).generate_state(1)[0])
-
-
-def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | None = None) -> dict[str, Any]:
-    """One episode from init state ``trial``; returns its record (success, steps, seconds, inference seconds)."""
-    import torch
-
-    from c2c.constants import image_key
-
-    started = time.perf_counter()
-    inference = 0.0
-    video = None
-    if video_path is not None:
-        from c2c.eval.plotting import EpisodeVideo
-
-        video = EpisodeVideo(video_path, cameras=len(env.cameras), image_size=env.image_size, fps=CONTROL_HZ,
-                             plan_panel=False)
-    try:
-        with torch.inference_mode():
-            torch.manual_seed(_trial_seed(seed, env.task_id, trial))
-            obs = env.reset(trial)
-            policy.reset()
-            success = done = False
-            while True:
-                if video is not None:
-                    caption = (f"{env.suite} task {env.task_id} trial {trial} step {env.steps}/{env.max_steps}"
-                               + ("  SUCCESS" if success else ""))
-                    video.add([obs[image_key(camera)] for camera in env.cameras], None, caption)
-                if done:
-                    break
-                tick = time.perf_counter()
-                action = policy.select_action(obs)
-                inference += time.perf_counter() - tick
-                obs, success, done = env.step(action)
-        if video is not None:
-            video.close()
-    except BaseException:
-        if video is not None:
-            video.discard()
-        raise
-    return {
-        "trial": trial, "init_state": trial, "success": bool(success), "steps": env.steps,
-        "seconds": round(time.perf_counter() - started, 3), "inference_seconds": round(inference, 3),
-        "video": None if video_path is None else f"videos/{video_path.name}",
-    }
-
-
-# ---------------------------------------------------------------------------------------------------------------
 # Evaluation.
 
 
@@ -223,6 +172,7 @@ def evaluate_libero(
     log: Callable[[str], None] | None = print,
     workers: int | None = 1,
     fast_drawing: bool | None = None,
+    envs_per_worker: int = 1,
 ) -> dict[str, Any]:
     """Run the protocol on ``tasks`` (default: all 10) of ``suite``; write results.json, report.md, success.png.
 
@@ -236,7 +186,10 @@ def evaluate_libero(
     ``log``: where progress lines go (None: silent). ``workers``: processes rolling trials out at the same time
     (each with its own simulator, renderer and copy of the policy on one thread; None: the usable CPUs, at most 2
     per job list; a policy object always runs in this process). Results do not depend on the worker count: every
-    trial resets LIBERO's RNG and the decoding RNG from (seed, task, trial). Returns the content of results.json.
+    trial resets LIBERO's RNG and the decoding RNG from (seed, task, trial). ``envs_per_worker``: trials of a task
+    each process steps side by side, their observations decoded as one batch (:mod:`c2c.eval.libero_batch`; the
+    same trials as one at a time with greedy decoding; needs a policy with a batched ``generate``). Returns the
+    content of results.json.
     """
     started = time.perf_counter()
     suite = check_suite(suite)
@@ -244,6 +197,8 @@ def evaluate_libero(
     check_request(trials, seed, videos, replan_every, max_steps, render_size)
     if workers is not None and (isinstance(workers, bool) or int(workers) < 1):
         raise ConfigError(f"--workers must be >= 1, got {workers!r}")
+    if isinstance(envs_per_worker, bool) or not isinstance(envs_per_worker, int) or envs_per_worker < 1:
+        raise ConfigError(f"--envs-per-worker must be 1 or more, got {envs_per_worker!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
@@ -251,6 +206,9 @@ def evaluate_libero(
     where = f"--policy {policy_dir}" if policy_dir else "policy"
     config = policy_obj.config
     check_libero_policy(config, where)
+    if envs_per_worker > 1 and not hasattr(policy_obj, "generate"):
+        raise ConfigError("--envs-per-worker above 1 needs a local policy (a policy server decodes one observation at "
+                          "a time); use --envs-per-worker 1")
     run_config = config.replace(replan_every=replan_every) if replan_every is not None else config  # checked here
     drawing_override = fast_drawing
     if fast_drawing is None:
@@ -281,12 +239,12 @@ def evaluate_libero(
             "num_wait_steps": NUM_WAIT_STEPS, "videos": videos, "cameras": list(config.cameras),
             "image_size": config.image_size, "render_size": plan.render_size, "resizes": list(plan.resizes),
             "render_size_from": plan.source,
-            "fast_drawing": bool(fast_drawing),
+            "fast_drawing": bool(fast_drawing), "envs_per_worker": envs_per_worker,
             "exec_horizon": getattr(config, "exec_horizon", None), "temperature": getattr(config, "temperature", None),
         },
         "command": command_line(policy_dir, suite, task_ids, trials, seed, out, replan_every=replan_every,
                                 videos=videos, max_steps=max_steps, render_size=render_size,
-                                fast_drawing=drawing_override),
+                                fast_drawing=drawing_override, envs_per_worker=envs_per_worker),
         "versions": _versions(),
         "tasks": [],
     }
@@ -298,7 +256,7 @@ def evaluate_libero(
     partial = PartialRecords(out, policy=results["policy"], suite=suite, tasks=task_ids, trials=trials, seed=seed)
     if len(jobs) > 1 and policy_dir is not None:
         settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, plan, videos,
-                                   str(video_dir), bool(fast_drawing))
+                                   str(video_dir), bool(fast_drawing), envs_per_worker)
         try:
             _evaluate_in_workers(jobs, settings, names, results, out, say, started, partial)
         except BaseException:
@@ -313,24 +271,24 @@ def evaluate_libero(
             write_outputs(results, out, final=True)
         return results
     results["settings"]["workers"] = 1
+    runner = TrialRunner(policy_obj, lambda task_id: make_env(suite, task_id, config.cameras, plan, max_steps=max_steps,
+                                                              seed=seed, fast_drawing=bool(fast_drawing)),
+                         seed, envs_per_worker, lambda task_id, trial: _video_path(video_dir, task_id, trial, videos))
     try:
         for task_id in task_ids:
             task_started = time.perf_counter()
             info = names[task_id]
             say(f"[libero] {suite} task {task_id}: {info['instruction']}")
-            env = make_env(suite, task_id, config.cameras, plan, max_steps=max_steps, seed=seed,
-                           fast_drawing=bool(fast_drawing))
-            records = []
-            try:
-                for trial in range(trials):
-                    path = video_dir / f"task{task_id:02d}_trial{trial:02d}.mp4" if trial < videos else None
-                    records.append(run_trial(env, policy_obj, trial, seed, path))
-                    partial.add({"task_id": task_id, **records[-1]})
-                    done = sum(r["success"] for r in records)
-                    say(f"[libero]   trial {trial}: {'success' if records[-1]['success'] else 'failure'} after "
-                        f"{records[-1]['steps']} steps ({records[-1]['seconds']:.1f} s); {done}/{len(records)}")
-            finally:
-                env.close()
+            done: list[dict[str, Any]] = []
+
+            def on_record(record: dict[str, Any], task_id: int = task_id, done: list = done) -> None:
+                partial.add({"task_id": task_id, **record})
+                done.append(record)
+                say(f"[libero]   trial {record['trial']}: {'success' if record['success'] else 'failure'} after "
+                    f"{record['steps']} steps ({record['seconds']:.1f} s); {sum(r['success'] for r in done)}/"
+                    f"{len(done)}")
+
+            records = runner.run(task_id, range(trials), on_record)
             results["tasks"].append(_task_summary(info, records, time.perf_counter() - task_started))
             _fill_suite_summary(results, time.perf_counter() - started)
             write_outputs(results, out, final=False)
@@ -338,6 +296,7 @@ def evaluate_libero(
         partial.keep()
         raise
     finally:
+        runner.close()
         policy_obj.config = original_config
         if hasattr(policy_obj, "train"):
             policy_obj.train(was_training)
@@ -398,6 +357,7 @@ class _WorkerSettings:
     videos: int
     video_dir: str
     fast_drawing: bool = False
+    envs_per_worker: int = 1
 
 
 _WORKER: dict[str, Any] = {}
@@ -413,19 +373,19 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
         policy = load_policy(settings.policy_dir)[0]
         policy.config = policy.config.replace(replan_every=settings.replan_every)
         _WORKER["policy"] = policy
-    policy = _WORKER["policy"]
-    env = _WORKER.get("env")
-    if env is None or env.task_id != job.task_id:
-        if env is not None:
-            env.close()
-        env = _WORKER["env"] = make_env(settings.suite, job.task_id, policy.config.cameras, settings.plan,
-                                        max_steps=settings.max_steps, seed=settings.seed,
-                                        fast_drawing=settings.fast_drawing)
-    video_dir = Path(settings.video_dir)
-    records = [run_trial(env, policy, trial, settings.seed,
-                         video_dir / f"task{job.task_id:02d}_trial{trial:02d}.mp4" if trial < settings.videos else None)
-               for trial in job.trials]
+    if "runner" not in _WORKER:
+        _WORKER["runner"] = TrialRunner(
+            _WORKER["policy"], lambda task_id: make_env(settings.suite, task_id, _WORKER["policy"].config.cameras,
+                                                        settings.plan, max_steps=settings.max_steps,
+                                                        seed=settings.seed, fast_drawing=settings.fast_drawing),
+            settings.seed, settings.envs_per_worker,
+            lambda task_id, trial: _video_path(Path(settings.video_dir), task_id, trial, settings.videos))
+    records = _WORKER["runner"].run(job.task_id, job.trials)
     return job, records, time.perf_counter() - started
+
+
+def _video_path(video_dir: Path, task_id: int, trial: int, videos: int) -> Path | None:
+    return video_dir / f"task{task_id:02d}_trial{trial:02d}.mp4" if trial < videos else None
 
 
 def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names: dict[int, dict[str, Any]],
@@ -507,7 +467,7 @@ def _fill_suite_summary(results: dict[str, Any], seconds: float) -> None:
 
 def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: int, seed: int, out: Path, *,
                  replan_every: int | None, videos: int, max_steps: int | None, render_size: int | None,
-                 fast_drawing: bool | None = None) -> str:
+                 fast_drawing: bool | None = None, envs_per_worker: int = 1) -> str:
     """The `c2c eval libero` command that reproduces an evaluation (``<policy-dir>`` for an in-memory policy)."""
     words = ["c2c", "eval", "libero", "--policy", policy_dir or "<policy-dir>", "--suite", suite]
     if tasks != list(range(TASKS_PER_SUITE)):
@@ -523,6 +483,8 @@ def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: i
         words += ["--render-size", str(render_size)]
     if fast_drawing is not None:
         words += ["--fast-drawing" if fast_drawing else "--no-fast-drawing"]
+    if envs_per_worker != 1:
+        words += ["--envs-per-worker", str(envs_per_worker)]
     words += ["--out", str(out)]
     return shlex.join(words)
 

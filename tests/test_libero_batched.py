@@ -1,0 +1,105 @@
+"""Several LIBERO envs per worker, their observations decoded as one batch: the same trials as one at a time
+(greedy decoding), and the option's bad values refused before LIBERO is imported."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import c2c.envs.libero_env as libero_env
+from c2c.envs.libero_env import ACTION_DIM, STATE_DIM
+from c2c.errors import ConfigError
+from c2c.eval.libero_batch import stack_observations
+from c2c.eval.libero_eval import evaluate_libero
+
+
+def tiny_policy(cameras=("image", "image2")):
+    """A random-weight debug policy (16 px) that fits LIBERO; greedy decoding, a new chunk every 3 steps."""
+    from c2c.policy.policy import PlanExecutePolicy
+    from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, torch_threads
+
+    tokenizer = random_action_tokenizer("joint", action_dim=ACTION_DIM, state_dim=STATE_DIM)
+    with torch_threads(1):
+        return PlanExecutePolicy.build(debug_config("plan", cameras=cameras, state_dim=STATE_DIM,
+                                                    action_dim=ACTION_DIM, replan_every=3, plan_reuse=2),
+                                       tokenizer, INSTRUCTIONS).eval()
+
+
+@pytest.fixture
+def no_libero_import(monkeypatch):
+    def refuse():
+        raise AssertionError("LIBERO was imported before the inputs were checked")
+
+    monkeypatch.setattr(libero_env, "import_libero", refuse)
+
+
+@pytest.mark.parametrize("value", [0, -3])
+def test_envs_per_worker_below_one_is_refused(tmp_path, no_libero_import, value):
+    with pytest.raises(ConfigError, match=rf"^--envs-per-worker must be 1 or more, got {value}$"):
+        evaluate_libero(tiny_policy(), "libero_object", trials=1, out=tmp_path / "o", log=None,
+                        envs_per_worker=value)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_policy_without_batched_decoding_is_refused(tmp_path, no_libero_import):
+    """A policy served by `c2c serve` (RemotePolicy) acts one observation at a time: no batch of envs."""
+    policy = tiny_policy()
+
+    class OneAtATime:
+        config = policy.config
+
+        def select_action(self, observation):
+            return policy.select_action(observation)
+
+        def reset(self):
+            policy.reset()
+
+    with pytest.raises(ConfigError, match="--envs-per-worker above 1 needs a local policy"):
+        evaluate_libero(OneAtATime(), "libero_object", trials=1, out=tmp_path / "o", log=None, envs_per_worker=2)
+
+
+def test_cli_passes_envs_per_worker():
+    import argparse
+
+    from c2c.cli.eval import add_libero_eval_parser
+
+    parser = argparse.ArgumentParser(prog="c2c eval")
+    add_libero_eval_parser(parser.add_subparsers(dest="eval_command", required=True))
+    base = ["libero", "--policy", "p", "--suite", "libero_goal", "--out", "o"]
+    assert parser.parse_args(base).envs_per_worker == 1
+    assert parser.parse_args([*base, "--envs-per-worker", "4"]).envs_per_worker == 4
+
+
+def test_observations_stack_with_instructions_as_a_list():
+    batch = stack_observations([{"x": np.zeros(3), "task": "a"}, {"x": np.ones(3), "task": "b"}])
+    assert batch["x"].shape == (2, 3) and batch["task"] == ["a", "b"]
+
+
+@pytest.mark.libero_sim
+def test_batched_trials_equal_one_at_a_time(tmp_path, libero_installed):
+    """Two tasks x two trials: one at a time in this process, then each task's two trials side by side in a worker
+    process (two workers); the same records, and the same video frames."""
+    policy_dir = tmp_path / "policy"
+    tiny_policy().save_pretrained(policy_dir)
+    kwargs = dict(tasks=[0, 1], trials=2, seed=4, max_steps=7, videos=1, log=None, fast_drawing=True)
+    one = evaluate_libero(policy_dir, "libero_object", out=tmp_path / "one", workers=1, **kwargs)
+    many = evaluate_libero(policy_dir, "libero_object", out=tmp_path / "many", workers=2, envs_per_worker=2,
+                           **kwargs)
+    assert one["settings"]["envs_per_worker"] == 1 and "--envs-per-worker" not in one["command"]
+    assert many["settings"]["envs_per_worker"] == 2 and "--envs-per-worker 2" in many["command"]
+    assert json.loads((tmp_path / "many" / "results.json").read_text())["settings"]["envs_per_worker"] == 2
+    timing = ("seconds", "inference_seconds")
+    for first, second in zip(one["tasks"], many["tasks"], strict=True):
+        assert [{k: v for k, v in r.items() if k not in timing} for r in first["episodes"]] == \
+            [{k: v for k, v in r.items() if k not in timing} for r in second["episodes"]]
+    import imageio.v2 as imageio
+
+    for task in (0, 1):
+        frames = [imageio.mimread(out / "videos" / f"task{task:02d}_trial00.mp4") for out in
+                  (tmp_path / "one", tmp_path / "many")]
+        assert len(frames[0]) == len(frames[1]) == 8
+        moved = np.abs(frames[0][-1].astype(int) - frames[0][0].astype(int)).mean()
+        assert moved > 0.1  # the robot moved: the frames say which actions were taken
+        assert max(np.abs(a.astype(int) - b.astype(int)).mean() for a, b in zip(*frames)) < 0.5
