@@ -19,12 +19,13 @@ from conftest import write_two_camera_dataset_and_tokenizer
 from c2c.cli import main
 from c2c.errors import ConfigError
 from c2c.policy import config as config_module
+from c2c.policy import load_policy
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.regress import ContinuousActions, RegressPolicy
 from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_observation
 from c2c.policy.train import PolicyTrainConfig, train_policy
 from c2c.serve.client import PolicyClient
-from c2c.serve.server import BackgroundServer, PolicyServer, load_policy
+from c2c.serve.server import BackgroundServer, PolicyServer
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from conftest import make_smooth_episodes
 
 from c2c.cli import main
 from c2c.errors import ConfigError
+from c2c.policy import load_policy
 from c2c.policy.cnn import MODEL_TYPE, CNNRegressVLA
 from c2c.policy.config import policy_config
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
@@ -20,7 +21,7 @@ from c2c.policy.regress import ContinuousActions, RegressPolicy
 from c2c.policy.testing import INSTRUCTIONS, random_action_tokenizer, random_observation, torch_threads
 from c2c.policy.train import PolicyTrainConfig, train_policy
 from c2c.serve.client import PolicyClient
-from c2c.serve.server import BackgroundServer, PolicyServer, load_policy
+from c2c.serve.server import BackgroundServer, PolicyServer
 
 
 @pytest.fixture(scope="module")

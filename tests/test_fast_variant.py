@@ -20,6 +20,7 @@ from conftest import write_two_camera_dataset_and_tokenizer
 
 from c2c.cli import main
 from c2c.errors import ConfigError
+from c2c.policy import load_policy
 from c2c.policy.decoding import generate_suffix, prefill
 from c2c.policy.model import PrefixInputs
 from c2c.policy.policy import PlanExecutePolicy
@@ -28,7 +29,7 @@ from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
 from c2c.policy.train import PolicyTrainConfig, train_policy
 from c2c.policy.train_data import training_action_tokenizer
 from c2c.serve.client import PolicyClient
-from c2c.serve.server import BackgroundServer, PolicyServer, load_policy
+from c2c.serve.server import BackgroundServer, PolicyServer
 from c2c.tokenizer.base import PAD_CODE
 from c2c.tokenizer.binning import BinningTokenizer
 from c2c.tokenizer.data import default_spec, load_chunks

@@ -292,7 +292,8 @@ def metaworld_policy_dir(tmp_path_factory) -> Path:
 def test_eval_metaworld_through_a_server(metaworld_policy_dir, tmp_path, capsys):
     from c2c.cli import main
     from c2c.eval.metaworld_eval import eval_seed
-    from c2c.serve.server import load_policy, training_summary
+    from c2c.policy import load_policy
+    from c2c.serve.server import training_summary
 
     served = load_policy(metaworld_policy_dir)
     with BackgroundServer(PolicyServer(served, port=0, policy_dir=metaworld_policy_dir)) as running:

@@ -31,10 +31,11 @@ import torch
 from tqdm.auto import tqdm
 
 from c2c.analysis.common import (
-    check_policy_dataset, frame_batch, heldout_episodes, load_policy, open_dataset, parse_episodes, pyplot,
-    save_figure, spread_frames,
+    check_policy_dataset, frame_batch, heldout_episodes, open_dataset, parse_episodes, pyplot, save_figure,
+    spread_frames,
 )
 from c2c.errors import ConfigError
+from c2c.policy import load_policy
 from c2c.utils.io import atomic_write_json
 
 DEFAULT_RADIUS_FRACTION = 0.08  # disk radius as a fraction of the image side (8 px at 96 px)

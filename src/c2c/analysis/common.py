@@ -1,5 +1,5 @@
-"""What the analyses share: opening policies and datasets with errors that name the bad input, held-out episodes,
-observations of dataset frames, and atomic figure writes."""
+"""What the analyses share: opening datasets and checking a policy against one (errors that name the bad input),
+held-out episodes, observations of dataset frames, and atomic figure writes."""
 
 from __future__ import annotations
 
@@ -26,16 +26,6 @@ def open_dataset(directory: str | Path) -> Any:
         return LeRobotDataset(directory)
     except C2CError as err:
         raise ConfigError(f"{directory}: cannot read the dataset ({err})") from None
-
-
-def load_policy(directory: str | Path) -> Any:
-    """A saved PlanExecutePolicy in eval mode, or a ConfigError naming the directory."""
-    from c2c.policy.policy import PlanExecutePolicy
-
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ConfigError(f"{directory}: policy directory does not exist")
-    return PlanExecutePolicy.from_pretrained(directory).eval()
 
 
 def check_policy_dataset(policy: Any, dataset: Any, policy_dir: Path) -> None:

@@ -24,11 +24,12 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from c2c.analysis.common import (
-    check_policy_dataset, frame_batch, heldout_episodes, load_policy, open_dataset, parse_episodes, pyplot,
-    save_figure, spread_frames,
+    check_policy_dataset, frame_batch, heldout_episodes, open_dataset, parse_episodes, pyplot, save_figure,
+    spread_frames,
 )
 from c2c.data.windows import WindowSpec, episode_windows, hold_pad
 from c2c.errors import ConfigError
+from c2c.policy import load_policy
 from c2c.utils.io import atomic_write_json
 
 XYZ = slice(0, 3)  # motion dims of Meta-World and LIBERO actions: position deltas first

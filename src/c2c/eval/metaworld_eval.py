@@ -56,7 +56,7 @@ from typing import Any
 from c2c.envs.metaworld_tasks import DIFFICULTY_GROUPS, difficulty_group, resolve_tasks
 from c2c.errors import ConfigError
 from c2c.eval.metaworld_rollouts import (MOVED_CM, PROGRESS_KEYS, EpisodeProgress, Job, Settings,  # noqa: F401
-                                         load_policy, run_jobs, usable_cpus)
+                                         run_jobs, usable_cpus)
 from c2c.eval.partial import PartialRecords
 from c2c.utils.outdir import check_out_dir
 

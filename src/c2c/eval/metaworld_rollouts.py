@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from c2c.errors import C2CError
+from c2c.policy import load_policy
 
 VIDEO_FPS = 40  # half of the 80 Hz control rate: slow enough to follow the gripper
 RESULT_TIMEOUT_S = 5.0  # how often the main process checks that its workers are alive
@@ -92,17 +93,6 @@ def executed_action(action: Any, settings: Settings) -> Any:
     snapped = np.array(action, dtype=np.float32, copy=True)
     snapped[..., GRIPPER_DIM] = np.clip(np.rint(snapped[..., GRIPPER_DIM]), -1.0, 1.0)
     return snapped
-
-
-
-
-def load_policy(settings: Settings) -> Any:
-    from c2c.policy.policy import PlanExecutePolicy
-
-    policy = PlanExecutePolicy.from_pretrained(settings.policy_dir).eval()
-    if settings.replan_every is not None:
-        policy.config = policy.config.replace(replan_every=settings.replan_every)
-    return policy
 
 
 class EpisodeRunner:
@@ -213,7 +203,7 @@ def _worker_main(settings: Settings, inbox: Any, results: Any) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)
     try:
-        runner = EpisodeRunner(load_policy(settings), settings)
+        runner = EpisodeRunner(load_policy(settings.policy_dir, replan_every=settings.replan_every), settings)
     except Exception as error:  # noqa: BLE001 - reported by the main process
         results.put(_failure(error))
         return
@@ -343,7 +333,7 @@ def _run_inline(jobs: list[Job], settings: Settings, policy: Any, progress: Prog
     import torch
 
     if policy is None:
-        policy = load_policy(settings)
+        policy = load_policy(settings.policy_dir, replan_every=settings.replan_every)
     original, was_training, threads = policy.config, policy.training, torch.get_num_threads()
     if settings.replan_every is not None:
         policy.config = policy.config.replace(replan_every=settings.replan_every)

@@ -2,10 +2,10 @@
 
 A policy trained on clean scripted demonstrations drifts into states the demonstrations never show and cannot
 recover from them. Here the policy acts from a new placement for ``K`` steps (``K`` drawn per placement, a
-multiple of :data:`~c2c.envs.metaworld_takeover.TAKEOVER_PERIOD` up to ``policy_steps``), then metaworld's scripted expert takes over and
-finishes the task; the frames from the takeover on, labelled with the expert's actions, are added to the
-demonstrations (Ross et al. 2011's data aggregation, with the expert's own continuation as the label, so every
-action chunk and coarse plan is a real expert trajectory from a state the policy reached).
+multiple of :data:`~c2c.envs.metaworld_takeover.TAKEOVER_PERIOD` up to ``policy_steps``), then metaworld's
+scripted expert takes over and finishes the task; the frames from the takeover on, labelled with the expert's
+actions, are added to the demonstrations (Ross et al. 2011's data aggregation, with the expert's own continuation
+as the label, so every action chunk and coarse plan is a real expert trajectory from a state the policy reached).
 
 Example::
 
@@ -78,13 +78,14 @@ _worker: dict[str, Any] = {}
 def _init_worker(settings: _Settings, in_process: bool = False) -> None:
     import torch
 
-    from c2c.eval.metaworld_rollouts import load_policy
+    from c2c.policy import load_policy
 
     if not in_process:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
     torch.set_num_threads(1)
     _worker.clear()
-    _worker.update(settings=settings, policy=load_policy(settings), env=None)
+    _worker.update(settings=settings, policy=load_policy(settings.policy_dir, replan_every=settings.replan_every),
+                   env=None)
 
 
 def _run_job(job: tuple[str, int, int]) -> Takeover:

@@ -3,7 +3,8 @@
 Modules: ``config`` (PolicyConfig, variants, backbone presets), ``backbone`` (transformers PaliGemma),
 ``instructions`` (instruction tokenizers), ``tokens`` (vocabulary, suffix order, attention rules), ``model``
 (PlanExecuteVLA, loss), ``decoding`` (constrained KV-cached generation), ``processing`` (observation checks and
-normalisation), ``policy`` (PlanExecutePolicy: forward / select_action / predict_action_chunk / save / load).
+normalisation), ``policy`` (PlanExecutePolicy: forward / select_action / predict_action_chunk / save / load),
+``loading`` (load_policy: a saved policy directory in eval mode, what eval, serve and analysis use).
 
 Importing this package loads nothing heavy until a name is used.
 """
@@ -21,6 +22,7 @@ _EXPORTS = {
     "PrefixInputs": "c2c.policy.model",
     "generate_suffix": "c2c.policy.decoding",
     "PlanExecutePolicy": "c2c.policy.policy",
+    "load_policy": "c2c.policy.loading",
     "EXEC_CODES": "c2c.policy.processing",
     "PLAN_CODES": "c2c.policy.processing",
 }

@@ -37,7 +37,7 @@ before its reply is dropped before its batch runs (or its result discarded when 
 
 Example::
 
-    server = PolicyServer(PlanExecutePolicy.from_pretrained("runs/plan"), port=0)
+    server = PolicyServer(load_policy("runs/plan"), port=0)    # load_policy: c2c.policy
     with BackgroundServer(server) as running:         # tests and benchmarks; the CLI uses run_server()
         client = PolicyClient(running.url)
 """
@@ -589,13 +589,6 @@ class BackgroundServer:
         self.stop()
 
 
-def load_policy(policy_dir: str | Path) -> Any:
-    """The policy of a saved directory, in eval mode."""
-    from c2c.policy.policy import PlanExecutePolicy
-
-    return PlanExecutePolicy.from_pretrained(policy_dir).eval()
-
-
 def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
                api_key: str | None = None, key_map: str | None = None, resize: bool | None = None,
                strict_size: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
@@ -605,6 +598,7 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
     """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly."""
     import torch
 
+    from c2c.policy import load_policy
     from c2c.utils.threads import free_cpus
 
     policy_dir = Path(policy_dir)
