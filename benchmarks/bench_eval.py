@@ -1,11 +1,16 @@
-"""Evaluation throughput: Meta-World episodes per minute on the quick preset's tasks, one environment per worker
-against several stepped together with batched decoding (``--envs-per-worker``), in the same run.
+"""Evaluation throughput: episodes per minute, one environment per worker against several stepped together with
+batched decoding (``--envs-per-worker``), in the same run. Meta-World (default): the quick preset's tasks;
+``--sim libero``: trials of ``--libero-tasks`` of ``--suite`` (LIBERO's protocol: official init states, settling
+steps), both cameras, drawn with fast drawing unless ``--no-fast-drawing``.
 
 The policy is a random-weight one of the chosen preset (nano by default, the quick preset's backbone) with the
-quick preset's cameras and sizes; episodes run to ``--max-steps`` (a random policy rarely succeeds), so every
-setting does the same work. Rounds alternate between the settings and the best of each is reported.
+quick preset's cameras and sizes (LIBERO: its two cameras, 8-dim state, 7-dim actions); episodes run to
+``--max-steps`` (a random policy rarely succeeds), so every setting does the same work. The wall time counts
+everything a run does (worker start, policy load, making the envs). Rounds alternate between the settings and the
+best of each is reported.
 
     .venv/bin/python benchmarks/bench_eval.py --out runs/bench-eval
+    .venv/bin/python benchmarks/bench_eval.py --sim libero --out runs/bench-eval-libero
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import time
 from pathlib import Path
 
 QUICK_TASKS = "reach,button-press-topdown,drawer-open,pick-place"
+LIBERO_TASKS = "0,1"
 
 
 def _policy_dir(root: Path, preset: str) -> Path:
@@ -39,34 +45,67 @@ def _policy_dir(root: Path, preset: str) -> Path:
     return directory
 
 
+def _libero_policy_dir(root: Path, preset: str) -> Path:
+    from c2c.envs.libero_env import ACTION_DIM, STATE_DIM
+    from c2c.policy.config import policy_config
+    from c2c.policy.policy import PlanExecutePolicy
+    from c2c.policy.testing import INSTRUCTIONS, random_action_tokenizer
+
+    config = policy_config(preset, variant="plan", cameras=("image", "image2"), state_dim=STATE_DIM,
+                           action_dim=ACTION_DIM)
+    tokenizer = random_action_tokenizer("joint", codebook_size=4096, action_dim=ACTION_DIM, state_dim=STATE_DIM)
+    return PlanExecutePolicy.build(config, tokenizer, instructions=INSTRUCTIONS).save_pretrained(root / "policy")
+
+
+def _evaluate(args: argparse.Namespace, policy_dir: Path, out: Path, envs: int) -> int:
+    """One evaluation at ``envs`` environments per worker; returns its episode count."""
+    if args.sim == "libero":
+        from c2c.eval.libero_eval import evaluate_libero
+
+        evaluate_libero(policy_dir, args.suite, tasks=args.libero_tasks, trials=args.episodes, seed=7, out=out,
+                        max_steps=args.max_steps, workers=args.workers, envs_per_worker=envs, log=None,
+                        fast_drawing=args.fast_drawing)
+        return len(args.libero_tasks.split(",")) * args.episodes
+    from c2c.eval.metaworld_eval import evaluate_metaworld
+
+    evaluate_metaworld(policy_dir, QUICK_TASKS, episodes=args.episodes, seed=7, out=out, max_steps=args.max_steps,
+                       workers=args.workers, envs_per_worker=envs, show_progress=False,
+                       allow_unknown_training_seeds=True)
+    return 4 * args.episodes
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-eval"))
+    parser.add_argument("--sim", choices=("metaworld", "libero"), default="metaworld")
+    parser.add_argument("--suite", default="libero_object", help="LIBERO suite (--sim libero; default libero_object)")
+    parser.add_argument("--libero-tasks", default=LIBERO_TASKS, help=f"LIBERO task ids (default {LIBERO_TASKS})")
+    parser.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=True,
+                        help="LIBERO: our renderer on simplified meshes (default) or robosuite's cameras")
     parser.add_argument("--preset", default="nano")
-    parser.add_argument("--episodes", type=int, default=4, help="episodes per task (default 4)")
+    parser.add_argument("--episodes", type=int, default=4, help="episodes (LIBERO: trials) per task (default 4)")
     parser.add_argument("--max-steps", type=int, default=100)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--envs", default="1,4", help="comma list of --envs-per-worker settings (default 1,4)")
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args(argv)
-    from c2c.eval.metaworld_eval import evaluate_metaworld
-
     settings = [int(value) for value in args.envs.split(",")]
     runs: dict[int, list[float]] = {envs: [] for envs in settings}
     with tempfile.TemporaryDirectory() as tmp:
-        policy_dir = _policy_dir(Path(tmp), args.preset)
+        make_policy = _libero_policy_dir if args.sim == "libero" else _policy_dir
+        policy_dir = make_policy(Path(tmp), args.preset)
         for round_index in range(args.rounds):
             for envs in settings:
                 started = time.perf_counter()
-                evaluate_metaworld(policy_dir, QUICK_TASKS, episodes=args.episodes, seed=7, out=Path(tmp) / "eval",
-                                   max_steps=args.max_steps, workers=args.workers, envs_per_worker=envs,
-                                   show_progress=False, allow_unknown_training_seeds=True)
+                episodes = _evaluate(args, policy_dir, Path(tmp) / "eval", envs)
                 minutes = (time.perf_counter() - started) / 60
-                runs[envs].append(4 * args.episodes / minutes)
+                runs[envs].append(episodes / minutes)
                 print(f"round {round_index}: envs-per-worker {envs}: {runs[envs][-1]:.1f} episodes/min", flush=True)
     best = {envs: max(values) for envs, values in runs.items()}
     base = best[settings[0]]
-    result = {"preset": args.preset, "tasks": QUICK_TASKS, "episodes_per_task": args.episodes,
+    tasks = f"{args.suite} {args.libero_tasks}" if args.sim == "libero" else QUICK_TASKS
+    result = {"sim": args.sim, "preset": args.preset, "tasks": tasks, "episodes_per_task": args.episodes,
+              "fast_drawing": args.fast_drawing if args.sim == "libero" else None,
               "max_steps": args.max_steps, "workers": args.workers, "rounds": runs, "best_episodes_per_min": best,
               "ratio_to_first": {envs: round(value / base, 2) for envs, value in best.items()},
               "machine": platform.platform(), "python": sys.version.split()[0]}

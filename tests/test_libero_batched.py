@@ -80,10 +80,10 @@ def test_observations_stack_with_instructions_as_a_list():
 @pytest.mark.libero_sim
 def test_batched_trials_equal_one_at_a_time(tmp_path, libero_installed):
     """Two tasks x two trials: one at a time in this process, then each task's two trials side by side in a worker
-    process (two workers); the same records, and the same video frames."""
+    process (two workers); the same records, and the same video frames of every trial."""
     policy_dir = tmp_path / "policy"
     tiny_policy().save_pretrained(policy_dir)
-    kwargs = dict(tasks=[0, 1], trials=2, seed=4, max_steps=7, videos=1, log=None, fast_drawing=True)
+    kwargs = dict(tasks=[0, 1], trials=2, seed=4, max_steps=7, videos=2, log=None, fast_drawing=True)
     one = evaluate_libero(policy_dir, "libero_object", out=tmp_path / "one", workers=1, **kwargs)
     many = evaluate_libero(policy_dir, "libero_object", out=tmp_path / "many", workers=2, envs_per_worker=2,
                            **kwargs)
@@ -96,8 +96,8 @@ def test_batched_trials_equal_one_at_a_time(tmp_path, libero_installed):
             [{k: v for k, v in r.items() if k not in timing} for r in second["episodes"]]
     import imageio.v2 as imageio
 
-    for task in (0, 1):
-        frames = [imageio.mimread(out / "videos" / f"task{task:02d}_trial00.mp4") for out in
+    for task, trial in [(0, 0), (0, 1), (1, 0), (1, 1)]:
+        frames = [imageio.mimread(out / "videos" / f"task{task:02d}_trial{trial:02d}.mp4") for out in
                   (tmp_path / "one", tmp_path / "many")]
         assert len(frames[0]) == len(frames[1]) == 8
         moved = np.abs(frames[0][-1].astype(int) - frames[0][0].astype(int)).mean()
