@@ -293,10 +293,11 @@ def test_eval_metaworld_through_a_server(metaworld_policy_dir, tmp_path, capsys)
     from c2c.cli import main
     from c2c.eval.metaworld_eval import eval_seed
     from c2c.policy import load_policy
-    from c2c.serve.server import training_summary
+    from c2c.cli.serve import training_summary
 
     served = load_policy(metaworld_policy_dir)
-    with BackgroundServer(PolicyServer(served, port=0, policy_dir=metaworld_policy_dir)) as running:
+    with BackgroundServer(PolicyServer(served, port=0, policy_dir=metaworld_policy_dir,
+                                       training=training_summary(metaworld_policy_dir))) as running:
         out = tmp_path / "eval"
         code = main(["eval", "metaworld", "--server", running.url, "--tasks", "reach", "--episodes", "1",
                      "--seed", "0", "--max-steps", "4", "--replan-every", "2", "--out", str(out)])

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
+from typing import Any
 
 from c2c.cli.options import API_KEY_ENV, api_key
+from c2c.errors import ConfigError
+
+log = logging.getLogger("c2c.serve")
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
@@ -41,14 +46,29 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
     serve.set_defaults(func=_run_serve)
 
 
-def _run_serve(args: argparse.Namespace) -> int:
-    import logging
+def training_summary(policy_dir: str | Path) -> dict[str, Any]:
+    """The Meta-World training record of ``policy_dir``, as the server's metadata sends it (so remote evaluations
+    can check placement seeds): ``known`` False with the error when the record cannot be read."""
+    from c2c.eval.metaworld_eval import read_training_record
 
+    try:
+        record = read_training_record(Path(policy_dir))
+    except ConfigError as error:
+        log.warning("training record not served: %s", error)
+        return {"known": False, "path": str(Path(policy_dir) / "training_data.json"), "error": str(error)}
+    seeds: dict[str, list[int]] = {}
+    for seed, task in record.seeds.items():
+        seeds.setdefault(task, []).append(seed)
+    return {"known": record.known, "path": str(record.path), "tasks": list(record.tasks), "seeds": seeds,
+            "image_size": record.image_size, "fast_drawing": record.fast_drawing}
+
+
+def _run_serve(args: argparse.Namespace) -> int:
     from c2c.serve.server import run_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("websockets").setLevel(logging.WARNING)
     run_server(args.policy, host=args.host, port=args.port, api_key=api_key(args), key_map=args.key_map,
                resize=args.resize, strict_size=args.strict_size, max_message_bytes=args.max_message_bytes,
-               max_batch=args.max_batch, threads=args.threads)
+               max_batch=args.max_batch, threads=args.threads, training=training_summary(args.policy))
     return 0

@@ -2,8 +2,9 @@
 
 Modules: ``codec`` (msgpack with numpy arrays, openpi's wire format, checked, never pickle), ``keymap`` (openpi
 request keys -> our observation keys: ``libero``, ``metaworld``, ``auto`` or a JSON file), ``observation``
-(request checks before batching), ``server`` (``PolicyServer``: one policy, batched off the event loop),
-``client`` (``PolicyClient``, ``RemotePolicy``).
+(request checks before batching), ``batching`` (the queue that decodes requests together), ``control``
+(control messages, per-connection counters), ``server`` (``PolicyServer``: one policy, batched off the event
+loop), ``client`` (``PolicyClient``, ``RemotePolicy``).
 
 Importing this package loads nothing heavy until a name is used.
 """

@@ -28,7 +28,11 @@ Api-Key <key>``, as openpi-client sends it, or ``Api-Key: <key>``) is refused at
 ``Api-Key`` or two ``Authorization`` headers with HTTP 400. Each refusal is one log line; tracebacks (in the log and
 in the policy-failure frame) only with ``C2C_DEBUG=1``. Other connections are never affected.
 
-Decoding and batching: a message is unpacked and checked in a decode thread (``decode_workers`` at once over all
+Metadata: the policy's config, the request keys and limits, and ``training``, the policy's training record as the
+caller passes it (``c2c serve`` sends :func:`c2c.cli.serve.training_summary`: the Meta-World placement seeds that
+remote evaluations must not reuse), else None.
+
+Decoding and batching (:mod:`c2c.serve.batching`): a message is unpacked and checked in a decode thread (``decode_workers`` at once over all
 connections; a connection's next message is read only after its reply), never on the event loop, so one
 connection's message cannot stall the others. Checked requests are queued; one worker thread runs the policy. When
 it is free it takes every queued request (up to ``max_batch``) and decodes them as one batch; if that batch fails,
@@ -51,20 +55,18 @@ import logging
 import os
 import signal
 import threading
-import time
 import traceback
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Self
 
-import numpy as np
-
 from c2c.constants import OBS_STATE, TASK, image_key
 from c2c.errors import C2CError, ConfigError
+from c2c.serve.batching import Batcher
 from c2c.serve.codec import Limits, ProtocolError, packb, unpackb
+from c2c.serve.control import CONTROL_MESSAGES, ConnectionState, Control, control_name
 from c2c.serve.keymap import CONTROL_MARK, RETURN_PLAN, KeyMap, load_key_map
 from c2c.serve.observation import RequestSpec
 
@@ -77,8 +79,6 @@ DEFAULT_MAX_BATCH = 8
 DEFAULT_DECODE_WORKERS = 2  # messages unpacked and checked at once, over all connections
 MAX_QUEUED_FRAMES = 4  # frames websockets buffers per connection before it stops reading (backpressure)
 REFUSED_LINGER_S = 1.0  # a failed connection's socket is closed this long after the error was sent
-CONTROL_MESSAGES = ("episode_start", "episode_end", "reset")
-MAX_CONTROL_CHARS = 64
 HEALTH_PATH = "/healthz"
 CLOSE_BAD_REQUEST = 1008  # policy violation
 CLOSE_INTERNAL_ERROR = 1011
@@ -114,102 +114,6 @@ class _OneLine(logging.Filter):
 _ws_log.addFilter(_OneLine())
 
 
-@dataclass
-class _Pending:
-    observation: dict[str, Any]
-    return_plan: bool
-    future: asyncio.Future
-    queued: float = field(default_factory=time.perf_counter)
-
-
-class _Batcher:
-    """One worker thread owns the policy; requests queued together are decoded as one batch."""
-
-    def __init__(self, policy: Any, max_batch: int) -> None:
-        self.policy, self.max_batch = policy, max_batch
-        self.queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="c2c-serve-policy")
-        self.requests = self.batches = self.dropped = 0
-
-    def submit(self, observation: dict[str, Any], return_plan: bool) -> asyncio.Future:
-        """Queue one request; its reply comes in the future (cancel it to drop the request)."""
-        future = asyncio.get_running_loop().create_future()
-        self.queue.put_nowait(_Pending(observation, return_plan, future))
-        return future
-
-    async def run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            batch = [await self.queue.get()]
-            while len(batch) < self.max_batch and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            live = [item for item in batch if not item.future.done()]  # callers that went away are skipped
-            self.dropped += len(batch) - len(live)
-            batch = live
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                outcomes = await loop.run_in_executor(self.executor, self._decode, batch)
-            except BaseException as error:
-                for item in batch:
-                    if not item.future.done():
-                        item.future.set_exception(error if isinstance(error, Exception) else RuntimeError("stopped"))
-                raise
-            infer_ms = 1000 * (time.perf_counter() - started)
-            self.requests += len(batch)
-            self.batches += 1
-            for item, outcome in zip(batch, outcomes, strict=True):
-                if item.future.done():
-                    continue
-                if isinstance(outcome, BaseException):
-                    item.future.set_exception(outcome)
-                    continue
-                timing = {"infer_ms": round(infer_ms, 3), "queue_ms": round(1000 * (started - item.queued), 3),
-                          "batch_size": len(batch)}
-                item.future.set_result({**outcome, "server_timing": timing})
-
-    def _decode(self, batch: list[_Pending]) -> list[dict[str, Any] | Exception]:
-        """In the worker thread: the whole batch at once; one by one if that fails."""
-        try:
-            return self._predict(batch)
-        except Exception as error:  # noqa: BLE001 - retried alone, each request gets its own outcome
-            if len(batch) == 1:
-                return [error]
-        outcomes: list[dict[str, Any] | Exception] = []
-        for item in batch:
-            try:
-                outcomes.extend(self._predict([item]))
-            except Exception as error:  # noqa: BLE001 - reported to that request only
-                outcomes.append(error)
-        return outcomes
-
-    def _predict(self, batch: list[_Pending]) -> list[dict[str, Any]]:
-        import torch
-
-        first = batch[0].observation
-        stacked: dict[str, Any] = {key: np.stack([item.observation[key] for item in batch])
-                                   for key in first if key != TASK}
-        stacked[TASK] = [item.observation[TASK] for item in batch]
-        want_plan = any(item.return_plan for item in batch)
-        with torch.inference_mode():
-            if want_plan:
-                actions, plans = self.policy.predict_action_chunk(stacked, return_plan=True)
-            else:
-                actions, plans = self.policy.predict_action_chunk(stacked), None
-        actions = np.asarray(actions, dtype=np.float32)  # (B, He, A)
-        replies = []
-        for row, item in enumerate(batch):
-            reply: dict[str, Any] = {"actions": np.ascontiguousarray(actions[row])}
-            if item.return_plan and plans is not None:
-                reply["plan"] = np.ascontiguousarray(np.asarray(plans[row], dtype=np.float32))
-            replies.append(reply)
-        return replies
-
-    def close(self) -> None:
-        self.executor.shutdown(wait=True, cancel_futures=True)
-
-
 class _DuplicateHeader(Exception):
     """A handshake with two headers of a name that must appear once."""
 
@@ -230,65 +134,6 @@ def _presented_key(headers: Any) -> str | None:
         if scheme.lower() in ("api-key", "bearer"):
             return value.strip()
     return None
-
-
-@dataclass
-class _Control:
-    """A control message (``{"__ctrl__": name}``) read from a connection."""
-
-    name: str
-
-
-def _control_name(value: Any) -> str:
-    if not isinstance(value, str) or not 0 < len(value) <= MAX_CONTROL_CHARS:
-        shown = repr(value) if isinstance(value, (str, int, float, bool, type(None))) else type(value).__name__
-        raise ProtocolError(f"{CONTROL_MARK!r}: expected the name of a control message "
-                            f"({', '.join(CONTROL_MESSAGES)}), got {shown[:80]}")
-    return value
-
-
-@dataclass
-class _ConnectionState:
-    """What the server keeps per connection: counters for the log (no action state: see the module docstring)."""
-
-    peer: str
-    served: int = 0
-    episodes: int = 0
-    episode_requests: int = 0
-
-    def control(self, name: str) -> dict[str, Any]:
-        """Apply a control message; the reply."""
-        if name not in CONTROL_MESSAGES:
-            log.warning("%s sent the unknown control message %r (known: %s)", self.peer, name,
-                        ", ".join(CONTROL_MESSAGES))
-            return {"ok": False, "control": name,
-                    "error": f"unknown control message {name!r} (known: {', '.join(CONTROL_MESSAGES)})"}
-        if name == "episode_end":
-            log.info("%s: episode %d ended after %d requests", self.peer, self.episodes, self.episode_requests)
-        else:
-            self.episodes += 1
-            log.info("%s: episode %d started (%s)", self.peer, self.episodes, name)
-        self.episode_requests = 0
-        return {"ok": True, "control": name, "episode": self.episodes}
-
-
-def training_summary(policy_dir: Path | None) -> dict[str, Any] | None:
-    """The Meta-World training record of ``policy_dir`` for the metadata (so remote evaluations can check
-    placement seeds), or None without a policy directory."""
-    if policy_dir is None:
-        return None
-    from c2c.eval.metaworld_eval import read_training_record
-
-    try:
-        record = read_training_record(policy_dir)
-    except ConfigError as error:
-        log.warning("training record not served: %s", error)
-        return {"known": False, "path": str(Path(policy_dir) / "training_data.json"), "error": str(error)}
-    seeds: dict[str, list[int]] = {}
-    for seed, task in record.seeds.items():
-        seeds.setdefault(task, []).append(seed)
-    return {"known": record.known, "path": str(record.path), "tasks": list(record.tasks), "seeds": seeds,
-            "image_size": record.image_size, "fast_drawing": record.fast_drawing}
 
 
 def resolve_resize(key_map: KeyMap | str | None, resize: bool | None, strict_size: bool = False) -> bool:
@@ -330,10 +175,10 @@ class PolicyServer:
         self.policy_dir = None if policy_dir is None else Path(policy_dir)
         self.spec = RequestSpec(tuple(config.cameras), config.image_size, config.state_dim, key_map, resize,
                                 strict_size)
-        self.training = training if training is not None else training_summary(self.policy_dir)
+        self.training = training
         self._metadata = packb(self.metadata())
         self._server: Any = None
-        self._batcher: _Batcher | None = None
+        self._batcher: Batcher | None = None
         self._batcher_task: asyncio.Task | None = None
         self._decoder: ThreadPoolExecutor | None = None
         self._decode_slots: asyncio.Semaphore | None = None
@@ -386,7 +231,7 @@ class PolicyServer:
         """Bind (``port`` 0 picks a free one, read back into ``self.port``) and start the worker."""
         from websockets.asyncio.server import serve
 
-        self._batcher = _Batcher(self.policy, self.max_batch)
+        self._batcher = Batcher(self.policy, self.max_batch)
         self._batcher_task = asyncio.create_task(self._batcher.run(), name="c2c-serve-batcher")
         self._decoder = ThreadPoolExecutor(max_workers=self.decode_workers, thread_name_prefix="c2c-serve-decode")
         self._decode_slots = asyncio.Semaphore(self.decode_workers)
@@ -449,11 +294,11 @@ class PolicyServer:
                         exc_info=_debug())
             return connection.respond(HTTPStatus.BAD_REQUEST, "malformed handshake\n")
 
-    def _read(self, message: bytes) -> _Control | tuple[dict[str, Any], bool]:
+    def _read(self, message: bytes) -> Control | tuple[dict[str, Any], bool]:
         """In a decode thread: a message -> a control message, or (observation, whether to return the plan)."""
         request = unpackb(message, self.limits)
         if isinstance(request, Mapping) and CONTROL_MARK in request:
-            return _Control(_control_name(request[CONTROL_MARK]))
+            return Control(control_name(request[CONTROL_MARK]))
         observation, return_plan = self.spec.parse(request)
         return observation, return_plan and self.config.has_plan
 
@@ -463,7 +308,7 @@ class PolicyServer:
         peer = _peer(connection)
         self.connections += 1
         log.info("connection from %s", peer)
-        state = _ConnectionState(peer)
+        state = ConnectionState(peer)
         closed = asyncio.ensure_future(connection.wait_closed())
         loop = asyncio.get_running_loop()
         assert self._batcher is not None and self._decoder is not None and self._decode_slots is not None
@@ -475,7 +320,7 @@ class PolicyServer:
                 async with self._decode_slots:
                     read = await loop.run_in_executor(self._decoder, self._read, message)
                 del message
-                if isinstance(read, _Control):
+                if isinstance(read, Control):
                     await connection.send(packb(state.control(read.name)))
                     continue
                 reply = None if closed.done() else await _unless_closed(self._batcher.submit(*read), closed)
@@ -593,9 +438,10 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
                api_key: str | None = None, key_map: str | None = None, resize: bool | None = None,
                strict_size: bool = False, max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
                max_batch: int = DEFAULT_MAX_BATCH, threads: int | None = None,
-               decode_workers: int = DEFAULT_DECODE_WORKERS,
+               decode_workers: int = DEFAULT_DECODE_WORKERS, training: dict[str, Any] | None = None,
                stop_signals: Sequence[int] = (signal.SIGINT, signal.SIGTERM)) -> None:
-    """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly."""
+    """``c2c serve``: load the policy, print the URL, serve until SIGINT or SIGTERM, then close cleanly.
+    ``training``: the metadata's training record (see the module docstring)."""
     import torch
 
     from c2c.policy import load_policy
@@ -611,7 +457,7 @@ def run_server(policy_dir: str | Path, *, host: str = DEFAULT_HOST, port: int = 
     policy = load_policy(policy_dir)
     server = PolicyServer(policy, host=host, port=port, api_key=api_key, key_map=key_map, resize=resize,
                           strict_size=strict_size, max_message_bytes=max_message_bytes, max_batch=max_batch,
-                          policy_dir=policy_dir, decode_workers=decode_workers)
+                          policy_dir=policy_dir, training=training, decode_workers=decode_workers)
 
     async def main() -> None:
         stop = asyncio.Event()
