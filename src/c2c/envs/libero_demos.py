@@ -11,7 +11,7 @@ How an episode is made:
 1. Search, without cameras (about 20 ms a step). Attempt ``a`` of a task resets the env to its own random object
    placement under :func:`~c2c.envs.demos.libero_rollouts.placement_seed` ``(seed, suite, task, a)`` (LIBERO's numpy RNG is seeded, then
    ``env.reset()``; see :meth:`LiberoEnv.reset_random`), takes the settling steps, and lets
-   the expert of :func:`~c2c.envs.libero_experts.make_expert` act until LIBERO's own success check passes or the
+   the expert of :func:`~c2c.envs.libero_skills.make_expert` act until LIBERO's own success check passes or the
    suite's step limit (tasks no expert does raise :class:`ConfigError` naming them, see :data:`~c2c.envs.demos.libero_tasks.UNSUPPORTED_TASKS`).
    Failed attempts are dropped; a task stops after ``episodes_per_task`` successes or
    ``episodes_per_task * max_attempts_factor`` attempts. Every attempted seed is recorded. The official init states
