@@ -6,45 +6,17 @@ vocabularies) all train and decode through the same model. Two baselines share t
 checkpoints, evaluation and serving: ``regress`` (a continuous chunk head trained with L1, ACT-style; ``regress.py``)
 and ``binning`` (exec tokens of a 256-bin-per-dimension binning tokenizer, RT-2 / OpenVLA's representation).
 
-Backbone presets (:data:`PRESETS`):
+Backbone presets (:data:`PRESETS`; the measurements that chose their sizes: docs/results/backbone-presets.md):
 
-``tiny``: a PaliGemma-architecture model trained from scratch on two CPU cores. Sizes were chosen by measuring
-    this CPU with the policy's own code: Meta-World's two 96-px cameras, a 24-token instruction, 4-dim state and
-    actions (24 plan + 24 exec tokens + end), the real action vocabulary (3 x 4096 codes), fp32, 2 threads,
-    AdamW step included; decode is ``predict_action_chunk`` (greedy, batch 1, KV cache, RVQ decode included).
-    Minimum of 5 runs; other jobs shared the machine, so single runs varied up to 3x:
+``tiny``: a PaliGemma-architecture model trained from scratch on two CPU cores (vision 128 wide x 2 layers, patch
+    12 -> an 8 x 8 token grid per camera; Gemma 192 wide x 4 layers), fp32.
 
-    ==============================================  ==========  ==================  ==========================
-    vision (width x layers, patch -> tokens/camera)  parameters  fwd+bwd ms/sample   decode ms/chunk
-    / Gemma (width x layers, 64-dim heads, 1 KV)                 at batch 16         plan / noplan
-    ==============================================  ==========  ==================  ==========================
-    96 x 2, patch 16 -> 36 / 192 x 4                 4.85 M      42                  266 / 140
-    **128 x 2, patch 12 -> 64 / 192 x 4 (tiny)**     5.01 M      49                  287 / 179
-    128 x 2, patch 12 -> 64 / 256 x 4                7.45 M      88                  425 / 288
-    128 x 2, patch 12 -> 64 / 192 x 6                6.10 M      66                  362 / 192
-    ==============================================  ==========  ==================  ==========================
+``nano``: the budget of ``c2c run --preset quick`` (minutes, not hours); trains with the softmax over each suffix
+    position's valid ids (``loss_vocabulary``).
 
-    Why this row: a training step of batch 16 takes about 0.8 s (some 4,500 steps an hour), which a training
-    budget of an hour or two can afford; the wider or deeper decoders cost 35-80% more per sample. Patch 12 keeps
-    an 8 x 8 token grid per camera (16% slower than patch 16's 6 x 6) because Meta-World's goal markers are only a
-    few pixels wide. With the reference decode loop, decoding cost about 5 ms per generated token at all these sizes
-    (per-step Python and cache overhead dominated); the default loop (``fast_decoding.py``) is 3x cheaper per token
-    (docs/results/decoding-speed.md). bf16 autocast was measured
-    10-20x *slower* for matrices this small on this CPU (as for the tokenizer), so the preset trains in fp32. With
-    one thread instead of two, training is about 2x slower, but tiny test models are up to 100x faster on a
-    busy machine (OpenMP synchronisation; see ``testing.torch_threads``).
-
-``nano``: the budget of ``c2c run --preset quick`` (minutes, not hours). Measured like the table above but with one
-    thread on a busy machine, per sample at batch 32 (fwd + bwd + AdamW): tiny 101 ms; tiny with the valid-id
-    loss 79 ms; + patch 24 (a 4 x 4 grid per camera) and 12 instruction tokens 35 ms; + vision 96 wide and a
-    128 x 3 Gemma (nano) 18 ms; the same with patch 16 25 ms. The LM head was the largest single cost (49 suffix
-    positions x 12.4 k ids): nano trains with the softmax over each position's valid ids (``loss_vocabulary``).
-
-``nano-conv``: nano with ``vision.ConvVisionTower`` (four convolutions, 16-32-64 channels, and a patchify
-    convolution to the same 4 x 4 grid) instead of the ViT, for a stronger spatial prior when training from scratch.
-    Plan and noplan at 900 x 32 side by side took 671 s (nano: 612 s in the quick preset's last full run). On the
-    quick preset (``c2c run --preset quick --backbone nano-conv``, the same data and tokenizer) it was not better:
-    plan 20% and noplan 38% against nano's 38% and 32%, so the quick preset keeps nano.
+``nano-conv``: nano with ``vision.ConvVisionTower`` (four convolutions and a patchify convolution to the same 4 x 4
+    grid) instead of the ViT, for a stronger spatial prior when training from scratch (not better on the quick
+    preset, which keeps nano).
 
 ``debug``: two 32-wide layers on 16-px images, for tests and smoke runs only.
 
@@ -53,12 +25,7 @@ own weights in every layer, attending jointly in one head space. ``text`` sizes 
 ``streams`` the proprio and action streams.
 
 ``tiny-multistream``: nano's vision tower, a 128-wide VLM stream and 64-wide proprio / action streams (half the
-    VLM width, as in C.3), 4 layers, 2 heads x 64, 1 KV head. Measured against nano in the same runs
-    (``benchmarks/bench_multistream.py``, 1 thread, busy machine, batch 32, fwd + bwd + AdamW; decode: plan,
-    greedy, batch 1): 3 layers 2.37 M parameters, 0.54-0.69x nano's ms/sample; **4 layers 2.77 M, 0.65-0.75x**
-    (19.8 vs 26.3 ms/sample; decode 231 vs 268 ms/chunk); 4 layers with 96-wide streams 3.75 M, 0.81x. The 4-layer
-    row has nano's parameter count at a little less than nano's cost (the 49 suffix tokens run through 64-wide
-    action weights).
+    VLM width, as in C.3), 4 layers, 2 heads x 64, 1 KV head: nano's parameter count at a little less than its cost.
 
 ``debug-multistream``: the debug sizes with 16-wide proprio and action streams (tests, smoke runs).
 
@@ -167,7 +134,8 @@ PRESETS: dict[str, BackbonePreset] = {
             image_size=96,
             max_instruction_tokens=24,
             pretrained=False,
-            description="from scratch on 2 CPU cores (5 M parameters; sizes measured, see the module docstring)",
+            description="from scratch on 2 CPU cores (5 M parameters; sizes measured: "
+                        "docs/results/backbone-presets.md)",
         ),
         NANO,
         dataclasses.replace(NANO, name="nano-conv", vision_encoder="conv",
