@@ -139,7 +139,8 @@ PRESETS: dict[str, PipelinePreset] = {
             image_size=96,
             # The primary view only (as the paper's SimplerEnv setup and REFERENCE's CNN calibration point). With
             # the wrist camera too, nano trains 1.2x slower (39.4 vs 32.8 samples/s, one thread) and its plan policy
-            # scored no better on 120 validation placements (32% vs 31%, README "Cameras").
+            # scored no better on 120 validation placements (32% vs 31%; docs/results/
+            # readme-records-until-2026-12-06.md, "Cameras").
             cameras=("corner2",),
             seed=0,
             description="4 Meta-World tasks, {variants} with the {backbone} backbone; about 20 minutes on 2 CPU "
@@ -163,8 +164,9 @@ PRESETS: dict[str, PipelinePreset] = {
             "(hours on 2 CPU cores)",
             variants=("plan", "plan-hp40", "noplan", "separate"),
             # App. C.3's multi-stream model at CPU size. At the same reduced budget (2000 steps x 32, 5 unseen
-            # placements per task) its plan policy scored 56% on MT10 against nano's 40% (README); on the quick
-            # preset's 4 tasks the order was the reverse (28% vs 38%), so quick keeps nano.
+            # placements per task) its plan policy scored 56% on MT10 against nano's 40%
+            # (docs/results/readme-records-until-2026-12-06.md); on the quick preset's 4 tasks the order was the
+            # reverse (28% vs 38%), so quick keeps nano.
             backbone="tiny-multistream",
             policy_steps=8000,
             eval_episodes=10,

@@ -32,7 +32,8 @@ def run_pipeline(preset: str | PipelinePreset, out: Path | None, force: bool = F
     if chosen.takeover_episodes:  # train, let the expert take over from each variant's rollouts, train again
         if len(chosen.cameras) == 1:
             print("[takeover] note: on the quick tasks a takeover round helped with the wrist camera and not without "
-                  "it (README, 'Fine-tuning instead of retraining'); add --cameras corner2,gripperPOV for it")
+                  "it (docs/results/readme-records-until-2026-12-06.md, 'Fine-tuning instead of retraining'); add "
+                  "--cameras corner2,gripperPOV for it")
         first = stage_policies(chosen, dataset_dir, out, force, parallel, device)
         takeover = {"policies": first, "takeovers": stage_takeovers(chosen, dataset_dir, out, force, workers)}
         root, datasets = TAKEOVER_ROOT, {variant: takeover_dataset(out, variant) for variant in chosen.variants}
