@@ -12,7 +12,7 @@ Studies:
   ``fast`` (pi0-FAST's DCT + BPE tokens), ``regress`` (continuous head, ACT-style) on the nano backbone and on a
   small CNN (``cnn``).
 - ``levers``: what makes the quick benchmark discriminate. Each row changes one setting of the quick preset
-  (camera, demonstrations per task, image size, plan horizon) for ``noplan`` and ``plan``.
+  (camera, demonstrations per task, image size, plan horizon) for ``noplan``, ``plan`` and ``regress``.
 
 Report (``<out>/study.md``, ``study.json``, ``study.png``): per row, success per task and the mean with 95% Wilson
 intervals over all episodes, the held-out decoded action L1 (normalised units, training's held-out episodes),
@@ -83,10 +83,12 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
     "levers": (
         StudyRow("noplan", "noplan", "the quick preset (corner2, 96 px, 25 demonstrations per task)"),
         StudyRow("plan", "plan", "the quick preset"),
+        StudyRow("regress", "regress", "the quick preset, continuous head (the strongest baseline so far)"),
         StudyRow("plan-hp40", "plan-hp40", "plan from a 40-step window (Hp=40 at 80 Hz: 0.5 s)"),
         StudyRow("noplan-corner", "noplan", "camera corner (the table fills more of the image)",
                  (("cameras", ("corner",)),)),
         StudyRow("plan-corner", "plan", "camera corner", (("cameras", ("corner",)),)),
+        StudyRow("regress-corner", "regress", "camera corner", (("cameras", ("corner",)),)),
         StudyRow("noplan-topview", "noplan", "camera topview", (("cameras", ("topview",)),)),
         StudyRow("plan-topview", "plan", "camera topview", (("cameras", ("topview",)),)),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
