@@ -9,8 +9,8 @@ tokenizer of 3 levels x 4096 codes.
     weights without the plan branch) and plan with a cached plan (``plan_ids=``), the model in bf16; warm-up rounds,
     then the median of ``--repeats`` rounds interleaved across the cases. Last, if time allows, again with the decode
     step through ``torch.compile`` (``C2C_DECODE_COMPILE=1``: CUDA graphs).
-(b) Training through the training code (``apply_memory_options``, ``cast_bf16_weights``, ``train._optimizer``,
-    ``train._train_step``, the weight EMA): bf16 (fp32 master weights + autocast) with gradient checkpointing at batch
+(b) Training through the training code (``apply_memory_options``, ``cast_bf16_weights``, ``loop.make_optimizer``,
+    ``loop.train_step``, the weight EMA): bf16 (fp32 master weights + autocast) with gradient checkpointing at batch
     1, 4, 8, 16 (stopping at the first out-of-memory, which is recorded), then ``bf16-weights`` and the EMA in host
     memory at the largest batch that ran. Samples/s: median of timed steps after warm-up; peak memory:
     ``torch.cuda.max_memory_allocated`` / ``max_memory_reserved``.
@@ -43,14 +43,16 @@ import transformers
 from c2c.errors import C2CError
 from c2c.policy.backbone import backbone_from_config, paligemma_config
 from c2c.policy.config import PolicyConfig, policy_config
-from c2c.policy.distributed import Launch, Processes
 from c2c.policy.fast_decoding import COMPILE_ENV
 from c2c.policy.instructions import InstructionTokenizer
-from c2c.policy.memory import MemoryOptions, WeightEMA, apply_memory_options, cast_bf16_weights, trainable_parameters
 from c2c.policy.model import PlanExecuteVLA
 from c2c.policy.policy import PlanExecutePolicy, suffix_for, vocabulary_for
 from c2c.policy.testing import INSTRUCTIONS, random_action_tokenizer, random_batch, random_observation
-from c2c.policy.train import PolicyTrainConfig, _optimizer, _train_step
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.distributed import Launch, Processes
+from c2c.policy.training.loop import make_optimizer, train_step
+from c2c.policy.training.memory import (MemoryOptions, WeightEMA, apply_memory_options, cast_bf16_weights,
+                                        trainable_parameters)
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 CODEBOOK_SIZE = 4096  # the paper's codebook (B.4): 3 levels x 4096 codes
@@ -220,7 +222,7 @@ def training_rows(factory: Callable[[], PlanExecutePolicy], precision: str, ema_
     policy.train()
     train_config = PolicyTrainConfig(dataset="-", tokenizer="-", out="-", preset=config.backbone, precision=precision,
                                      gradient_checkpointing=True, ema=ema_mode, device=device.type)
-    optimizer = _optimizer(policy.model, train_config)
+    optimizer = make_optimizer(policy.model, train_config)
     trainable = trainable_parameters(policy.model)
     ema = WeightEMA(trainable, train_config.ema_decay, ema_mode)
     processes = Processes(Launch(1, 0, 0, device, "ddp"))
@@ -237,7 +239,7 @@ def training_rows(factory: Callable[[], PlanExecutePolicy], precision: str, ema_
         for index in range(warmup + steps):
             synchronize(device)
             start = time.perf_counter()
-            logs = _train_step(policy, policy, optimizer, [batch], train_config, processes, autocast, step)
+            logs = train_step(policy, policy, optimizer, [batch], train_config, processes, autocast, step)
             ema.update(trainable, step)
             synchronize(device)
             step += 1

@@ -6,7 +6,7 @@ keyframe every ``--gop`` frames (LeRobot's default, 2). AV1 comes from PyAV's en
 librav1e), else from an ``ffmpeg`` on the PATH; when neither can encode AV1 the videos stay h264 and the report says
 so in capitals. Then measures, resizing ``--size`` -> ``--model-size`` px (two cameras per sample):
 
-1. the in-memory path (``train_data._load_frames``): seconds to decode and resize every frame, and its GiB;
+1. the in-memory path (``c2c.policy.training.data.load_frames``): seconds to decode and resize every frame, and its GiB;
 2. the streaming path (``load_policy_data(loader="stream")``'s store): start-up seconds, then for each of
    ``--workers`` (default 0 1 2) ``batch_loader`` over ``--steps`` steps of ``--batch`` random frames: seconds to the
    first step (worker start-up included) and steady-state samples/s after it.
@@ -41,8 +41,7 @@ from c2c.data import streaming
 from c2c.data.episodes import Episode
 from c2c.data.lerobot import LeRobotDataset, LeRobotWriter, is_complete_dataset
 from c2c.data.video import PIXEL_FORMAT, video_stream_info
-from c2c.policy.train_data import (PolicyData, _load_frames, batch_loader, draw_frames, frame_tasks,
-                                   image_memory_bytes)
+from c2c.policy.training.data import PolicyData, batch_loader, draw_frames, frame_tasks, image_memory_bytes, load_frames
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 CAMERAS = ("image", "image2")  # LIBERO's names: agentview, wrist
@@ -187,7 +186,7 @@ def measure_memory(root: Path, model_size: int, data: PolicyData) -> dict[str, A
     """Seconds to load every image into memory; checks 300 random streamed frames against what it loaded."""
     dataset = LeRobotDataset(root)
     started = time.perf_counter()
-    images, _ = _load_frames(dataset, SimpleNamespace(cameras=CAMERAS, image_size=model_size), dataset.num_frames,
+    images, _ = load_frames(dataset, SimpleNamespace(cameras=CAMERAS, image_size=model_size), dataset.num_frames,
                              resize=True)
     seconds = time.perf_counter() - started
     picks = np.random.default_rng(0).integers(dataset.num_frames, size=300)

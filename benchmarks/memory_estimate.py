@@ -38,8 +38,8 @@ import torch
 from bench_gpu import CODEBOOK_SIZE, GIB, bench_config, bench_tokenizer, random_policy
 from torch import nn
 
-from c2c.policy.memory import MemoryOptions, apply_memory_options, cast_bf16_weights, vision_tower
 from c2c.policy.testing import random_batch
+from c2c.policy.training.memory import MemoryOptions, apply_memory_options, cast_bf16_weights, vision_tower
 from c2c.utils.io import atomic_write_json, atomic_write_text
 
 LAYER_CLASSES = {"SiglipEncoderLayer": "vision", "GemmaDecoderLayer": "text"}

@@ -37,7 +37,8 @@ def test_plan_paths_integrate_the_plan_and_the_hold_padded_future():
 def run(tmp_path_factory):
     """A synthetic dataset with two 16-px cameras, a joint tokenizer and plan / noplan debug policies (2 steps)."""
     from c2c.policy.testing import torch_threads
-    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.policy.training.config import PolicyTrainConfig
+    from c2c.policy.training.loop import train_policy
 
     root = tmp_path_factory.mktemp("analysis")
     dataset, tokenizer = write_two_camera_dataset_and_tokenizer(root)

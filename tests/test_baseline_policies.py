@@ -23,7 +23,8 @@ from c2c.policy import load_policy
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.regress import ContinuousActions, RegressPolicy
 from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_observation
-from c2c.policy.train import PolicyTrainConfig, train_policy
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.loop import train_policy
 from c2c.serve.client import PolicyClient
 from c2c.serve.server import BackgroundServer, PolicyServer
 

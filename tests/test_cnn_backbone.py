@@ -19,7 +19,8 @@ from c2c.policy.config import policy_config
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.regress import ContinuousActions, RegressPolicy
 from c2c.policy.testing import INSTRUCTIONS, random_action_tokenizer, random_observation, torch_threads
-from c2c.policy.train import PolicyTrainConfig, train_policy
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.loop import train_policy
 from c2c.serve.client import PolicyClient
 from c2c.serve.server import BackgroundServer, PolicyServer
 

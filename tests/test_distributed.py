@@ -9,10 +9,12 @@ import torch
 from conftest import write_two_camera_dataset_and_tokenizer
 
 from c2c.errors import ConfigError
-from c2c.policy.checkpoint import read_state
 from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.testing import torch_threads
-from c2c.policy.train import PolicyTrainConfig, launch_processes, train_policy
+from c2c.policy.training.checkpoint import read_state
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.launch import launch_processes
+from c2c.policy.training.loop import train_policy
 
 
 @pytest.fixture(scope="module")

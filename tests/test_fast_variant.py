@@ -26,8 +26,9 @@ from c2c.policy.model import PrefixInputs
 from c2c.policy.policy import PlanExecutePolicy
 from c2c.policy.testing import INSTRUCTIONS, debug_config, random_action_tokenizer, random_observation
 from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout
-from c2c.policy.train import PolicyTrainConfig, train_policy
-from c2c.policy.train_data import training_action_tokenizer
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.data import training_action_tokenizer
+from c2c.policy.training.loop import train_policy
 from c2c.serve.client import PolicyClient
 from c2c.serve.server import BackgroundServer, PolicyServer
 from c2c.tokenizer.base import PAD_CODE

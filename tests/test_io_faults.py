@@ -105,7 +105,7 @@ def _commands(workspace: dict[str, Path], policy_dir: Path, out: Path) -> dict[s
         "tokenizer train": (["tokenizer", "train", "--dataset", dataset, "--out", str(out), "--steps", "1"],
                             "c2c.tokenizer.train.train_tokenizer"),
         "policy train": (["policy", "train", "--dataset", dataset, "--tokenizer", tokenizer, "--out", str(out),
-                          "--preset", "debug", "--steps", "1"], "c2c.policy.train.train_policy"),
+                          "--preset", "debug", "--steps", "1"], "c2c.policy.training.loop.train_policy"),
         "eval metaworld": (["eval", "metaworld", "--policy", str(policy_dir), "--tasks", "reach", "--episodes", "1",
                             "--seed", "0", "--workers", "1", "--out", str(out)],
                            "c2c.eval.metaworld_eval.evaluate_metaworld"),
@@ -222,7 +222,8 @@ def test_a_directory_without_write_permission_is_refused(workspace, policy_dir, 
 def test_library_entry_points_check_out_before_reading_data(workspace, policy_dir, read_only, monkeypatch):
     """train_tokenizer, train_policy and evaluate_metaworld check --out themselves (the pipeline calls them)."""
     from c2c.eval.metaworld_eval import evaluate_metaworld
-    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.policy.training.config import PolicyTrainConfig
+    from c2c.policy.training.loop import train_policy
     from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     for target in ("c2c.tokenizer.train.default_spec", "c2c.tokenizer.train.load_chunks",

@@ -127,7 +127,8 @@ def test_v30_input_with_a_key_map_renames(tmp_path):
 
 def test_converted_dataset_trains(openpi, tmp_path):
     from c2c.policy.testing import torch_threads
-    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.policy.training.config import PolicyTrainConfig
+    from c2c.policy.training.loop import train_policy
     from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     dataset = convert_dataset(openpi[0], tmp_path / "dataset", show_progress=False)

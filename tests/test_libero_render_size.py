@@ -226,7 +226,8 @@ def test_render_plan_of_a_policy_trained_on_a_converted_dataset(tmp_path):
     from lerobot_v2_fixtures import make_source_episodes, write_v2_dataset
 
     from c2c.data.lerobot_v2 import convert_dataset
-    from c2c.policy.train import PolicyTrainConfig, train_policy
+    from c2c.policy.training.config import PolicyTrainConfig
+    from c2c.policy.training.loop import train_policy
     from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
     source = write_v2_dataset(tmp_path / "openpi", make_source_episodes(3, 16), version="v2.0", keys="openpi",

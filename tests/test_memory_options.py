@@ -9,11 +9,12 @@ from conftest import write_two_camera_dataset_and_tokenizer
 
 from c2c.data.lerobot import LeRobotDataset
 from c2c.errors import ConfigError
-from c2c.policy.memory import (MemoryOptions, WeightEMA, _stochastic_round_bf16, apply_memory_options,
-                               cast_bf16_weights, merge_lora, trainable_parameters, vision_tower)
 from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.testing import debug_policy, random_batch, torch_threads
-from c2c.policy.train import PolicyTrainConfig, train_policy
+from c2c.policy.training.config import PolicyTrainConfig
+from c2c.policy.training.loop import train_policy
+from c2c.policy.training.memory import (MemoryOptions, WeightEMA, apply_memory_options, cast_bf16_weights, merge_lora,
+                                        stochastic_round_bf16, trainable_parameters, vision_tower)
 
 
 @pytest.fixture(autouse=True)
@@ -152,7 +153,7 @@ def test_a_bf16_ema_keeps_increments_below_bf16_resolution():
     nearest = torch.tensor([1.0 + 0.01 * 0.001]).to(torch.bfloat16)
     assert float(nearest) == 1.0  # what round-to-nearest would have kept
     values = torch.full((100000,), 1.0 + 2 ** -9)  # a quarter of the way to the next bf16 value
-    assert abs(float(_stochastic_round_bf16(values).float().mean()) - (1.0 + 2 ** -9)) < 2e-4
+    assert abs(float(stochastic_round_bf16(values).float().mean()) - (1.0 + 2 ** -9)) < 2e-4
 
 
 def test_bad_memory_options_are_named():

@@ -31,7 +31,8 @@ from c2c.policy.testing import (
     torch_threads,
 )
 from c2c.policy.tokens import TokenGroup, VocabularyLayout, attention_mask, positions_from_valid
-from c2c.policy.train import OPTIMIZER_DEFAULTS, PolicyTrainConfig, train_policy
+from c2c.policy.training.config import OPTIMIZER_DEFAULTS, PolicyTrainConfig
+from c2c.policy.training.loop import train_policy
 
 SMALL_STREAMS = dict(proprio=dict(hidden_size=16, intermediate_size=32),
                      action=dict(hidden_size=24, intermediate_size=40))

@@ -165,7 +165,8 @@ def test_the_reproduce_command_names_every_override():
 ])
 def test_an_interrupted_policy_stage_resumes_from_its_checkpoint(tmp_path, capsys, parallel):
     from c2c.eval.pipeline import policy_configs, stage_demos, stage_policies, stage_tokenizers
-    from c2c.policy.train import CHECKPOINT, train_policy
+    from c2c.policy.training.checkpoint import CHECKPOINT
+    from c2c.policy.training.loop import train_policy
 
     out = tmp_path / "run"
     preset = MINI.replace(policy_steps=4)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from c2c.errors import ConfigError
+from c2c.policy import load_policy
 from c2c.policy.policy import EMA_WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.testing import (
     debug_policy,
@@ -116,6 +117,15 @@ def test_ema_weights_win_when_present(tmp_path):
     raw = PlanExecutePolicy.from_pretrained(directory, weights="model")
     assert torch.equal(next(iter(auto.model.parameters())), shifted)
     assert not torch.equal(next(iter(raw.model.parameters())), shifted)
+
+
+def test_load_policy_gives_the_saved_policy_in_eval_mode_with_its_options(tmp_path):
+    directory = _policy("plan").save_pretrained(tmp_path / "ckpt")
+    policy = load_policy(directory, weights="model", replan_every=3)
+    assert not policy.training and policy.config.replan_every == 3
+    assert load_policy(directory).config.replan_every == PlanExecutePolicy.from_pretrained(directory).config.replan_every
+    with pytest.raises(ConfigError, match="nothing: policy directory does not exist"):
+        load_policy(tmp_path / "nothing")
 
 
 def test_checkpoint_of_another_variant_or_action_dim_is_refused(tmp_path):

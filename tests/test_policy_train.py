@@ -9,11 +9,12 @@ from conftest import TINY_CODEC, write_two_camera_dataset_and_tokenizer
 from safetensors.torch import load_file
 
 from c2c.errors import ConfigError
-from c2c.policy import train_data
 from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
 from c2c.policy.testing import torch_threads
-from c2c.policy.train import PolicyTrainConfig, lr_at, train_policy
-from c2c.policy.train_data import draw_frames
+from c2c.policy.training import data as train_data
+from c2c.policy.training.config import PolicyTrainConfig, lr_at
+from c2c.policy.training.data import draw_frames
+from c2c.policy.training.loop import train_policy
 from c2c.tokenizer.train import TokenizerTrainConfig, train_tokenizer
 
 
@@ -141,6 +142,16 @@ def test_batches_depend_on_seed_and_step_and_ranks_get_different_frames():
                                                   processes=2))
 
 
+def test_the_train_module_re_exports_the_training_api():
+    """`c2c.policy.train` stays importable (and is what `python -m` runs in every training process)."""
+    import c2c.policy.train as train
+    from c2c.policy.training import launch, loop
+
+    assert train.train_policy is loop.train_policy and train.PolicyTrainConfig is PolicyTrainConfig
+    assert train.launch_processes is launch.launch_processes and launch.ENTRY_MODULE == train.__name__
+    assert all(hasattr(train, name) for name in train.__all__)
+
+
 def test_learning_rate_warms_up_then_decays():
     config = PolicyTrainConfig(dataset="d", tokenizer="t", out="o", preset="tiny", steps=1000)
     assert config.lr == 3e-4 and config.warmup_steps == 200  # the tiny preset's defaults
@@ -222,7 +233,7 @@ def test_training_on_a_gpu_saves_a_policy_that_resumes_and_loads_on_the_cpu(work
 
 
 def test_the_thread_schedule_is_recorded_because_the_weights_depend_on_it(workspace, monkeypatch):
-    from c2c.policy.train import THREADS_FILE_ENV
+    from c2c.policy.training.loop import THREADS_FILE_ENV
 
     # Pinned: one entry. CPU sums are split by thread, so the same schedule repeats the weights bit for bit.
     first = train_policy(_config(workspace, "one-thread-a"), show_progress=False)

@@ -55,10 +55,10 @@ def _openpi_request(seed: int = 0) -> dict:
 
 def _as_training_sees_it(request: dict, size: int) -> dict:
     """The request in our keys with the images resized as training resizes dataset frames."""
-    from c2c.policy.train_data import _resize
+    from c2c.policy.training.data import resize_frames
 
-    return {image_key("image"): _resize(request["observation/image"][None], size)[0],
-            image_key("image2"): _resize(request["observation/wrist_image"][None], size)[0],
+    return {image_key("image"): resize_frames(request["observation/image"][None], size)[0],
+            image_key("image2"): resize_frames(request["observation/wrist_image"][None], size)[0],
             OBS_STATE: request["observation/state"].astype(np.float32), TASK: request["prompt"]}
 
 

@@ -13,9 +13,9 @@ from c2c.constants import image_key
 from c2c.data import lerobot_read, streaming
 from c2c.data.lerobot import LeRobotDataset, LeRobotWriter
 from c2c.errors import ConfigError, DatasetError
-from c2c.policy import train_data
 from c2c.policy.config import policy_config
-from c2c.policy.train_data import batch_loader, draw_frames, load_policy_data
+from c2c.policy.training import data as train_data
+from c2c.policy.training.data import batch_loader, draw_frames, load_policy_data
 from c2c.tokenizer import load_tokenizer
 
 CAMERAS = ("corner2", "wrist")

@@ -65,7 +65,7 @@ def plan_paths(actions: np.ndarray, frame: int, plan: np.ndarray | None, spec: W
 
 def policy_spec(policy: Any, policy_dir: Path, dataset: Any) -> WindowSpec:
     """The plan window of the policy's variant, gripper dims as its tokenizer was trained with."""
-    from c2c.policy.train_data import policy_window_spec, read_tokenizer_record
+    from c2c.policy.training.data import policy_window_spec, read_tokenizer_record
 
     config = policy.config
     if not config.has_plan:

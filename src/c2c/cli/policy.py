@@ -85,7 +85,10 @@ def add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
                        "c2c data metaworld-takeover); same backbone, variant, cameras and tokenizer")
 
     def run_train(args: argparse.Namespace) -> int:
-        from c2c.policy.train import PolicyTrainConfig, format_metrics, launch_processes, train_policy
+        from c2c.policy.training.config import PolicyTrainConfig
+        from c2c.policy.training.evaluation import format_metrics
+        from c2c.policy.training.launch import launch_processes
+        from c2c.policy.training.loop import train_policy
 
         config = PolicyTrainConfig(
             dataset=str(args.dataset), tokenizer=None if args.tokenizer is None else str(args.tokenizer),

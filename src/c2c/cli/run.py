@@ -62,7 +62,7 @@ def add_run_command(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_pipeline(args: argparse.Namespace) -> int:
     from c2c.eval.pipeline import OVERRIDE_OPTIONS, run_presets
-    from c2c.policy.train import check_device
+    from c2c.policy.training.distributed import check_device
 
     check_device(args.device)  # before hours of demonstrations, not after
     overrides = {field: getattr(args, field) for field in OVERRIDE_OPTIONS}

@@ -89,7 +89,7 @@ def training_render_plan(policy_dir: str | Path | None, cameras: Sequence[str], 
     own = RenderPlan(int(image_size), (), f"the policy's image size ({image_size} px): no training record")
     if policy_dir is None:
         return RenderPlan(int(image_size), (), f"the policy's image size ({image_size} px): a policy object")
-    from c2c.policy.train import TRAINING_DATA_FILE
+    from c2c.policy.training.config import TRAINING_DATA_FILE
 
     directory = Path(policy_dir)
     record = _json_object(directory / TRAINING_DATA_FILE, required=True) or {}
@@ -132,7 +132,7 @@ def training_drawing(policy_dir: str | None) -> bool:
     the policy is an object, the file is absent or the data came from elsewhere, e.g. LIBERO's own datasets)."""
     if policy_dir is None:
         return False
-    from c2c.policy.train import TRAINING_DATA_FILE
+    from c2c.policy.training.config import TRAINING_DATA_FILE
 
     path = Path(policy_dir) / TRAINING_DATA_FILE
     if not path.is_file():

@@ -94,7 +94,7 @@ def read_training_record(policy_dir: Path) -> TrainingRecord:
     Raises :class:`ConfigError` when the file is not valid JSON; a missing file, or a dataset record without
     Meta-World expert seeds, gives ``known=False``.
     """
-    from c2c.policy.train import TRAINING_DATA_FILE
+    from c2c.policy.training.config import TRAINING_DATA_FILE
 
     path = Path(policy_dir) / TRAINING_DATA_FILE
     if not path.is_file():

@@ -4,7 +4,8 @@ Modules: ``config`` (PolicyConfig, variants, backbone presets), ``backbone`` (tr
 ``instructions`` (instruction tokenizers), ``tokens`` (vocabulary, suffix order, attention rules), ``model``
 (PlanExecuteVLA, loss), ``decoding`` (constrained KV-cached generation), ``processing`` (observation checks and
 normalisation), ``policy`` (PlanExecutePolicy: forward / select_action / predict_action_chunk / save / load),
-``loading`` (load_policy: a saved policy directory in eval mode, what eval, serve and analysis use).
+``loading`` (load_policy: a saved policy directory in eval mode, what eval, serve and analysis use), ``training``
+(the training subpackage; ``train`` re-exports its public names and is what each training process runs).
 
 Importing this package loads nothing heavy until a name is used.
 """

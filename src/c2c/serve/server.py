@@ -32,9 +32,9 @@ Metadata: the policy's config, the request keys and limits, and ``training``, th
 caller passes it (``c2c serve`` sends :func:`c2c.cli.serve.training_summary`: the Meta-World placement seeds that
 remote evaluations must not reuse), else None.
 
-Decoding and batching (:mod:`c2c.serve.batching`): a message is unpacked and checked in a decode thread (``decode_workers`` at once over all
-connections; a connection's next message is read only after its reply), never on the event loop, so one
-connection's message cannot stall the others. Checked requests are queued; one worker thread runs the policy. When
+Decoding and batching (:mod:`c2c.serve.batching`): a message is unpacked and checked in a decode thread
+(``decode_workers`` at once over all connections; a connection's next message is read only after its reply), never
+on the event loop, so one connection's message cannot stall the others. Checked requests are queued; one worker thread runs the policy. When
 it is free it takes every queued request (up to ``max_batch``) and decodes them as one batch; if that batch fails,
 its requests are decoded one by one so that only the failing one gets the error. A request whose connection closed
 before its reply is dropped before its batch runs (or its result discarded when the batch already runs).

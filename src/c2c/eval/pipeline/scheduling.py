@@ -68,7 +68,8 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0, thread
     from tqdm.auto import tqdm
 
     from c2c.errors import C2CError
-    from c2c.policy.train import THREADS_FILE_ENV
+    from c2c.policy.training.launch import ENTRY_MODULE
+    from c2c.policy.training.loop import THREADS_FILE_ENV
     from c2c.utils.threads import busy_cpus
 
     running = {}
@@ -83,7 +84,7 @@ def train_in_parallel(configs: dict[str, Any], poll_seconds: float = 2.0, thread
         env = {**os.environ, "OMP_NUM_THREADS": str(start), "MKL_NUM_THREADS": str(start),
                THREADS_FILE_ENV: str(out / "threads")}
         log = open(out / "train.log", "a")  # noqa: SIM115 (closed below); a resumed training appends
-        process = subprocess.Popen([sys.executable, "-m", "c2c.policy.train", str(launch)], stdout=log,
+        process = subprocess.Popen([sys.executable, "-m", ENTRY_MODULE, str(launch)], stdout=log,
                                    stderr=subprocess.STDOUT, env=env)
         running[variant] = (process, log)
     cpus, assigned, reported = os.cpu_count() or 1, {variant: start for variant in configs}, set()

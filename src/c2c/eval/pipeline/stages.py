@@ -218,7 +218,7 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
     ``root``: the policies go to ``out/root/<variant>``; ``datasets``: a dataset per variant instead of
     ``dataset_dir`` (the takeover round: each variant's demonstrations plus its own takeovers).
     """
-    from c2c.policy.train import train_policy
+    from c2c.policy.training.loop import train_policy
 
     configs, records = policy_configs(preset, dataset_dir, out, device, root, datasets), {}
     settings = {variant: {**{k: v for k, v in asdict(config).items() if k != "device"},
@@ -282,7 +282,7 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
                    datasets: dict[str, Path] | None = None) -> dict[str, Any]:
     """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants (into
     ``out/root/<variant>``, on ``datasets[variant]`` when given, else on ``dataset_dir``)."""
-    from c2c.policy.train import PolicyTrainConfig
+    from c2c.policy.training.config import PolicyTrainConfig
 
     configs = {}
     finetune = root == TAKEOVER_ROOT and preset.takeover_finetune_steps > 0  # from the first round's policies
@@ -303,7 +303,7 @@ def _resume_orclear_stage(config: Any, force: bool) -> None:
     """Before a policy stage runs: an interrupted training of the same settings resumes from its last checkpoint;
     anything else in its directory (a stage finished with other settings, a checkpoint of other settings, or
     everything under ``--force``) is cleared."""
-    from c2c.policy.train import resumable_step
+    from c2c.policy.training.loop import resumable_step
 
     out = Path(config.out)
     step = None if force or (out / STAGE_FILE).is_file() else resumable_step(config)

@@ -261,7 +261,7 @@ def image_memory_bytes(num_frames: int, num_cameras: int, image_size: int) -> in
     return num_frames * num_cameras * image_size * image_size * 3
 
 
-def _resize(frames: np.ndarray, size: int) -> np.ndarray:
+def resize_frames(frames: np.ndarray, size: int) -> np.ndarray:
     return np.stack([resize_frame(frame, size) for frame in frames])  # (T, size, size, 3)
 
 
@@ -340,7 +340,7 @@ def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path | No
                                                          Path(out) / CODES_DIR)
     check_length_cap(tokenizer, codes, tokenizer_dir)
     if mode == "memory":
-        images, tasks = _load_frames(dataset, config, len(actions), resize_images)
+        images, tasks = load_frames(dataset, config, len(actions), resize_images)
     else:
         images, tasks = _stream_frames(dataset, config, len(actions))
     fraction = record.holdout_fraction if holdout_fraction is None else holdout_fraction
@@ -355,7 +355,7 @@ def load_policy_data(dataset_dir: Path, tokenizer: Any, tokenizer_dir: Path | No
                       heldout_frames=frames[np.isin(episodes, held_eps)], info=info)
 
 
-def _load_frames(dataset: Any, config: PolicyConfig, num_frames: int, resize: bool
+def load_frames(dataset: Any, config: PolicyConfig, num_frames: int, resize: bool
                  ) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """All frames' images (preallocated, filled episode by episode) and instructions, in frame order."""
     size = config.image_size
@@ -367,7 +367,7 @@ def _load_frames(dataset: Any, config: PolicyConfig, num_frames: int, resize: bo
         stop = start + episode.length
         for camera in config.cameras:
             frames = episode.images[camera]
-            images[camera][start:stop] = _resize(frames, size) if frames.shape[1:3] != (size, size) else frames
+            images[camera][start:stop] = resize_frames(frames, size) if frames.shape[1:3] != (size, size) else frames
         tasks[start:stop] = episode.task
         start = stop
     if start != num_frames:

@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from c2c.policy.checkpoint import full_state_dict
-from c2c.policy.memory import WeightEMA, merge_lora
 from c2c.policy.policy import EMA_WEIGHTS_FILE, WEIGHTS_FILE, PlanExecutePolicy
-from c2c.policy.train_data import PolicyData
+from c2c.policy.training.checkpoint import full_state_dict
+from c2c.policy.training.data import PolicyData
+from c2c.policy.training.memory import WeightEMA, merge_lora
 
 
 # --- evaluation --------------------------------------------------------------------------------------------------

@@ -174,7 +174,7 @@ def trainable_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     return {name: param for name, param in model.named_parameters() if param.requires_grad}
 
 
-def _stochastic_round_bf16(values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def stochastic_round_bf16(values: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """fp32 -> bf16 rounding up or down at random, in proportion to the distance (unbiased)."""
     bits = values.contiguous().view(torch.int32)
     noise = torch.randint(0, 1 << 16, bits.shape, dtype=torch.int32, device=bits.device, generator=generator)
@@ -251,8 +251,8 @@ def _local_round(values: torch.Tensor) -> torch.Tensor:
     """Stochastic bf16 rounding of a tensor or of a DTensor's local shard."""
     to_local = getattr(values, "to_local", None)
     if to_local is None:
-        return _stochastic_round_bf16(values)
+        return stochastic_round_bf16(values)
     from torch.distributed.tensor import DTensor
 
-    return DTensor.from_local(_stochastic_round_bf16(to_local()), values.device_mesh, values.placements,
+    return DTensor.from_local(stochastic_round_bf16(to_local()), values.device_mesh, values.placements,
                               run_check=False, shape=values.shape, stride=values.stride())  # shards may be uneven
