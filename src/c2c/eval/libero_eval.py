@@ -13,7 +13,8 @@ Protocol (see :mod:`c2c.envs.libero_env`): trial ``k`` of a task starts from the
 gripper open, then at most the suite's step limit (spatial 220, object 280, goal 300, libero_10 520) of policy
 steps; a trial succeeds when LIBERO's goal check turns true. The policy sees its own cameras (``image`` = agentview,
 ``image2`` = wrist), the 8-dim state and the task's instruction, and acts through ``select_action`` (a new chunk
-every ``replan_every`` steps).
+every ``replan_every`` steps), or with ``envs_per_worker`` > 1 through batched decodes of several trials of a task
+stepped together (:mod:`c2c.eval.libero_batch`).
 
 Image size (:func:`training_render_plan`): the cameras are drawn at the size the training images were drawn or
 stored at, then resized as they were on the way to training (PIL bilinear at every step), so that a policy trained
