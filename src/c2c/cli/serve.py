@@ -49,7 +49,7 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> None:
 def training_summary(policy_dir: str | Path) -> dict[str, Any]:
     """The Meta-World training record of ``policy_dir``, as the server's metadata sends it (so remote evaluations
     can check placement seeds): ``known`` False with the error when the record cannot be read."""
-    from c2c.eval.metaworld_eval import read_training_record
+    from c2c.eval.training_record import read_training_record
 
     try:
         record = read_training_record(Path(policy_dir))
