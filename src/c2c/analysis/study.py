@@ -167,10 +167,10 @@ def decode_ms(policy_dir: Path, repeats: int = 10) -> float:
     """Median ms per chunk of ``predict_action_chunk`` at batch 1 on one thread (random images, zero state)."""
     import torch
 
-    from c2c.policy.policy import PlanExecutePolicy
+    from c2c.policy import load_policy
     from c2c.policy.testing import torch_threads
 
-    policy = PlanExecutePolicy.from_pretrained(policy_dir)
+    policy = load_policy(policy_dir)
     config = policy.config
     rng = np.random.default_rng(0)
     tasks = getattr(policy, "instructions", None) or ["do the task"]
