@@ -38,6 +38,12 @@ OVERRIDE_ARGUMENTS: dict[str, dict[str, Any]] = {
         "weights bit for bit; auto uses the cores other jobs leave free and hands a finished training's cores to the "
         "others (faster on a shared machine, but the weights then depend on its load). Default: the preset's "
         "(quick: 2; the others: auto)"),
+    "tasks": dict(type=comma_list, help="Meta-World: the tasks, comma-separated (names as c2c data metaworld takes "
+                  "them, or one group: mt10 | mt50); default: the preset's"),
+    "image_size": dict(type=int, help="square camera images of the demonstrations and the policies, pixels "
+                       "(default: the preset's; quick: 96)"),
+    "eval_seed": dict(type=int, help="seed of the evaluation placements (default: the preset's, 1000: the "
+                      "validation placements settings are chosen on; report on others, e.g. 2000)"),
 }
 
 
@@ -69,4 +75,5 @@ def _run_pipeline(args: argparse.Namespace) -> int:
     overrides["variants"] = (tuple(v.strip() for v in args.variants.split(",") if v.strip()) if args.variants
                              else None)
     overrides["cameras"] = tuple(args.cameras) if args.cameras is not None else None
+    overrides["tasks"] = tuple(args.tasks) if args.tasks is not None else None
     return run_presets(args.preset, args.out, overrides, force=args.force, workers=args.workers, device=args.device)

@@ -90,10 +90,11 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: LIBERO demonstrations record both cameras (image, image2); "
                               f"cameras apply to Meta-World presets only, got {', '.join(self.cameras)}")
         if self.simulator == "metaworld":
-            from c2c.envs.metaworld_tasks import check_cameras  # no simulator import
+            from c2c.envs.metaworld_tasks import check_cameras, resolve_tasks  # no simulator import
 
             try:
                 check_cameras(self.cameras)
+                resolve_tasks(self.tasks)
             except ConfigError as error:
                 raise ConfigError(f"preset {self.name!r}: {error}") from None
         if int(self.threads) < 0:

@@ -14,7 +14,8 @@ OVERRIDE_OPTIONS = {"backbone": "--backbone", "tokenizer_steps": "--tokenizer-st
                     "eval_episodes": "--eval-episodes", "episodes_per_task": "--episodes-per-task",
                     "action_noise": "--action-noise", "takeover_episodes": "--takeover-episodes",
                     "takeover_finetune_steps": "--takeover-finetune",
-                    "variants": "--variants", "cameras": "--cameras", "threads": "--threads"}
+                    "variants": "--variants", "cameras": "--cameras", "threads": "--threads", "tasks": "--tasks",
+                    "image_size": "--image-size", "eval_seed": "--eval-seed"}
 
 
 def preset_overrides(preset: PipelinePreset) -> list[str]:
