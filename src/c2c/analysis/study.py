@@ -68,6 +68,9 @@ def _codebook(size: int) -> tuple[tuple[str, Any], ...]:
     return (("tokenizer_codec", {"codebook_size": size}),)
 
 
+# The quick preset's press and pull, with door-open and the multi-stage hammer in place of reach and pick-place.
+VISIBLE_TASKS = (("tasks", ("button-press-topdown-v3", "drawer-open-v3", "door-open-v3", "hammer-v3")),)
+
 STUDIES: dict[str, tuple[StudyRow, ...]] = {
     "representation": (
         StudyRow("plan", "plan", "joint RVQ 3 x 4096, plan (Hp=160) then exec (the paper's method)"),
@@ -91,6 +94,10 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
         StudyRow("regress-corner", "regress", "camera corner", (("cameras", ("corner",)),)),
         StudyRow("noplan-topview", "noplan", "camera topview", (("cameras", ("topview",)),)),
         StudyRow("plan-topview", "plan", "camera topview", (("cameras", ("topview",)),)),
+        StudyRow("noplan-visible", "noplan", "tasks whose targets are in view: reach and pick-place (goal markers of "
+                 "1-2 px at 96 px) give way to door-open and hammer (grasp, carry, strike)", VISIBLE_TASKS),
+        StudyRow("plan-visible", "plan", "tasks whose targets are in view", VISIBLE_TASKS),
+        StudyRow("regress-visible", "regress", "tasks whose targets are in view", VISIBLE_TASKS),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("plan-demos100", "plan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("noplan-128px", "noplan", "images at 128 px", (("image_size", 128),)),
