@@ -1,8 +1,9 @@
 """Write a LeRobot v3.0 dataset with pyarrow and PyAV, atomically.
 
 Everything is written into a sibling staging directory ``.<name>.partial-<pid>-<token>`` that carries an
-unfinished-write marker; :meth:`LeRobotWriter.finalize` writes the meta files, removes the marker and
-renames the directory into place, so ``root`` is either absent (or the old dataset) or complete.
+unfinished-write marker; :meth:`LeRobotWriter.finalize` writes the meta files (:mod:`c2c.data.lerobot_meta`),
+removes the marker and renames the directory into place, so ``root`` is either absent (or the old dataset) or
+complete.
 
 Example::
 
@@ -19,7 +20,6 @@ import json
 import os
 import secrets
 import shutil
-import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,11 +33,10 @@ from PIL import Image
 from c2c.constants import ACTION, DEFAULT_COLUMNS, EPISODE_INDEX, FRAME_INDEX, INDEX, OBS_STATE, TASK_INDEX
 from c2c.constants import TIMESTAMP, camera_name, image_key
 from c2c.data.episodes import Episode
+from c2c.data.lerobot_meta import EpisodeStats, metadata_columns, write_meta
 from c2c.data.lerobot_read import (
-    CODEBASE_VERSION, DATA_PATH, EPISODES_PATH, EXTRA_INFO_KEY, INFO_PATH, METADATA_PREFIX, PARTIAL_MARKER,
-    STATS_PATH, TASKS_PATH, VIDEO_PATH, is_complete_dataset,
+    CODEBASE_VERSION, DATA_PATH, EXTRA_INFO_KEY, PARTIAL_MARKER, VIDEO_PATH, is_complete_dataset,
 )
-from c2c.data.stats import ImageStatsAccumulator, Stats, compute_feature_stats, sample_frame_indices, stats_to_json
 from c2c.data.video import VideoEncoder, video_stream_info
 from c2c.utils.threads import usable_cpus
 from c2c.errors import DatasetError
@@ -147,8 +146,7 @@ class LeRobotWriter:
         self.features: dict[str, dict[str, Any]] | None = None  # set by the first episode
         self._tasks: dict[str, int] = {}
         self._episode_rows: list[dict[str, Any]] = []
-        self._columns: dict[str, list[np.ndarray]] = {}  # non-image features, kept for exact global stats
-        self._image_stats: dict[str, ImageStatsAccumulator] = {}
+        self._stats = EpisodeStats()
         self._data_rollover = _Rollover(data_files_size_mb * BYTES_PER_MB, chunks_size)
         self._data_writer: pq.ParquetWriter | None = None
         self._video_rollover: dict[str, _Rollover] = {}
@@ -169,14 +167,14 @@ class LeRobotWriter:
         episode.validate(source=f"episode {index}")
         features = self.features or self._infer_features(episode)
         self._check_matches(episode, index, features)
-        metadata_columns = self._metadata_columns(episode.metadata, index)
+        extra_columns = metadata_columns(episode.metadata, index)
         self.features = features
         try:
             row = self._write_episode(episode, index)
         except BaseException:
             self.abort()
             raise
-        row.update(metadata_columns)
+        row.update(extra_columns)
         self._episode_rows.append(row)
         self._num_frames += episode.length
         return index
@@ -189,7 +187,7 @@ class LeRobotWriter:
         if self.image_format == "video":
             for camera, frames in episode.images.items():
                 row.update(self._write_video(image_key(camera), frames))
-        row.update(self._episode_stats(columns, episode))
+        row.update(self._stats.add_episode(columns, episode))
         return row
 
     def finalize(self, extra_info: dict[str, Any] | None = None) -> Path:
@@ -368,41 +366,7 @@ class LeRobotWriter:
             encoder.close()
         self._video_encoders.clear()
 
-    # ---- stats and metadata ---------------------------------------------------------------------------
-    def _episode_stats(self, columns: dict[str, np.ndarray], episode: Episode) -> dict[str, Any]:
-        """Per-episode ``stats/<feature>/<stat>`` columns; also keeps what the global stats need."""
-        stats: dict[str, Stats] = {}
-        for key, values in columns.items():
-            self._columns.setdefault(key, []).append(values)
-            stats[key] = compute_feature_stats(values)
-        for camera, frames in episode.images.items():
-            accumulator = ImageStatsAccumulator()
-            accumulator.update(frames[sample_frame_indices(frames.shape[0])])
-            self._image_stats.setdefault(image_key(camera), ImageStatsAccumulator()).merge(accumulator)
-            stats[image_key(camera)] = accumulator.result()
-        return {
-            f"stats/{key}/{name}": value.tolist()
-            for key, feature_stats in stats.items()
-            for name, value in feature_stats.items()
-        }
-
-    def _metadata_columns(self, metadata: dict[str, Any], index: int) -> dict[str, Any]:
-        columns: dict[str, Any] = {}
-        for name, value in metadata.items():
-            if isinstance(value, np.generic):
-                value = value.item()
-            if isinstance(value, (bool, int, float, str)):
-                columns[METADATA_PREFIX + name] = value
-            else:
-                kind = type(value).__name__
-                warnings.warn(f"episode {index}: metadata '{name}' is a {kind}, not a scalar; not stored")
-        return columns
-
-    def _global_stats(self) -> dict[str, Stats]:
-        stats = {key: compute_feature_stats(np.concatenate(parts)) for key, parts in self._columns.items()}
-        stats.update({key: accumulator.result() for key, accumulator in self._image_stats.items()})
-        return stats
-
+    # ---- meta files -----------------------------------------------------------------------------------
     def _info(self, extra_info: dict[str, Any]) -> dict[str, Any]:
         assert self.features is not None
         features = json.loads(json.dumps(self.features))  # a copy
@@ -434,18 +398,8 @@ class LeRobotWriter:
         }
 
     def _write_meta(self, extra_info: dict[str, Any]) -> None:
-        meta = self.staging / "meta"
-        meta.mkdir(exist_ok=True)
-        (self.staging / STATS_PATH).write_text(json.dumps(stats_to_json(self._global_stats()), indent=2))
-        pq.write_table(_tasks_table(self._tasks), self.staging / TASKS_PATH)
-        episodes_path = self.staging / EPISODES_PATH.format(chunk_index=0, file_index=0)
-        episodes_path.parent.mkdir(parents=True, exist_ok=True)
-        pq.write_table(_episodes_table(self._episode_rows), episodes_path)
-        try:
-            info_text = json.dumps(self._info(extra_info), indent=4)
-        except TypeError as error:
-            raise DatasetError(f"extra_info must be JSON-serialisable ({error})") from None
-        (self.staging / INFO_PATH).write_text(info_text)  # last: its presence means the rest is there
+        write_meta(self.staging, info=self._info(extra_info), stats=self._stats.global_stats(), tasks=self._tasks,
+                   episode_rows=self._episode_rows)
 
     def _move_into_place(self) -> None:
         self._check_target()  # someone may have written there since __init__
@@ -474,46 +428,3 @@ def _process_running(pid: int) -> bool:
     except PermissionError:
         return True  # it exists but belongs to someone else
     return True
-
-
-def _tasks_table(tasks: dict[str, int]) -> pa.Table:
-    """meta/tasks.parquet as pandas writes LeRobot's task frame: task_index plus the task text as index."""
-    ordered = sorted(tasks, key=tasks.__getitem__)
-    table = pa.table({
-        TASK_INDEX: pa.array([tasks[task] for task in ordered], pa.int64()),
-        "__index_level_0__": pa.array(ordered, pa.string()),
-    })
-    pandas_note = {
-        "index_columns": ["__index_level_0__"],
-        "column_indexes": [{
-            "name": None, "field_name": None, "pandas_type": "unicode", "numpy_type": "object",
-            "metadata": {"encoding": "UTF-8"},
-        }],
-        "columns": [
-            {"name": TASK_INDEX, "field_name": TASK_INDEX, "pandas_type": "int64", "numpy_type": "int64",
-             "metadata": None},
-            {"name": None, "field_name": "__index_level_0__", "pandas_type": "unicode", "numpy_type": "object",
-             "metadata": None},
-        ],
-        "creator": {"library": "pyarrow", "version": pa.__version__},
-        "pandas_version": "2.2.0",
-    }
-    return table.replace_schema_metadata({b"pandas": json.dumps(pandas_note).encode()})
-
-
-def _episodes_table(rows: list[dict[str, Any]]) -> pa.Table:
-    """One row per episode; metadata columns missing from some episodes are null there."""
-    names: list[str] = []
-    for row in rows:
-        names.extend(name for name in row if name not in names)
-    names += ["meta/episodes/chunk_index", "meta/episodes/file_index"]
-    columns: dict[str, list[Any]] = {name: [row.get(name) for row in rows] for name in names}
-    columns["meta/episodes/chunk_index"] = [0] * len(rows)
-    columns["meta/episodes/file_index"] = [0] * len(rows)
-    arrays = {}
-    for name, values in columns.items():
-        try:
-            arrays[name] = pa.array(values)
-        except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-            raise DatasetError(f"episode metadata '{name}' mixes value types across episodes ({error})") from None
-    return pa.table(arrays)
