@@ -98,6 +98,8 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
                  "1-2 px at 96 px) give way to door-open and hammer (grasp, carry, strike)", VISIBLE_TASKS),
         StudyRow("plan-visible", "plan", "tasks whose targets are in view", VISIBLE_TASKS),
         StudyRow("regress-visible", "regress", "tasks whose targets are in view", VISIBLE_TASKS),
+        StudyRow("plan-hp40-visible", "plan-hp40", "tasks whose targets are in view, plan from a 40-step window",
+                 VISIBLE_TASKS),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("plan-demos100", "plan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("noplan-128px", "noplan", "images at 128 px", (("image_size", 128),)),
