@@ -328,3 +328,6 @@ def test_eval_metaworld_loads_a_fast_policy_without_a_flag(fast_tokenizer, tmp_p
                  "0", "--max-steps", "3", "--workers", "1", "--allow-unknown-training-seeds", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["tasks"]["reach-v3"]["rollouts"][0]["steps"] == 3, capsys.readouterr().err
+    # The chunks the FAST decoder had to repair are counted, per task and overall (an untrained policy: one chunk).
+    decoding = results["tasks"]["reach-v3"]["decoding"]
+    assert decoding["chunks"] == 1 and 0 <= decoding["repaired"] <= 1 and results["decoding"] == decoding

@@ -55,7 +55,7 @@ from typing import Any
 from c2c.envs.metaworld_tasks import DIFFICULTY_GROUPS, difficulty_group, resolve_tasks
 from c2c.errors import ConfigError
 from c2c.eval.metaworld_rollouts import (MOVED_CM, PROGRESS_KEYS, EpisodeProgress, Job, Settings,  # noqa: F401
-                                         run_jobs, usable_cpus)
+                                         add_decode_counts, run_jobs, usable_cpus)
 from c2c.eval.partial import PartialRecords
 from c2c.eval.training_record import (TrainingRecord, check_disjoint_seeds, read_training_record,
                                        served_training_record, training_placement_seeds)
@@ -379,6 +379,7 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
         "tasks": per_task,
         "overall": {"success_rate": round(successes / episodes, 4), "successes": successes, "episodes": episodes},
     }
+    add_decode_counts(results, records)  # chunks the action tokenizer had to repair (the fast variant)
     present = [group for group in DIFFICULTY_GROUPS if any(stats["group"] == group for stats in per_task.values())]
     if len(present) > 1:
         groups = {}

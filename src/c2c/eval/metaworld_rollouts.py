@@ -95,6 +95,16 @@ def executed_action(action: Any, settings: Settings) -> Any:
     return snapped
 
 
+def add_decode_counts(results: dict[str, Any], records: list[dict[str, Any]]) -> None:
+    """Sum the records' ``decode_counts`` per task (``results["tasks"][task]["decoding"]``) and overall
+    (``results["decoding"]``); nothing when the policy counts none."""
+    for scope, members in [(results["tasks"][task], [r for r in records if r["task"] == task])
+                           for task in results["tasks"]] + [(results, records)]:
+        counts = [record["decode_counts"] for record in members if "decode_counts" in record]
+        if counts:
+            scope["decoding"] = {key: sum(c.get(key, 0) for c in counts) for key in counts[0]}
+
+
 class EpisodeRunner:
     """Runs episodes of one policy; keeps one env at a time (a process has one renderer)."""
 
@@ -177,15 +187,24 @@ class EpisodeRunner:
         return {key: resize_frame(value, size) if key in keys else value for key, value in obs.items()}
 
     def run_group(self, jobs: list[Job]) -> list[dict[str, Any]]:
-        """Episodes of one task: one at a time, or side by side with batched decoding (``envs_per_worker``)."""
-        if len(jobs) == 1 and self.settings.envs_per_worker == 1:
-            return [self.run(jobs[0])]
-        from c2c.eval.metaworld_batch import BatchRunner
+        """Episodes of one task: one at a time, or side by side with batched decoding (``envs_per_worker``).
 
-        if self.batch is None:
-            self.close()  # the process's one renderer goes to the batch's environments
-            self.batch = BatchRunner(self.policy, self.settings, self._as_trained)
-        return self.batch.run(jobs)
+        A policy that counts the chunks its action tokenizer had to repair (``decode_counts``, the fast variant)
+        has the group's counts put on the group's first record (``decode_counts``): a task's sum is exact."""
+        before = dict(getattr(self.policy, "decode_counts", None) or {})
+        if len(jobs) == 1 and self.settings.envs_per_worker == 1:
+            records = [self.run(jobs[0])]
+        else:
+            from c2c.eval.metaworld_batch import BatchRunner
+
+            if self.batch is None:
+                self.close()  # the process's one renderer goes to the batch's environments
+                self.batch = BatchRunner(self.policy, self.settings, self._as_trained)
+            records = self.batch.run(jobs)
+        after = getattr(self.policy, "decode_counts", None)
+        if after is not None and records:
+            records[0]["decode_counts"] = {key: int(after[key]) - int(before.get(key, 0)) for key in after}
+        return records
 
     def close(self) -> None:
         if self.env is not None:
