@@ -52,7 +52,7 @@ def test_the_study_runs_its_rows_and_reports_them(tmp_path):
                         "config.json").read_text())["codec"]
     assert codec["codebook_size"] == 256 and codec["model_dim"] == 16
     report = (tmp_path / "study" / "study.md").read_text()
-    assert "c2c ablate --study representation --preset mini --rows noplan,noplan-3x256" in report
+    assert "c2c ablate --study representation --preset mini --rows noplan,noplan-3x256 --tasks reach-v3" in report
     assert "| noplan-3x256 |" in report and (tmp_path / "study" / "study.png").is_file()
 
 

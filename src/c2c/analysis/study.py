@@ -275,6 +275,7 @@ def study_command(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...]
     parts = [f"c2c ablate --study {study} --preset {preset.name}"]
     if tuple(rows) != STUDIES[study]:
         parts.append(f"--rows {','.join(row.name for row in rows)}")
+    parts.append(f"--tasks {','.join(preset.tasks)}")
     for name, flag in (("policy_steps", "--policy-steps"), ("eval_episodes", "--eval-episodes"),
                        ("eval_seed", "--eval-seed"), ("episodes_per_task", "--episodes-per-task")):
         parts.append(f"{flag} {getattr(preset, name)}")

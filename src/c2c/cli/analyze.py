@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from c2c.cli.options import comma_list
 from c2c.errors import ConfigError
 
 
@@ -77,6 +78,8 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
                         help="representation (plan, noplan, smaller codebooks, binning, fast, regress, cnn) | levers "
                         "(what makes the quick benchmark discriminate: camera, demonstrations, image size, Hp)")
     ablate.add_argument("--rows", default=None, help="with --study: only these rows, comma-separated (default: all)")
+    ablate.add_argument("--tasks", type=comma_list, default=None,
+                        help="Meta-World tasks, comma-separated (default: the preset's)")
     ablate.add_argument("--eval-seed", type=int, default=None,
                         help="seed of the evaluation placements (default: the preset's; choose settings on it, "
                         "report on another)")
@@ -155,7 +158,8 @@ def _run_ablate(args: argparse.Namespace) -> int:
 
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
                  "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
-                 "episodes_per_task": args.episodes_per_task, "eval_seed": args.eval_seed}
+                 "episodes_per_task": args.episodes_per_task, "eval_seed": args.eval_seed,
+                 "tasks": tuple(args.tasks) if args.tasks else None}
     if args.study is not None:
         return _run_study(args, overrides)
     if args.rows is not None:
