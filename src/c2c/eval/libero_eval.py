@@ -48,11 +48,12 @@ Output directory ``out``:
 ``results.partial.jsonl``  every trial's record, written as it finishes; removed once the run is complete, so a run
                   that stops inside a task keeps its finished trials too (:mod:`c2c.eval.partial`).
 ``videos/task<ii>_trial<kk>.mp4``  the first ``videos`` trials of every task: the policy's cameras side by side.
+
+The summaries, the printed table and the files are made by :mod:`c2c.eval.libero_report`.
 """
 
 from __future__ import annotations
 
-import math
 import shlex
 import time
 from collections.abc import Sequence
@@ -69,8 +70,11 @@ from c2c.envs.libero_env import (
 from c2c.errors import ConfigError
 from c2c.eval.libero_batch import TrialRunner
 from c2c.eval.libero_rendering import RenderPlan, make_env, training_drawing, training_render_plan
+from c2c.eval.libero_report import (  # noqa: F401 (format_summary, markdown_report: re-exported)
+    fill_suite_summary, format_summary, markdown_report, software_versions, task_summary, write_outputs,
+)
 from c2c.eval.partial import PartialRecords
-from c2c.paper import LIBERO_ABLATION_AVERAGES
+from c2c.policy.loading import load_policy
 from c2c.utils.outdir import check_out_dir
 
 FORMAT = "c2c-eval-libero"
@@ -139,19 +143,15 @@ def check_libero_policy(config: Any, where: str = "policy") -> None:
         raise ConfigError(f"{where}: image_size is {config.image_size}; LIBERO renders at least 8 px")
 
 
-def load_policy(policy: Any) -> tuple[Any, str | None]:
-    """(policy object in eval mode, its directory or None) from a saved policy directory or a policy object."""
-    if not isinstance(policy, (str, Path)):
-        if not all(hasattr(policy, name) for name in ("config", "select_action", "reset")):
-            raise ConfigError(f"policy must be a saved policy directory or a policy object with config, "
-                              f"select_action and reset; got {type(policy).__name__}")
-        return policy, None
-    from c2c.policy.policy import PlanExecutePolicy
-
-    directory = Path(policy)
-    if not directory.is_dir():
-        raise ConfigError(f"--policy {directory}: not a directory (train one with `c2c policy train`)")
-    return PlanExecutePolicy.from_pretrained(directory).eval(), str(directory)
+def _resolve_policy(policy: Any) -> tuple[Any, str | None]:
+    """(policy object in eval mode, its directory or None): a saved policy directory loaded with
+    :func:`c2c.policy.load_policy`, or a policy object (checked for config, select_action and reset) as it is."""
+    if isinstance(policy, (str, Path)):
+        return load_policy(policy), str(Path(policy))
+    if not all(hasattr(policy, name) for name in ("config", "select_action", "reset")):
+        raise ConfigError(f"policy must be a saved policy directory or a policy object with config, "
+                          f"select_action and reset; got {type(policy).__name__}")
+    return policy, None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -203,7 +203,7 @@ def evaluate_libero(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
-    policy_obj, policy_dir = load_policy(policy)
+    policy_obj, policy_dir = _resolve_policy(policy)
     where = f"--policy {policy_dir}" if policy_dir else "policy"
     config = policy_obj.config
     check_libero_policy(config, where)
@@ -246,7 +246,7 @@ def evaluate_libero(
         "command": command_line(policy_dir, suite, task_ids, trials, seed, out, replan_every=replan_every,
                                 videos=videos, max_steps=max_steps, render_size=render_size,
                                 fast_drawing=drawing_override, envs_per_worker=envs_per_worker),
-        "versions": _versions(),
+        "versions": software_versions(),
         "tasks": [],
     }
     original_config, was_training = policy_obj.config, getattr(policy_obj, "training", False)
@@ -267,7 +267,7 @@ def evaluate_libero(
             policy_obj.config = original_config
         results["settings"]["workers"] = len({job.worker for job in jobs})
         results["status"] = "complete"
-        _fill_suite_summary(results, time.perf_counter() - started)
+        fill_suite_summary(results, time.perf_counter() - started)
         with partial.saving():  # the partial records go once results.json is complete
             write_outputs(results, out, final=True)
         return results
@@ -290,8 +290,8 @@ def evaluate_libero(
                     f"{len(done)}")
 
             records = runner.run(task_id, range(trials), on_record)
-            results["tasks"].append(_task_summary(info, records, time.perf_counter() - task_started))
-            _fill_suite_summary(results, time.perf_counter() - started)
+            results["tasks"].append(task_summary(info, records, time.perf_counter() - task_started))
+            fill_suite_summary(results, time.perf_counter() - started)
             write_outputs(results, out, final=False)
     except BaseException:
         partial.keep()
@@ -302,7 +302,7 @@ def evaluate_libero(
         if hasattr(policy_obj, "train"):
             policy_obj.train(was_training)
     results["status"] = "complete"
-    _fill_suite_summary(results, time.perf_counter() - started)
+    fill_suite_summary(results, time.perf_counter() - started)
     with partial.saving():  # the partial records go once results.json is complete
         write_outputs(results, out, final=True)
     return results
@@ -371,9 +371,7 @@ def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[d
     started = time.perf_counter()
     if "policy" not in _WORKER:
         torch.set_num_threads(1)
-        policy = load_policy(settings.policy_dir)[0]
-        policy.config = policy.config.replace(replan_every=settings.replan_every)
-        _WORKER["policy"] = policy
+        _WORKER["policy"] = load_policy(settings.policy_dir, replan_every=settings.replan_every)
     if "runner" not in _WORKER:
         _WORKER["runner"] = TrialRunner(
             _WORKER["policy"], lambda task_id: make_env(settings.suite, task_id, _WORKER["policy"].config.cameras,
@@ -420,50 +418,14 @@ def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names:
                     f"{done}/{len(job_records)} successes ({job_seconds:.0f} s)")
                 if pending[job.task_id] == 0:
                     task_records = sorted(records[job.task_id], key=lambda r: r["trial"])
-                    results["tasks"].append(_task_summary(names[job.task_id], task_records, seconds[job.task_id]))
+                    results["tasks"].append(task_summary(names[job.task_id], task_records, seconds[job.task_id]))
                     results["tasks"].sort(key=lambda task: task["task_id"])
-                    _fill_suite_summary(results, time.perf_counter() - started)
+                    fill_suite_summary(results, time.perf_counter() - started)
                     write_outputs(results, out, final=False)
         except BaseException:
             for future in futures:
                 future.cancel()
             raise
-
-
-def _versions() -> dict[str, str | None]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    found: dict[str, str | None] = {}
-    for name in ("libero", "robosuite", "mujoco", "torch", "coarse-to-control"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            found[name] = None
-    return found
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
-
-
-def _task_summary(info: dict[str, Any], records: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
-    successes = sum(record["success"] for record in records)
-    return {
-        "task_id": info["task_id"], "name": info["name"], "instruction": info["instruction"],
-        "success_rate": round(successes / len(records), 4), "successes": successes, "trials": len(records),
-        "mean_steps_success": _mean([r["steps"] for r in records if r["success"]]),
-        "wall_seconds": round(seconds, 2), "mean_trial_seconds": _mean([r["seconds"] for r in records]),
-        "inference_seconds": round(sum(r["inference_seconds"] for r in records), 2),
-        "episodes": records,
-    }
-
-
-def _fill_suite_summary(results: dict[str, Any], seconds: float) -> None:
-    tasks = results["tasks"]
-    results["suite_success_rate"] = _mean([task["success_rate"] for task in tasks])
-    results["successes"] = sum(task["successes"] for task in tasks)
-    results["trials"] = sum(task["trials"] for task in tasks)
-    results["wall_seconds"] = round(seconds, 2)
 
 
 def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: int, seed: int, out: Path, *,
@@ -488,97 +450,3 @@ def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: i
         words += ["--envs-per-worker", str(envs_per_worker)]
     words += ["--out", str(out)]
     return shlex.join(words)
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Results.
-
-
-def precision_hint(trials: int) -> str:
-    """Worst-case 95% half-width of one task's binomial success rate at ``trials`` trials."""
-    return f"+-{100 * 1.96 * math.sqrt(0.25 / trials):.0f} points per task (95%, worst case) at {trials} trials"
-
-
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{100 * rate:.1f}%"
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def format_summary(results: dict[str, Any]) -> str:
-    """The table the command line prints."""
-    header = f"{'task':>4}  {'success':>16}  {'steps':>6}  {'wall s':>8}  instruction"
-    lines = [header, "-" * len(header)]
-    for task in results["tasks"]:
-        rate = f"{_percent(task['success_rate'])} ({task['successes']}/{task['trials']})"
-        lines.append(f"{task['task_id']:>4}  {rate:>16}  {_number(task['mean_steps_success']):>6}  "
-                     f"{task['wall_seconds']:>8.1f}  {task['instruction']}")
-    lines.append("-" * len(header))
-    lines.append(f"{results['suite']} mean success rate: {_percent(results.get('suite_success_rate'))} "
-                 f"({results.get('successes', 0)}/{results.get('trials', 0)} trials, "
-                 f"{results.get('wall_seconds', 0):.0f} s)")
-    lines.append(f"precision: {precision_hint(results['settings']['trials'])}")
-    return "\n".join(lines)
-
-
-def markdown_report(results: dict[str, Any]) -> str:
-    """report.md: settings, command, the per-task table and the suite mean."""
-    settings = results["settings"]
-    status = "" if results["status"] == "complete" else " (RUNNING: partial results)"
-    lines = [
-        f"# LIBERO closed-loop evaluation: {results['suite']}{status}", "",
-        f"Policy `{results['policy']}` (variant `{results['variant']}`); {settings['trials']} trials per task "
-        f"(official init states {settings['init_states']}), seed {settings['seed']}, replan every "
-        f"{settings['replan_every']} steps, {settings['num_wait_steps']} settling steps then at most "
-        f"{settings['max_steps']} policy steps; cameras {', '.join(settings['cameras'])} at {settings['image_size']} px "
-        f"({_rendering(settings)}). Wall time {results.get('wall_seconds', 0):.1f} s.", "",
-        "Reproduce with:", "", "```", results["command"], "```", "",
-        "| task | instruction | success rate | successes | mean steps (successes) | wall s |",
-        "|---:|---|---:|---:|---:|---:|",
-    ]
-    for task in results["tasks"]:
-        lines.append(f"| {task['task_id']} | {task['instruction']} | {_percent(task['success_rate'])} | "
-                     f"{task['successes']}/{task['trials']} | {_number(task['mean_steps_success'])} | "
-                     f"{task['wall_seconds']:.1f} |")
-    lines.append(f"| **mean** | | **{_percent(results.get('suite_success_rate'))}** | "
-                 f"{results.get('successes', 0)}/{results.get('trials', 0)} | | |")
-    lines += ["", f"Precision: {precision_hint(settings['trials'])}. The suite mean is the mean of the task rates.",
-              "", "For context, the paper's LIBERO ablation (average success over the suites): "
-              + "; ".join(f"{name} {value:.2f}%" for name, value in LIBERO_ABLATION_AVERAGES.items()) + "."]
-    if settings.get("max_steps_override") is not None:
-        lines += ["", f"Note: the step limit was overridden to {settings['max_steps']} (not the protocol's "
-                  f"{MAX_STEPS[results['suite']]})."]
-    videos = [e["video"] for task in results["tasks"] for e in task["episodes"] if e["video"]]
-    if videos:
-        lines += ["", "Videos: " + ", ".join(f"[{Path(v).stem}]({v})" for v in videos)]
-    versions = ", ".join(f"{name} {value}" for name, value in results["versions"].items() if value)
-    lines += ["", f"Software: {versions}."]
-    return "\n".join(lines) + "\n"
-
-
-def _rendering(settings: dict[str, Any]) -> str:
-    text = f"rendered at {settings['render_size']} px" + "".join(
-        f", resized to {size} px" for size in settings.get("resizes") or [])
-    return text + (f": {settings['render_size_from']}" if settings.get("render_size_from") else "")
-
-
-def write_outputs(results: dict[str, Any], out: Path, final: bool = True) -> None:
-    """results.json and report.md (every call), success.png (when ``final``), each written atomically."""
-    from c2c.utils.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", markdown_report(results))
-    if final:
-        from c2c.eval.plotting import success_chart
-
-        rates = {f"{task['task_id']}: {_shorten(task['instruction'])}": task["success_rate"]
-                 for task in results["tasks"]}
-        title = (f"{results['suite']} ({results['variant']}): mean {_percent(results.get('suite_success_rate'))} "
-                 f"over {results.get('trials', 0)} trials")
-        success_chart(rates, {}, out / "success.png", title=title)
-
-
-def _shorten(text: str, width: int = 48) -> str:
-    return text if len(text) <= width else text[: width - 3] + "..."

@@ -46,7 +46,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shlex
 import time
 from pathlib import Path
@@ -57,6 +56,8 @@ from c2c.errors import ConfigError
 from c2c.eval.metaworld_rollouts import (MOVED_CM, PROGRESS_KEYS, EpisodeProgress, Job, Settings,  # noqa: F401
                                          add_decode_counts, run_jobs, usable_cpus)
 from c2c.eval.partial import PartialRecords
+from c2c.eval.reporting import (mean, number, percent, precision_hint, rate_with_counts, save_success_chart,
+                                video_lines, write_results)
 from c2c.eval.training_record import (TrainingRecord, check_disjoint_seeds, read_training_record,
                                        served_training_record, training_placement_seeds)
 from c2c.utils.outdir import check_out_dir
@@ -343,14 +344,8 @@ def command_line(policy_dir: Path | None, tasks: list[str], episodes: int, seed:
 # Results.
 
 
-def precision_hint(episodes: int) -> str:
-    """How precise a task's rate is: the worst-case 95% half-width of a binomial rate at ``episodes``."""
-    half_width = 100 * 1.96 * math.sqrt(0.25 / episodes)
-    return f"+-{half_width:.0f} points per task (95%, worst case) at {episodes} episode{'s' * (episodes != 1)}"
-
-
-def _mean(values: list[float]) -> float | None:
-    return round(sum(values) / len(values), 4) if values else None
+def _precision(episodes: int) -> str:
+    return precision_hint(episodes, f"episode{'s' * (episodes != 1)}")
 
 
 def summarise(records: list[dict[str, Any]], tasks: list[str], training: TrainingRecord) -> dict[str, Any]:
@@ -368,8 +363,8 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
             "success_rate": round(successes / len(rollouts), 4),
             "successes": successes,
             "episodes": len(rollouts),
-            "mean_success_steps": _mean([r["steps"] for r in rollouts if r["success"]]),
-            "mean_episode_seconds": _mean([r["seconds"] for r in rollouts]),
+            "mean_success_steps": mean([r["steps"] for r in rollouts if r["success"]]),
+            "mean_episode_seconds": mean([r["seconds"] for r in rollouts]),
             "failures": _failure_progress(failed),
             "rollouts": rollouts,
         }
@@ -385,10 +380,10 @@ def summarise(records: list[dict[str, Any]], tasks: list[str], training: Trainin
         groups = {}
         for group in present:
             members = [task for task, stats in per_task.items() if stats["group"] == group]
-            groups[group] = {"success_rate": _mean([per_task[task]["success_rate"] for task in members]),
+            groups[group] = {"success_rate": mean([per_task[task]["success_rate"] for task in members]),
                              "tasks": members}
         results["groups"] = groups
-        results["group_average"] = _mean([stats["success_rate"] for stats in groups.values()])
+        results["group_average"] = mean([stats["success_rate"] for stats in groups.values()])
     return results
 
 
@@ -405,14 +400,6 @@ def _failure_progress(failed: list[dict[str, float]]) -> dict[str, Any] | None:
             "median_hand_to_goal_cm": round(statistics.median(p["hand_to_goal_cm"] for p in failed), 1)}
 
 
-def _percent(rate: float | None) -> str:
-    return "-" if rate is None else f"{100 * rate:.1f}%"
-
-
-def _number(value: float | None, digits: int = 1) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
 def format_summary(results: dict[str, Any]) -> str:
     """The table the command line prints."""
     tasks = results["tasks"]
@@ -420,18 +407,18 @@ def format_summary(results: dict[str, Any]) -> str:
     header = f"{'task':<{width}}  {'group':<9}  {'success':>16}  {'steps':>6}  {'s/ep':>6}"
     lines = [header, "-" * len(header)]
     for task, stats in tasks.items():
-        rate = f"{_percent(stats['success_rate'])} ({stats['successes']}/{stats['episodes']})"
+        rate = rate_with_counts(stats["success_rate"], stats["successes"], stats["episodes"])
         lines.append(f"{task:<{width}}  {stats['group']:<9}  {rate:>16}  "
-                     f"{_number(stats['mean_success_steps']):>6}  {_number(stats['mean_episode_seconds'], 2):>6}")
+                     f"{number(stats['mean_success_steps']):>6}  {number(stats['mean_episode_seconds'], 2):>6}")
     lines.append("-" * len(header))
     overall = results["overall"]
-    rate = f"{_percent(overall['success_rate'])} ({overall['successes']}/{overall['episodes']})"
+    rate = rate_with_counts(overall["success_rate"], overall["successes"], overall["episodes"])
     lines.append(f"{'overall':<{width}}  {'':<9}  {rate:>16}")
     for group, stats in results.get("groups", {}).items():
-        lines.append(f"{'group ' + group:<{width}}  {'':<9}  {_percent(stats['success_rate']):>16}")
+        lines.append(f"{'group ' + group:<{width}}  {'':<9}  {percent(stats['success_rate']):>16}")
     if "group_average" in results:
-        lines.append(f"{'group average':<{width}}  {'':<9}  {_percent(results['group_average']):>16}")
-    lines.append(f"precision: {precision_hint(results['settings']['episodes'])}")
+        lines.append(f"{'group average':<{width}}  {'':<9}  {percent(results['group_average']):>16}")
+    lines.append(f"precision: {_precision(results['settings']['episodes'])}")
     lines.extend(f"warning: {warning}" for warning in results.get("warnings", []))
     return "\n".join(lines)
 
@@ -453,19 +440,19 @@ def markdown_report(results: dict[str, Any]) -> str:
     ]
     for task, stats in results["tasks"].items():
         name = task if stats["in_training"] is not False else f"{task} (not trained on)"
-        lines.append(f"| {name} | {stats['group']} | {_percent(stats['success_rate'])} | "
-                     f"{stats['successes']}/{stats['episodes']} | {_number(stats['mean_success_steps'])} | "
-                     f"{_number(stats['mean_episode_seconds'], 2)} |")
+        lines.append(f"| {name} | {stats['group']} | {percent(stats['success_rate'])} | "
+                     f"{stats['successes']}/{stats['episodes']} | {number(stats['mean_success_steps'])} | "
+                     f"{number(stats['mean_episode_seconds'], 2)} |")
     overall = results["overall"]
-    lines.append(f"| **overall** | | **{_percent(overall['success_rate'])}** | "
+    lines.append(f"| **overall** | | **{percent(overall['success_rate'])}** | "
                  f"{overall['successes']}/{overall['episodes']} | | |")
-    lines += ["", f"Precision: {precision_hint(settings['episodes'])}."]
+    lines += ["", f"Precision: {_precision(settings['episodes'])}."]
     if "groups" in results:
         lines += ["", "Difficulty groups (SmolVLA split; a group's rate is the mean of its tasks' rates):", "",
                   "| group | tasks | success rate |", "|---|---:|---:|"]
         for group, stats in results["groups"].items():
-            lines.append(f"| {group} | {len(stats['tasks'])} | {_percent(stats['success_rate'])} |")
-        lines.append(f"| **average** | | **{_percent(results['group_average'])}** |")
+            lines.append(f"| {group} | {len(stats['tasks'])} | {percent(stats['success_rate'])} |")
+        lines.append(f"| **average** | | **{percent(results['group_average'])}** |")
     failing = {task: stats["failures"] for task, stats in results["tasks"].items() if stats.get("failures")}
     if failing:
         lines += ["", "Where the failed episodes stopped (medians over them; Meta-World's first object of the task: "
@@ -478,23 +465,17 @@ def markdown_report(results: dict[str, Any]) -> str:
                          f"{stats['median_hand_to_goal_cm']:.1f} |")
     if results["warnings"]:
         lines += ["", "Warnings:", ""] + [f"- {warning}" for warning in results["warnings"]]
-    videos = [r["video"] for stats in results["tasks"].values() for r in stats["rollouts"] if r["video"]]
-    if videos:
-        lines += ["", "Videos: " + ", ".join(f"[{Path(v).stem}]({v})" for v in videos)]
+    lines += video_lines(r["video"] for stats in results["tasks"].values() for r in stats["rollouts"])
     return "\n".join(lines) + "\n"
 
 
 def write_outputs(results: dict[str, Any], out: Path) -> None:
     """results.json, report.md and success.png into ``out`` (each written atomically)."""
-    from c2c.eval.plotting import success_chart
-    from c2c.utils.io import atomic_write_json, atomic_write_text
-
-    atomic_write_json(out / "results.json", results)
-    atomic_write_text(out / "report.md", markdown_report(results))
+    write_results(results, markdown_report(results), out)
     groups = {group: stats["success_rate"] for group, stats in results.get("groups", {}).items()}
     overall = results["overall"]
-    title = (f"{results['variant']}: {_percent(overall['success_rate'])} over {overall['episodes']} episodes"
-             + (f", group average {_percent(results['group_average'])}" if "group_average" in results else ""))
-    success_chart({task: stats["success_rate"] for task, stats in results["tasks"].items()}, groups,
-                  out / "success.png", title=title)
+    title = (f"{results['variant']}: {percent(overall['success_rate'])} over {overall['episodes']} episodes"
+             + (f", group average {percent(results['group_average'])}" if "group_average" in results else ""))
+    save_success_chart(out, {task: stats["success_rate"] for task, stats in results["tasks"].items()}, groups,
+                       title=title)
 
