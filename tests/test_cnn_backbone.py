@@ -166,3 +166,14 @@ def test_eval_metaworld_runs_a_cnn_policy(tmp_path, capsys):
                  "0", "--max-steps", "3", "--workers", "1", "--allow-unknown-training-seeds", "--out", str(out)]) == 0
     results = json.loads((out / "results.json").read_text())
     assert results["tasks"]["reach-v3"]["rollouts"][0]["steps"] == 3, capsys.readouterr().err
+
+
+def test_transformer_only_options_and_token_variants_are_refused_in_one_line():
+    from c2c.eval.presets import get_preset
+    from c2c.policy.training.memory import MemoryOptions, apply_memory_options
+
+    with pytest.raises(ConfigError, match="has no transformer decoder.*drop --lora-rank"):
+        apply_memory_options(_cnn_policy().model, MemoryOptions(lora_rank=4))
+    with pytest.raises(ConfigError, match="backbone 'cnn' .* trains variant 'regress' only, got plan, noplan"):
+        get_preset("quick").replace(backbone="cnn")
+    assert get_preset("quick").replace(backbone="cnn", variants=("regress",)).backbone == "cnn"

@@ -106,6 +106,9 @@ class PipelinePreset:
         if unknown or not self.variants or len(set(self.variants)) != len(self.variants):
             raise ConfigError(f"preset {self.name!r}: variants must be distinct names among {', '.join(VARIANTS)}; "
                               f"got {', '.join(self.variants) or 'none'}")
+        if self.backbone == "cnn" and set(self.variants) != {"regress"}:
+            raise ConfigError(f"preset {self.name!r}: backbone 'cnn' regresses the action chunk and trains variant "
+                              f"'regress' only, got {', '.join(self.variants)}; add --variants regress")
         if self.replan_every > 20:
             raise ConfigError(f"preset {self.name!r}: replan_every must be <= 20 (the exec chunk), got "
                               f"{self.replan_every}")

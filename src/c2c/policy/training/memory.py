@@ -79,8 +79,14 @@ def vision_tower(model: nn.Module) -> nn.Module | None:
 
 def decoder(model: nn.Module) -> nn.Module:
     """The module holding the decoder layers (Gemma, or the multi-stream decoder)."""
-    backbone = model.backbone
-    return backbone.decoder if hasattr(backbone, "decoder") else backbone.model.language_model
+    backbone = getattr(model, "backbone", None)
+    if hasattr(backbone, "decoder"):
+        return backbone.decoder
+    if hasattr(getattr(backbone, "model", None), "language_model"):
+        return backbone.model.language_model
+    raise ConfigError(f"{type(model).__name__} has no transformer decoder: LoRA and gradient checkpointing apply to "
+                      "the transformer backbones (nano, tiny, paligemma-3b, ...); drop --lora-rank and "
+                      "--gradient-checkpointing")
 
 
 def cast_bf16_weights(model: nn.Module) -> None:
