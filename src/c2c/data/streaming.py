@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from c2c.constants import EPISODE_INDEX, FRAME_INDEX, OBS_IMAGES_PREFIX, camera_name, image_key
-from c2c.data.video import RGBConverter, _pyav
+from c2c.data.video import RGBConverter, import_pyav
 from c2c.errors import ConfigError, DatasetError
 
 ROW_GROUP_CACHE = 4  # parquet row groups of PNG bytes kept per process (one per episode for our writer)
@@ -53,7 +53,7 @@ class _VideoReader:
     """One open mp4 of one process: frame k of the file, seeking only when decoding on would cost more."""
 
     def __init__(self, path: Path, fps: int) -> None:
-        av = _pyav()
+        av = import_pyav()
         self.path, self.fps = path, fps
         try:
             self.container = av.open(str(path))
@@ -85,7 +85,7 @@ class _VideoReader:
 
     def frame(self, index: int) -> np.ndarray:
         """Frame ``index`` of the file (stamped index / fps) as (H, W, 3) uint8."""
-        av = _pyav()
+        av = import_pyav()
         try:
             found = self._decode_until(index) if self._decodes_on(index) else None
             if found is None:
@@ -311,7 +311,7 @@ def check_decodable(dataset: Any, cameras: Sequence[str]) -> None:
     that this PyAV build cannot decode. Image (PNG) cameras need no check."""
     keys = [image_key(camera) for camera in cameras]
     keys = [key for key in keys if dataset.features.get(key, {}).get("dtype") == "video"]
-    av = _pyav() if keys else None
+    av = import_pyav() if keys else None
     for key in keys:
         declared = (dataset.features[key].get("info") or {}).get("video.codec")
         for path in sorted({episode_file(dataset, row, key) for row in dataset._episodes}):

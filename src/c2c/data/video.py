@@ -31,7 +31,7 @@ DEFAULT_CRF = 18  # visually lossless for h264; a lower value is larger and clos
 DEFAULT_GOP = 2  # a keyframe every 2 frames: random access decodes at most one extra frame (LeRobot's default)
 
 
-def _pyav():
+def import_pyav():
     """PyAV, imported on first use: datasets that store images only never need it."""
     try:
         import av
@@ -45,7 +45,7 @@ class RGBConverter:
     ``to_ndarray`` builds) costs about 5 ms per 256-px frame, a kept one about 0.03 ms; the pixels are the same."""
 
     def __init__(self) -> None:
-        self._reformatter = _pyav().video.reformatter.VideoReformatter()
+        self._reformatter = import_pyav().video.reformatter.VideoReformatter()
 
     def __call__(self, frame: Any) -> np.ndarray:
         try:
@@ -56,7 +56,7 @@ class RGBConverter:
 
 def pick_codec() -> str:
     """The first of :data:`PREFERRED_CODECS` that this PyAV build can encode."""
-    av = _pyav()
+    av = import_pyav()
     for codec in PREFERRED_CODECS:
         if codec in av.codecs_available:
             return codec
@@ -89,7 +89,7 @@ class VideoEncoder:
         self.height, self.width = height, width
         self.codec = codec or pick_codec()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._container = _pyav().open(str(self.path), mode="w")
+        self._container = import_pyav().open(str(self.path), mode="w")
         self._stream = self._container.add_stream(self.codec, rate=fps, options=_encoder_options(self.codec, crf, gop))
         self._stream.width, self._stream.height = width, height
         self._stream.pix_fmt = PIXEL_FORMAT
@@ -103,7 +103,7 @@ class VideoEncoder:
                 f"{self.path}: frames must be uint8 (T, {self.height}, {self.width}, 3), "
                 f"got {frames.dtype} {tuple(frames.shape)}"
             )
-        av = _pyav()
+        av = import_pyav()
         for image in frames:
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = self.num_frames
@@ -147,7 +147,7 @@ def decode_video_span(path: Path, *, fps: int, start_s: float, num_frames: int, 
         raise DatasetError(f"{where}: video file is missing")
     first = round(start_s * fps)
     wanted = range(first, first + num_frames)
-    av = _pyav()
+    av = import_pyav()
     frames: dict[int, np.ndarray] = {}
     try:
         frames = _decode_frame_indices(path, fps, wanted, seek_s=start_s, into=frames)
@@ -174,7 +174,7 @@ def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | N
     """Frames of ``wanted`` decoded from ``seek_s`` on, added to ``into`` (kept when decoding fails half way)."""
     frames: dict[int, np.ndarray] = {} if into is None else into
     to_rgb = RGBConverter()
-    with _pyav().open(str(path)) as container:
+    with import_pyav().open(str(path)) as container:
         stream = container.streams.video[0]
         if seek_s is not None and seek_s > 0:
             container.seek(int(seek_s / stream.time_base), stream=stream, backward=True, any_frame=False)
@@ -190,13 +190,13 @@ def _decode_frame_indices(path: Path, fps: int, wanted: range, seek_s: float | N
 def decode_video(path: Path) -> np.ndarray:
     """Every frame of an mp4 as (T, H, W, 3) uint8."""
     to_rgb = RGBConverter()
-    with _pyav().open(str(path)) as container:
+    with import_pyav().open(str(path)) as container:
         return np.stack([to_rgb(frame) for frame in container.decode(video=0)])
 
 
 def video_stream_info(path: Path) -> dict[str, Any]:
     """The ``info`` entry LeRobot keeps for a video feature in meta/info.json."""
-    with _pyav().open(str(path)) as container:
+    with import_pyav().open(str(path)) as container:
         stream = container.streams.video[0]
         return {
             "video.height": stream.height,
