@@ -100,3 +100,28 @@ def write_two_camera_dataset_and_tokenizer(root):
                         show_progress=False)
     return dataset, tokenizer
 
+
+def serve_in_a_process(directory, observation):
+    """`c2c serve --policy DIR` in its own process: the served chunk for one observation."""
+    import re
+    import signal
+    import subprocess
+    import sys
+
+    from c2c.serve.client import PolicyClient
+
+    process = subprocess.Popen([sys.executable, "-m", "c2c", "serve", "--policy", str(directory), "--port", "0",
+                                "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = process.stdout.readline()
+        match = re.search(r"on (ws://127\.0\.0\.1:\d+)", line)
+        assert match, (line, process.stderr.read() if process.poll() is not None else "")
+        with PolicyClient(match.group(1)) as client:
+            reply = client.infer(observation)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return reply["actions"]

@@ -6,15 +6,11 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import re
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import write_two_camera_dataset_and_tokenizer
+from conftest import serve_in_a_process, write_two_camera_dataset_and_tokenizer
 
 from c2c.cli import main
 from c2c.errors import ConfigError
@@ -83,21 +79,7 @@ def test_regress_trains_saves_reloads_acts_and_serves(workspace):
     assert policy.action_tokenizer.same_as(fitted)
     # `c2c serve --policy DIR` itself, in its own process.
     observation = random_observation(policy.config, seed=5)
-    process = subprocess.Popen([sys.executable, "-m", "c2c", "serve", "--policy", str(out), "--port", "0",
-                                "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"on (ws://127\.0\.0\.1:\d+)", line)
-        assert match, (line, process.stderr.read() if process.poll() is not None else "")
-        with PolicyClient(match.group(1)) as client:
-            reply = client.infer(observation)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    np.testing.assert_allclose(reply["actions"], policy.predict_action_chunk(observation), atol=1e-5)
+    np.testing.assert_allclose(serve_in_a_process(out, observation), policy.predict_action_chunk(observation), atol=1e-5)
 
 
 def test_regress_on_a_conv_vision_backbone(workspace, monkeypatch):

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from c2c.errors import ConfigError
-from c2c.eval.metaworld_batch import group_jobs, stack_observations
+from c2c.eval.batch_decoding import stack_observations
+from c2c.eval.metaworld_batch import group_jobs
 
 
 @pytest.fixture(scope="module")

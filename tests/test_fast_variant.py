@@ -7,16 +7,12 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import re
-import signal
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import write_two_camera_dataset_and_tokenizer
+from conftest import serve_in_a_process, write_two_camera_dataset_and_tokenizer
 
 from c2c.cli import main
 from c2c.errors import ConfigError
@@ -64,25 +60,6 @@ def _train(workspace, out, variant, tokenizer=None, **overrides):
     return train_policy(PolicyTrainConfig(**settings), show_progress=False)
 
 
-def _serve_in_a_process(directory, observation):
-    """`c2c serve --policy DIR` in its own process: the served chunk for one observation."""
-    process = subprocess.Popen([sys.executable, "-m", "c2c", "serve", "--policy", str(directory), "--port", "0",
-                                "--threads", "1"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        line = process.stdout.readline()
-        match = re.search(r"on (ws://127\.0\.0\.1:\d+)", line)
-        assert match, (line, process.stderr.read() if process.poll() is not None else "")
-        with PolicyClient(match.group(1)) as client:
-            reply = client.infer(observation)
-        process.send_signal(signal.SIGINT)
-        process.communicate(timeout=30)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    return reply["actions"]
-
-
 def test_fast_trains_saves_reloads_acts_and_serves(workspace):
     metrics = _train(workspace, "fast", "fast")
     out = workspace["root"] / "fast"
@@ -125,7 +102,7 @@ def test_fast_trains_saves_reloads_acts_and_serves(workspace):
         assert (client.metadata["variant"], client.metadata["has_plan"]) == ("fast", False)
         reply = client.infer(observation)
     np.testing.assert_allclose(reply["actions"], chunk, atol=1e-5)
-    np.testing.assert_allclose(_serve_in_a_process(out, observation), chunk, atol=1e-5)
+    np.testing.assert_allclose(serve_in_a_process(out, observation), chunk, atol=1e-5)
 
     # The saved FAST tokenizer is accepted by --tokenizer (and its codes are cached, keyed by its files).
     policy.action_tokenizer.save_pretrained(workspace["root"] / "fast-tokenizer")

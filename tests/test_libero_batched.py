@@ -11,7 +11,7 @@ import pytest
 import c2c.envs.libero_env as libero_env
 from c2c.envs.libero_env import ACTION_DIM, STATE_DIM
 from c2c.errors import ConfigError
-from c2c.eval.libero_batch import stack_observations
+from c2c.eval.batch_decoding import stack_observations
 from c2c.eval.libero_eval import evaluate_libero
 
 

@@ -20,7 +20,6 @@ process keeps one live renderer, which the envs would otherwise remake at every 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from c2c.envs.libero_env import CONTROL_HZ
+from c2c.eval.batch_decoding import BatchDecoder
 
 
 def trial_seed(seed: int, task_id: int, trial: int) -> int:
@@ -87,45 +87,6 @@ def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | N
             video.discard()
         raise
     return _record(env, trial, success, time.perf_counter() - started, inference, video_path)
-
-
-def stack_observations(observations: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch observation: arrays stacked along a new first axis, the instructions as a list."""
-    return {key: [obs[key] for obs in observations] if isinstance(value, str)
-            else np.stack([obs[key] for obs in observations]) for key, value in observations[0].items()}
-
-
-class BatchDecoder:
-    """Per-env action queues and cached plans of envs stepped together; fills the empty queues in one batch."""
-
-    def __init__(self, policy: Any, count: int) -> None:
-        self.policy = policy
-        self.queues: list[deque] = [deque() for _ in range(count)]
-        self.cached: list[Any] = [None] * count  # (1, Tp) plan ids of each env's last fresh plan
-        self.uses = [0] * count
-        self.inference = [0.0] * count  # each env's share of the decoding time
-
-    def fill(self, rows: list[int], obs: list[dict[str, Any]]) -> None:
-        """Decode a chunk for each env in ``rows`` whose queue is empty: one batch per plan mode (reused, fresh)."""
-        import torch
-
-        config = self.policy.config
-        rows = [i for i in rows if not self.queues[i]]
-        reusing = [i for i in rows if self.uses[i] and self.cached[i] is not None]
-        for group in (reusing, [i for i in rows if i not in reusing]):
-            if not group:
-                continue
-            tick = time.perf_counter()
-            plan_ids = torch.cat([self.cached[i] for i in group]) if group is reusing else None
-            chunk, _ = self.policy.generate(stack_observations([obs[i] for i in group]), plan_ids=plan_ids)
-            for row, i in enumerate(group):
-                if chunk.plan_ids is not None and self.uses[i] == 0:
-                    self.cached[i] = chunk.plan_ids[row:row + 1]
-                self.uses[i] = (self.uses[i] + 1) % config.plan_reuse
-                self.queues[i].extend(step.copy() for step in chunk.actions[row][:config.replan_every])
-            share = (time.perf_counter() - tick) / len(group)
-            for i in group:
-                self.inference[i] += share
 
 
 def run_batch(envs: Sequence[Any], policy: Any, trials: Sequence[int], seed: int,

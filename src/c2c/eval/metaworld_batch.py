@@ -16,10 +16,9 @@ remade at every switch (:meth:`MetaWorldEnv.share_renderer`).
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Any
 
-import numpy as np
+from c2c.eval.batch_decoding import BatchDecoder
 
 VIDEO_FPS = 40  # as the one-at-a-time runner
 
@@ -33,15 +32,6 @@ def group_jobs(jobs: list[Any], size: int) -> list[list[Any]]:
         else:
             groups.append([job])
     return groups
-
-
-def stack_observations(observations: list[dict[str, Any]]) -> dict[str, Any]:
-    """A batch observation: arrays stacked along a new first axis, the task strings as a list."""
-    batch: dict[str, Any] = {}
-    for key, value in observations[0].items():
-        values = [obs[key] for obs in observations]
-        batch[key] = values if isinstance(value, str) else np.stack(values)
-    return batch
 
 
 class BatchRunner:
@@ -75,7 +65,6 @@ class BatchRunner:
 
         policy, settings = self.policy, self.settings
         envs = self._envs(jobs[0].task, len(jobs))
-        replan, reuse = policy.config.replan_every, policy.config.plan_reuse
         has_plan = policy.config.has_plan
         count = len(jobs)
         started = time.perf_counter()
@@ -83,9 +72,8 @@ class BatchRunner:
                                                               image_size=env.image_size, fps=VIDEO_FPS,
                                                               plan_panel=has_plan)
                   for job, env in zip(jobs, envs)]
-        queues: list[deque] = [deque() for _ in jobs]
-        cached: list[Any] = [None] * count  # (1, Tp) plan ids of the last fresh plan, per environment
-        uses = [0] * count
+        decoder = BatchDecoder(policy, count, self.as_trained)
+        queues = decoder.queues
         shown: list[Any] = [None] * count  # the plan drawn in each video
         success, records = [False] * count, [None] * count
         video_seconds = 0.0
@@ -97,7 +85,7 @@ class BatchRunner:
                     running = [i for i in range(count) if records[i] is None]
                     finished = {i for i in running if success[i] or envs[i].steps >= settings.max_steps}
                     needing = [i for i in running if i not in finished and not queues[i]]
-                    fresh_rows = self._decode(needing, obs, queues, cached, uses, replan, reuse)
+                    fresh_rows = decoder.fill(needing, obs, decode_plans=any(v is not None for v in videos))
                     for i in running:
                         if videos[i] is not None:
                             video_started = time.perf_counter()
@@ -122,30 +110,6 @@ class BatchRunner:
                     video.discard()
             raise
         return records
-
-    def _decode(self, rows: list[int], obs: list[dict[str, Any]], queues: list[deque], cached: list[Any],
-                uses: list[int], replan: int, reuse: int) -> dict[int, np.ndarray]:
-        """Decode a chunk for each environment in ``rows`` (one batch per plan mode); returns the fresh plans
-        (K, A) to draw, by environment."""
-        import torch
-
-        policy, fresh_plans = self.policy, {}
-        reusing = [i for i in rows if uses[i] and cached[i] is not None]
-        for group in (reusing, [i for i in rows if i not in reusing]):
-            if not group:
-                continue
-            batch = stack_observations([self.as_trained(obs[i]) for i in group])
-            plan_ids = torch.cat([cached[i] for i in group]) if group is reusing else None
-            chunk, _ = policy.generate(batch, plan_ids=plan_ids)
-            plans = policy.decode_plan(chunk) if chunk.plan_ids is not None and plan_ids is None else None
-            for row, i in enumerate(group):
-                if chunk.plan_ids is not None and uses[i] == 0:
-                    cached[i] = chunk.plan_ids[row:row + 1]
-                uses[i] = (uses[i] + 1) % reuse
-                queues[i].extend(step.copy() for step in chunk.actions[row][:replan])
-                if plans is not None:
-                    fresh_plans[i] = plans[row]
-        return fresh_plans
 
     @staticmethod
     def _record(job: Any, env: Any, success: bool, progress: Any, seconds: float) -> dict[str, Any]:
