@@ -23,7 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-QUICK_TASKS = "reach,button-press-topdown,drawer-open,pick-place"
+def _quick_tasks() -> str:
+    from c2c.eval.presets import get_preset
+
+    return ",".join(get_preset("quick").tasks)
+
+
+QUICK_TASKS = _quick_tasks()
 LIBERO_TASKS = "0,1"
 
 
@@ -57,8 +63,9 @@ def _libero_policy_dir(root: Path, preset: str) -> Path:
     return PlanExecutePolicy.build(config, tokenizer, instructions=INSTRUCTIONS).save_pretrained(root / "policy")
 
 
-def _evaluate(args: argparse.Namespace, policy_dir: Path, out: Path, envs: int) -> int:
-    """One evaluation at ``envs`` environments per worker; returns its episode count."""
+def _evaluate(args: argparse.Namespace, policy_dir: Path, out: Path, envs: int, draw_all: bool = False) -> int:
+    """One evaluation at ``envs`` environments per worker (``draw_all``: every step drawn, as before evaluation
+    drew only the steps the policy reads); returns its episode count."""
     if args.sim == "libero":
         from c2c.eval.libero_eval import evaluate_libero
 
@@ -70,8 +77,8 @@ def _evaluate(args: argparse.Namespace, policy_dir: Path, out: Path, envs: int) 
 
     evaluate_metaworld(policy_dir, QUICK_TASKS, episodes=args.episodes, seed=7, out=out, max_steps=args.max_steps,
                        workers=args.workers, envs_per_worker=envs, show_progress=False,
-                       allow_unknown_training_seeds=True)
-    return 4 * args.episodes
+                       allow_unknown_training_seeds=True, render_every_step=draw_all)
+    return len(QUICK_TASKS.split(",")) * args.episodes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,21 +95,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--envs", default="1,4", help="comma list of --envs-per-worker settings (default 1,4)")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="Meta-World: first run one env per worker drawing every step (evaluation before it drew "
+                             "only the steps the policy reads), the ratios' baseline (default on)")
     args = parser.parse_args(argv)
-    settings = [int(value) for value in args.envs.split(",")]
-    runs: dict[int, list[float]] = {envs: [] for envs in settings}
+    # (label, envs per worker, draw every step)
+    settings = [(str(envs), int(envs), False) for envs in args.envs.split(",")]
+    if args.baseline and args.sim == "metaworld":
+        settings.insert(0, ("1, every step drawn", 1, True))
+    runs: dict[str, list[float]] = {label: [] for label, _, _ in settings}
     with tempfile.TemporaryDirectory() as tmp:
         make_policy = _libero_policy_dir if args.sim == "libero" else _policy_dir
         policy_dir = make_policy(Path(tmp), args.preset)
         for round_index in range(args.rounds):
-            for envs in settings:
+            for label, envs, draw_all in settings:
                 started = time.perf_counter()
-                episodes = _evaluate(args, policy_dir, Path(tmp) / "eval", envs)
+                episodes = _evaluate(args, policy_dir, Path(tmp) / "eval", envs, draw_all)
                 minutes = (time.perf_counter() - started) / 60
-                runs[envs].append(episodes / minutes)
-                print(f"round {round_index}: envs-per-worker {envs}: {runs[envs][-1]:.1f} episodes/min", flush=True)
-    best = {envs: max(values) for envs, values in runs.items()}
-    base = best[settings[0]]
+                runs[label].append(episodes / minutes)
+                print(f"round {round_index}: envs-per-worker {label}: {runs[label][-1]:.1f} episodes/min", flush=True)
+    best = {label: max(values) for label, values in runs.items()}
+    base = best[settings[0][0]]
     tasks = f"{args.suite} {args.libero_tasks}" if args.sim == "libero" else QUICK_TASKS
     result = {"sim": args.sim, "preset": args.preset, "tasks": tasks, "episodes_per_task": args.episodes,
               "fast_drawing": args.fast_drawing if args.sim == "libero" else None,
@@ -112,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2))
     lines = ["| envs per worker | episodes / min (best of rounds) | ratio |", "| ---: | ---: | ---: |"]
-    lines += [f"| {envs} | {best[envs]:.1f} | {best[envs] / base:.2f}x |" for envs in settings]
+    lines += [f"| {label} | {best[label]:.1f} | {best[label] / base:.2f}x |" for label, _, _ in settings]
     (args.out / "report.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

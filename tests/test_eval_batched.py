@@ -94,3 +94,40 @@ def test_envs_per_worker_is_checked(policy_dir, tmp_path, value):
 
     with pytest.raises(ConfigError, match="--envs-per-worker must be 1 or more"):
         evaluate_metaworld(policy_dir, "reach", episodes=1, seed=0, out=tmp_path / "o", envs_per_worker=value)
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("envs_per_worker", [1, 3])
+def test_drawing_only_the_steps_a_policy_reads_changes_no_record(policy_dir, tmp_path, monkeypatch, envs_per_worker):
+    from c2c.envs.metaworld_env import MetaWorldEnv
+    from c2c.eval.metaworld_eval import evaluate_metaworld
+
+    drawn = []
+    render = MetaWorldEnv.render
+    monkeypatch.setattr(MetaWorldEnv, "render", lambda self: drawn.append(self.steps) or render(self))
+    kwargs = dict(episodes=3, seed=5, max_steps=23, workers=1, show_progress=False, envs_per_worker=envs_per_worker)
+    every = evaluate_metaworld(policy_dir, "reach", out=tmp_path / "every", render_every_step=True, **kwargs)
+    assert len(drawn) == 3 * 24  # the reset and 23 steps of 3 episodes
+    drawn.clear()
+    read = evaluate_metaworld(policy_dir, "reach", out=tmp_path / "read", **kwargs)
+    # replan_every 5: a chunk is decoded before steps 0, 5, 10, 15 and 20, and only those observations are drawn.
+    assert sorted(drawn) == sorted([0, 5, 10, 15, 20] * 3)
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in every["tasks"]["reach-v3"]["rollouts"]]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in read["tasks"]["reach-v3"]["rollouts"]]
+
+
+def test_a_policy_reads_its_observation_only_when_it_decodes():
+    from c2c.policy.policy import PlanExecutePolicy
+    from c2c.policy.testing import (
+        INSTRUCTIONS, debug_config, random_action_tokenizer, random_observation, torch_threads,
+    )
+
+    with torch_threads(1):
+        policy = PlanExecutePolicy.build(debug_config("noplan", replan_every=3), random_action_tokenizer("joint"),
+                                         instructions=INSTRUCTIONS)
+        observation = random_observation(policy.config)
+        reads = []
+        for _ in range(7):
+            reads.append(policy.needs_observation)
+            policy.select_action(observation)
+    assert reads == [True, False, False, True, False, False, True]

@@ -170,10 +170,13 @@ class MetaWorldEnv:
         self._upside_down = [is_upside_down(env.data, cam_id) for cam_id in self._camera_ids]
         return self.observation()
 
-    def step(self, action: np.ndarray) -> tuple[dict[str, Any], bool, bool]:
+    def step(self, action: np.ndarray, render: bool = True) -> tuple[dict[str, Any], bool, bool]:
         """Apply ``action`` (4,) in [-1, 1]; returns ``(observation, success, done)``.
 
         ``done`` is True once ``max_steps`` actions were taken (truncation); stepping further raises.
+        ``render=False`` leaves the images out of the observation (state and instruction only): for the steps whose
+        images nobody reads, e.g. those a policy fills from an already predicted chunk. Drawing is about half of an
+        evaluation step on a CPU renderer, and it never changes the simulation.
         """
         if self._raw_state is None:
             raise RuntimeError("call reset(seed) before step()")
@@ -183,7 +186,7 @@ class MetaWorldEnv:
         raw_state, _reward, _terminated, _truncated, info = self._env.step(action)
         self._raw_state = np.asarray(raw_state, dtype=np.float64)
         self._steps += 1
-        return self.observation(), bool(info["success"]), self._steps >= self.max_steps
+        return self.observation(images=render), bool(info["success"]), self._steps >= self.max_steps
 
     def expert_action(self) -> np.ndarray:
         """Metaworld's scripted expert's action (4,) float32 for the current state, clipped to [-1, 1]."""
@@ -245,9 +248,11 @@ class MetaWorldEnv:
                               f"cannot draw {self.task} at {self.image_size} px with cameras {self.cameras}")
         self._render_model = other._render_model
 
-    def observation(self) -> dict[str, Any]:
-        """``{"observation.images.<cam>": (H, W, 3) uint8, "observation.state": (4,) float32, "task": str}``."""
-        obs: dict[str, Any] = {image_key(camera): image for camera, image in self.render().items()}
+    def observation(self, images: bool = True) -> dict[str, Any]:
+        """``{"observation.images.<cam>": (H, W, 3) uint8, "observation.state": (4,) float32, "task": str}``
+        (without the images when ``images`` is False)."""
+        drawn = self.render() if images else {}
+        obs: dict[str, Any] = {image_key(camera): image for camera, image in drawn.items()}
         obs[OBS_STATE] = self.state
         obs[TASK] = self.instruction
         return obs

@@ -10,7 +10,8 @@ time from the batch's start to the episode's end.
 
 The environments of a batch draw with one renderer: a process keeps one live renderer, and a renderer made for
 one task's model draws the other environments of that task (same model file; the states differ) without being
-remade at every switch (:meth:`MetaWorldEnv.share_renderer`).
+remade at every switch (:meth:`MetaWorldEnv.share_renderer`). An environment draws only the steps whose images
+are read: those before a new chunk is decoded for it, and every step of an episode recorded as video.
 """
 
 from __future__ import annotations
@@ -102,7 +103,9 @@ class BatchRunner:
                             records[i] = self._record(jobs[i], envs[i], success[i], progress[i],
                                                       time.perf_counter() - started)
                             continue
-                        obs[i], success[i], _ = envs[i].step(executed_action(queues[i].popleft(), settings))
+                        action = executed_action(queues[i].popleft(), settings)
+                        drawn = videos[i] is not None or settings.render_every_step or not queues[i]
+                        obs[i], success[i], _ = envs[i].step(action, render=drawn)
                         progress[i].update(envs[i].raw_state)
         except BaseException:
             for video in videos:

@@ -163,6 +163,7 @@ def evaluate_metaworld(
     training_placements: bool = False,
     envs_per_worker: int = 1,
     snap_gripper: bool = False,
+    render_every_step: bool = False,
 ) -> dict[str, Any]:
     """Roll the policy out ``episodes`` times per task; write results.json, report.md, success.png and videos.
 
@@ -188,6 +189,9 @@ def evaluate_metaworld(
 
     ``snap_gripper``: round the gripper effort of every executed action to the scripted demonstrations' values
     {-1, 0, +1} (off by default: the policy's actions are executed as decoded).
+
+    Only the steps whose images are read are drawn: those before a new chunk is decoded, and every step of an
+    episode recorded as video. ``render_every_step`` draws them all (the same records, slower; for benchmarks).
     """
     if not isinstance(envs_per_worker, int) or envs_per_worker < 1:
         raise ConfigError(f"--envs-per-worker must be 1 or more, got {envs_per_worker}")
@@ -270,7 +274,7 @@ def evaluate_metaworld(
     for stale in video_dir.glob("*_ep*.mp4"):  # videos of an earlier evaluation into this directory
         stale.unlink()
     settings = Settings(str(policy_dir), replan_every, max_steps, tuple(config.cameras), config.image_size,
-                         training.fast_drawing, render_size, envs_per_worker, snap_gripper)
+                         training.fast_drawing, render_size, envs_per_worker, snap_gripper, render_every_step)
     with PartialRecords(out, policy=str(policy_dir), tasks=task_names, episodes=episodes, seed=seed) as partial:
         records = run_jobs(jobs, settings, workers, policy, show_progress, partial.add)
 

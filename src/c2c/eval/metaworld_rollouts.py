@@ -77,6 +77,14 @@ class Settings:
     render_size: int | None = None  # the training images' size: render at it, resize as training did (None: policy's)
     envs_per_worker: int = 1  # environments a process steps together, decoding their observations as one batch
     snap_gripper: bool = False  # round the gripper effort to the demonstrations' {-1, 0, +1} (an option, off)
+    render_every_step: bool = False  # draw even the steps whose images no one reads (benchmarks of drawing cost)
+
+
+def must_render(policy: Any, settings: Settings, video: Any) -> bool:
+    """Whether the next observation needs its images: when a video records them, or when the policy reads them
+    next (it predicts a new chunk; a policy that does not say reads every observation). Skipping the others leaves
+    every decision and record unchanged (tests/test_eval_batched.py) and saves most of the drawing."""
+    return video is not None or settings.render_every_step or bool(getattr(policy, "needs_observation", True))
 
 
 GRIPPER_DIM = 3  # Meta-World's action: hand xyz deltas, then the gripper effort
@@ -159,7 +167,8 @@ class EpisodeRunner:
                         video_seconds += time.perf_counter() - video_started
                     if finished:
                         break
-                    obs, success, _ = env.step(executed_action(action, self.settings))
+                    obs, success, _ = env.step(executed_action(action, self.settings),
+                                               render=must_render(policy, self.settings, video))
                     progress.update(env.raw_state)
             if video is not None:
                 video_started = time.perf_counter()

@@ -359,6 +359,13 @@ class PlanExecutePolicy(nn.Module):
             self._queue.extend(step.copy() for step in steps)
         return self._queue.popleft()
 
+    @property
+    def needs_observation(self) -> bool:
+        """Whether the next :meth:`select_action` reads its observation: only when it predicts a new chunk (every
+        ``replan_every`` steps); the actions queued from the last chunk need none, so a simulator may skip drawing
+        the images of the steps between."""
+        return not self._queue
+
     def decode_plan(self, chunk: GeneratedChunk) -> np.ndarray | None:
         """The (B, K, A) coarse plan of an already generated chunk, in dataset units (None without a plan): for
         display, with no second model decode."""
