@@ -100,6 +100,8 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
         StudyRow("regress-visible", "regress", "tasks whose targets are in view", VISIBLE_TASKS),
         StudyRow("plan-hp40-visible", "plan-hp40", "tasks whose targets are in view, plan from a 40-step window",
                  VISIBLE_TASKS),
+        StudyRow("plan-steps1800", "plan", "twice the training (1800 steps x 32)", (("policy_steps", 1800),)),
+        StudyRow("noplan-steps1800", "noplan", "twice the training (1800 steps x 32)", (("policy_steps", 1800),)),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("plan-demos100", "plan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("noplan-128px", "noplan", "images at 128 px", (("image_size", 128),)),
