@@ -52,6 +52,7 @@ def test_two_steps_write_a_loadable_policy_with_ema_and_metrics(workspace):
     held = saved["heldout"]
     assert {"accuracy/plan", "accuracy/exec", "loss/exec", "exec_l1", "exec_l1_raw"} <= set(held)
     assert 0 <= held["accuracy/exec"] <= 1 and held["exec_l1"] > 0 and metrics["steps"] == 2
+    assert np.isfinite(held["exec_l1_true_plan"]) and held["exec_l1_true_plan"] > 0
     # The tokenizer's held-out episodes stay held out.
     tokenizer_split = json.loads((workspace["tokenizer"] / "train_config.json").read_text())["heldout_episodes"]
     assert saved["heldout_episodes"] == tokenizer_split and tokenizer_split
@@ -106,6 +107,8 @@ def test_other_variants_train_on_the_joint_tokenizer(workspace, variant):
     metrics = train_policy(_config(workspace, variant, variant=variant, steps=1, tokenizer=str(tokenizer)),
                            show_progress=False)
     assert ("accuracy/plan" in metrics["heldout"]) == (variant != "noplan")
+    # Plan policies also decode their exec chunks after the true plan tokens (how much error the plan causes).
+    assert ("exec_l1_true_plan" in metrics["heldout"]) == (variant != "noplan")
     spec = json.loads((workspace["root"] / variant / "train_config.json").read_text())["window_spec"]
     assert spec["plan_horizon"] == {"noplan": 0, "plan-hp40": 40}[variant] and spec["plan_steps"] == 20
 

@@ -57,6 +57,17 @@ def evaluate_policy(policy: PlanExecutePolicy, data: PolicyData, frames: np.ndar
         result["exec_l1_raw"] = float(np.abs(predicted - truth).mean())
         result["exec_l1_tokenizer"] = float(np.abs(normalize(floor) - normalize(truth)).mean())
         result["exec_l1_midpoint"] = float(np.abs(normalize(truth)).mean())  # predicting the q01/q99 midpoint
+        if "plan" in data.codes and getattr(policy.config, "has_plan", False):
+            # The same exec chunks decoded after the TRUE plan tokens instead of the generated ones: how much of the
+            # exec error comes from mistaken plans (the gap to exec_l1) rather than from the exec tokens themselves.
+            suffix = policy.suffix
+            codes = {mode: torch.as_tensor(data.codes[mode][decoded].astype(np.int64)) for mode in data.codes}
+            true_plan = suffix.codes_to_ids(codes)[:, suffix.span("plan")]
+            given = np.concatenate([
+                policy.predict_action_chunk(data.batch(decoded[i:i + batch_size]),
+                                            plan_ids=true_plan[i:i + batch_size].to(policy.device))
+                for i in range(0, len(decoded), batch_size)])
+            result["exec_l1_true_plan"] = float(np.abs(normalize(given) - normalize(truth)).mean())
     result["frames"], result["decoded_frames"] = float(len(frames)), float(len(decoded))
     policy.train(was_training)
     return result
