@@ -282,3 +282,54 @@ def test_init_from_is_checked_against_the_policy_and_its_tokenizer(workspace):
         train_policy(_config(workspace, "bad3", tokenizer=str(other), init_from=str(base)), show_progress=False)
     for name in ("bad1", "bad2", "bad3"):  # refused before anything was trained
         assert not (workspace["root"] / name / "checkpoint").exists()
+
+
+def test_plan_input_noise_corrupts_what_the_decoder_reads_not_the_targets(workspace):
+    from c2c.policy.training.loop import noisy_plan_codes
+
+    codes = np.arange(2 * 20 * 3).reshape(2, 20, 3) % 7
+    codes[1, -1] = -1  # padding stays padding
+    noisy = noisy_plan_codes(codes, 0.5, 4096, np.random.default_rng(0))
+    changed = noisy != codes
+    assert 0.3 < changed.mean() < 0.7 and (noisy[1, -1] == -1).all() and ((noisy >= 0) | (codes < 0)).all()
+    assert np.array_equal(noisy, noisy_plan_codes(codes, 0.5, 4096, np.random.default_rng(0)))  # seeded
+    assert np.array_equal(noisy_plan_codes(codes, 0.0, 4096, np.random.default_rng(0)), codes)
+    # Training with it: the targets are the true codes, so the loss differs from teacher forcing only through the
+    # inputs; a noplan variant refuses it in one line.
+    metrics = train_policy(_config(workspace, "noisy", plan_input_noise=0.3), show_progress=False)
+    assert metrics["steps"] == 2 and np.isfinite(metrics["heldout"]["exec_l1"])
+    saved = json.loads((workspace["root"] / "noisy" / "train_config.json").read_text())
+    assert saved["plan_input_noise"] == 0.3
+    with pytest.raises(ConfigError, match="plan-input-noise 0.3: variant 'noplan' has no plan tokens"):
+        _config(workspace, "bad-noise", variant="noplan", plan_input_noise=0.3)
+    with pytest.raises(ConfigError, match=r"--plan-input-noise must lie in \[0, 1\)"):
+        _config(workspace, "bad-noise", plan_input_noise=1.0)
+
+
+def test_plan_input_codes_change_the_decoders_input_only(workspace):
+    import torch
+
+    from c2c.policy.processing import PLAN_CODES, PLAN_INPUT_CODES
+    from c2c.policy.testing import debug_policy, random_batch
+
+    policy = debug_policy("plan")
+    batch = random_batch(policy.config, batch_size=2)
+    with torch.no_grad():
+        clean, _ = policy(batch)
+        same, _ = policy({**batch, PLAN_INPUT_CODES: batch[PLAN_CODES]})
+        noisy, _ = policy({**batch, PLAN_INPUT_CODES: (np.asarray(batch[PLAN_CODES]) + 1) % 16})
+    assert torch.equal(clean, same) and not torch.equal(clean, noisy)
+    with pytest.raises(ConfigError, match="codes.plan_input: shape"):
+        policy({**batch, PLAN_INPUT_CODES: np.zeros((2, 3, 3), dtype=np.int64)})
+
+
+def test_a_preset_gives_plan_input_noise_to_its_plan_variants_only(tmp_path):
+    from c2c.eval.pipeline.stages import policy_configs
+    from c2c.eval.presets import get_preset
+
+    preset = get_preset("quick").replace(variants=("plan", "noplan", "regress"), plan_input_noise=0.2)
+    configs = policy_configs(preset, tmp_path / "data", tmp_path)
+    assert {variant: config.plan_input_noise for variant, config in configs.items()} == \
+        {"plan": 0.2, "noplan": 0.0, "regress": 0.0}
+    with pytest.raises(ConfigError, match="plan_input_noise must lie in"):
+        get_preset("quick").replace(plan_input_noise=-0.1)

@@ -75,6 +75,10 @@ def add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
                        help="resize images to the preset's size with PIL (default: a size mismatch is an error)")
     train.add_argument("--image-shift", type=int, default=0,
                        help="random-shift augmentation of training images, in pixels (default 0: off)")
+    train.add_argument("--plan-input-noise", type=float, default=0.0,
+                       help="plan variants: probability that a plan code the decoder reads is replaced by a random "
+                       "one (targets stay true), so exec learns to follow imperfect plans (default 0: the paper's "
+                       "teacher forcing)")
     train.add_argument("--device", default="cpu",
                        help="cpu (default) | cuda | cuda:N: where the weights and batches live")
     train.add_argument("--num-processes", type=int, default=1,
@@ -98,6 +102,7 @@ def add_policy_commands(subparsers: argparse._SubParsersAction) -> None:
             weight_decay=args.weight_decay, ema_decay=args.ema_decay, precision=args.precision, seed=args.seed,
             checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, decode_frames=args.decode_frames,
             max_image_gb=args.max_image_gb, resize_images=args.resize_images, image_shift=args.image_shift,
+            plan_input_noise=args.plan_input_noise,
             device=args.device, init_from=None if args.init_from is None else str(args.init_from),
             gradient_checkpointing=args.gradient_checkpointing, freeze_vision=args.freeze_vision,
             lora_rank=args.lora_rank, ema=args.ema, parallel=args.parallel, global_batch_size=args.global_batch_size,

@@ -41,6 +41,7 @@ class PipelinePreset:
     simulator: str = "metaworld"  # metaworld | libero
     suite: str | None = None  # LIBERO suite (libero_spatial | libero_object | libero_goal | libero_10)
     image_shift: int = 0  # random-shift augmentation of training images, pixels (0: off)
+    plan_input_noise: float = 0.0  # plan variants: random plan codes in the decoder's input (0: off, the paper's)
     action_noise: float = 0.0  # Meta-World demos: noise injected into the executed actions (DART; 0: off)
     # Meta-World: expert takeovers per task from each trained variant's rollouts (c2c data metaworld-takeover);
     # the variant is then trained again, with the same budget, on the demonstrations plus its takeovers (0: off).
@@ -70,6 +71,9 @@ class PipelinePreset:
             raise ConfigError(f"preset {self.name!r}: eval_max_steps must be >= 1, got {self.eval_max_steps}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"preset {self.name!r}: image_shift must lie in [0, 32], got {self.image_shift}")
+        if not 0.0 <= float(self.plan_input_noise) < 1.0:
+            raise ConfigError(f"preset {self.name!r}: plan_input_noise must lie in [0, 1), got "
+                              f"{self.plan_input_noise}")
         if not 0.0 <= float(self.action_noise) <= 1.0:
             raise ConfigError(f"preset {self.name!r}: action_noise must lie in [0, 1], got {self.action_noise}")
         if self.simulator != "metaworld" and self.action_noise:

@@ -181,17 +181,21 @@ class PlanExecuteVLA(nn.Module):
         hidden, prefix_length = self.hidden_states(inputs, suffix_inputs)
         return self.logits(hidden[:, prefix_length - 1:])  # (B, t + 1, V)
 
-    def forward(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
+    def forward(self, inputs: PrefixInputs, suffix_ids: torch.Tensor,
+                input_ids: torch.Tensor | None = None) -> VLAOutput:
         """Teacher-forced next-token loss over the suffix only (Eq. 9). ``suffix_ids`` (B, T), end token last.
+        ``input_ids`` (B, T - 1): what the decoder reads instead of ``suffix_ids[:, :-1]`` (the targets stay
+        ``suffix_ids``); default: teacher forcing on the targets, as the paper trains.
 
         ``config.loss_vocabulary``: "full" normalises each token's softmax over the whole vocabulary (Eq. 9 as
         written; pi0-FAST does the same); "valid" normalises it over the ids valid at that position only, which
         is exactly the distribution constrained decoding samples from, and skips the LM-head rows no position
         can use (a third of the head work for a 3-level joint tokenizer; ``logits`` is then None).
         """
+        inputs_ids = suffix_ids[:, :-1] if input_ids is None else input_ids  # the end token is never an input
         if self.config.loss_vocabulary == "valid":
-            return self._forward_valid(inputs, suffix_ids)
-        logits = self.next_token_logits(inputs, suffix_ids[:, :-1])  # (B, T, V): the end token is never an input
+            return self._forward_valid(inputs, suffix_ids, inputs_ids)
+        logits = self.next_token_logits(inputs, inputs_ids)  # (B, T, V)
         token_loss = F.cross_entropy(logits.flatten(0, 1).float(), suffix_ids.flatten(), reduction="none")
         token_loss = token_loss.view_as(suffix_ids)  # (B, T)
         predicted = self._constrained_argmax(logits.detach())
@@ -199,8 +203,8 @@ class PlanExecuteVLA(nn.Module):
         return VLAOutput(self._mean(token_loss, real), logits,
                          self._metrics(predicted, suffix_ids, token_loss.detach(), real))
 
-    def _forward_valid(self, inputs: PrefixInputs, suffix_ids: torch.Tensor) -> VLAOutput:
-        hidden, prefix_length = self.hidden_states(inputs, suffix_ids[:, :-1])
+    def _forward_valid(self, inputs: PrefixInputs, suffix_ids: torch.Tensor, input_ids: torch.Tensor) -> VLAOutput:
+        hidden, prefix_length = self.hidden_states(inputs, input_ids)
         hidden = hidden[:, prefix_length - 1:]  # (B, T, D): hidden[:, j] predicts suffix token j
         token_loss = hidden.new_zeros(suffix_ids.shape, dtype=torch.float32)  # (B, T)
         predicted = suffix_ids.clone()  # the end position has one valid id: loss 0, always right

@@ -68,7 +68,7 @@ from c2c.policy.multistream import (
     multistream_from_config,
     multistream_from_paligemma,
 )
-from c2c.policy.processing import ObservationProcessor, batch_codes
+from c2c.policy.processing import PLAN_INPUT_CODES, ObservationProcessor, batch_codes
 from c2c.policy.tokens import Branch, SuffixLayout, VocabularyLayout, as_action_tokenizer, check_pretrained_text_ids
 from c2c.tokenizer import load_tokenizer
 from c2c.utils.io import atomic_write_json
@@ -283,7 +283,15 @@ class PlanExecutePolicy(nn.Module):
         if padded:
             check_chunk_lengths(self.action_tokenizer, codes["exec"].cpu().numpy(), self.config.exec_horizon)
         suffix_ids = self.suffix.codes_to_ids({k: v.to(self.device) for k, v in codes.items()})  # (B, T)
-        out = self.model(inputs, suffix_ids)
+        input_ids = None
+        if PLAN_INPUT_CODES in batch and "plan" in codes:  # training's --plan-input-noise: corrupted plan inputs
+            noisy = torch.as_tensor(np.asarray(batch[PLAN_INPUT_CODES]), dtype=torch.long)
+            if noisy.shape != codes["plan"].shape:
+                raise ConfigError(f"{PLAN_INPUT_CODES}: shape {tuple(noisy.shape)}, expected the plan codes' "
+                                  f"{tuple(codes['plan'].shape)}")
+            input_ids = self.suffix.codes_to_ids({**{k: v.to(self.device) for k, v in codes.items()},
+                                                  "plan": noisy.to(self.device)})[:, :-1]
+        out = self.model(inputs, suffix_ids) if input_ids is None else self.model(inputs, suffix_ids, input_ids)
         return out.loss, out.metrics
 
     # --- acting --------------------------------------------------------------------------------------------------

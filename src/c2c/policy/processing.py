@@ -35,6 +35,9 @@ from c2c.tokenizer.base import PAD_CODE
 EXEC_CODES = "codes.exec"  # batch key: (B, N, R) exec codes of the action tokenizer
 PLAN_CODES = "codes.plan"  # batch key: (B, N, R) plan codes (plan variants only)
 CODE_KEYS = {"exec": EXEC_CODES, "plan": PLAN_CODES}
+# Training only (``--plan-input-noise``): (B, N, R) plan codes to feed as the decoder's INPUT in place of the true
+# ones, some replaced by random codes; the loss's targets stay the true codes.
+PLAN_INPUT_CODES = "codes.plan_input"
 
 
 def _tensor(value: Any, key: str) -> torch.Tensor:

@@ -226,6 +226,8 @@ def stage_policies(preset: PipelinePreset, dataset_dir: Path, out: Path, force: 
                           "tokenizer": Path(config.tokenizer).name if config.tokenizer else None}
                 for variant, config in configs.items()}
     for variant, config in configs.items():  # a fine-tuning starts from a policy of this run: name it, not its path
+        if not config.plan_input_noise:
+            settings[variant].pop("plan_input_noise", None)  # as before the option existed: stages stay valid
         if config.init_from is None:
             settings[variant].pop("init_from", None)  # as before the option existed: finished stages stay valid
         else:
@@ -282,6 +284,7 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
                    datasets: dict[str, Path] | None = None) -> dict[str, Any]:
     """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants (into
     ``out/root/<variant>``, on ``datasets[variant]`` when given, else on ``dataset_dir``)."""
+    from c2c.policy.config import VARIANTS
     from c2c.policy.training.config import PolicyTrainConfig
 
     configs = {}
@@ -295,7 +298,8 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
             out=str(out / root / variant), variant=variant,
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
             checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device,
-            init_from=str(out / "policy" / variant) if finetune else None)
+            init_from=str(out / "policy" / variant) if finetune else None,
+            plan_input_noise=preset.plan_input_noise if VARIANTS[variant].plan_horizon else 0.0)
     return configs
 
 

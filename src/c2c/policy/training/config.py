@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from c2c.errors import ConfigError
-from c2c.policy.config import PolicyConfig, get_preset, policy_config
+from c2c.policy.config import VARIANTS, PolicyConfig, get_preset, policy_config
 from c2c.policy.training.distributed import Launch, check_device, read_launch
 from c2c.policy.training.memory import EMA_MODES, MemoryOptions
 
@@ -96,6 +96,10 @@ class PolicyTrainConfig:
     max_image_gb: float = 8.0  # refuse datasets whose images would need more memory
     resize_images: bool = False  # resize dataset images to the preset's size with PIL (else a size mismatch fails)
     image_shift: int = 0  # random-shift augmentation: shift training images by up to this many pixels (0: off)
+    # Plan variants: each plan code the decoder READS is replaced by a random code with this probability (the targets
+    # stay the true codes), so that the exec tokens learn to follow imperfect generated plans. 0 (the paper's
+    # teacher forcing) by default; an extension (docs/results/plan-vs-noplan-2026-12-06.md).
+    plan_input_noise: float = 0.0
     device: str = "cpu"  # torch device of the weights and batches: cpu | cuda | cuda:N (one process)
     init_from: str | None = None  # start from this trained policy's weights (its EMA), e.g. after takeovers
     policy: dict[str, Any] = field(default_factory=dict)  # other PolicyConfig fields (token_order, state_encoding)
@@ -115,6 +119,11 @@ class PolicyTrainConfig:
             raise ConfigError(f"--global-batch-size must be >= 1, got {self.global_batch_size}")
         if not 0 <= int(self.image_shift) <= 32:
             raise ConfigError(f"--image-shift must lie in [0, 32] pixels, got {self.image_shift}")
+        if not 0.0 <= float(self.plan_input_noise) < 1.0:
+            raise ConfigError(f"--plan-input-noise must lie in [0, 1), got {self.plan_input_noise}")
+        if self.plan_input_noise and not VARIANTS[self.variant].plan_horizon:
+            raise ConfigError(f"--plan-input-noise {self.plan_input_noise}: variant {self.variant!r} has no plan "
+                              "tokens; drop the option or train a plan variant")
         for name in ("steps", "batch_size", "grad_accum", "checkpoint_every", "eval_every", "eval_batch_size"):
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")

@@ -47,6 +47,7 @@ from c2c.constants import camera_name, image_key
 from c2c.errors import C2CError, ConfigError
 from c2c.policy.config import PolicyConfig
 from c2c.policy.policy import PlanExecutePolicy
+from c2c.policy.processing import PLAN_CODES, PLAN_INPUT_CODES
 from c2c.policy.training.checkpoint import CHECKPOINT, load_checkpoint, read_state, save_checkpoint
 from c2c.policy.training.config import TRAINING_DATA_FILE, PolicyTrainConfig, lr_at
 from c2c.policy.training.data import (PolicyData, batch_loader, draw_frames, load_policy_data, random_shift,
@@ -63,6 +64,8 @@ from c2c.utils.outdir import check_out_dir
 def _comparable(config: PolicyTrainConfig) -> dict[str, Any]:
     """The settings a checkpoint must share with a run that resumes it (not where or how fast data is read)."""
     ignored = ("checkpoint_every", "eval_every", "device", "loader", "workers")
+    if not config.plan_input_noise:  # as before the option existed: checkpoints of earlier runs still resume
+        ignored += ("plan_input_noise",)
     if config.global_batch_size is not None:  # the per-process batch follows the process count
         ignored += ("batch_size",)
     return {k: v for k, v in asdict(config).items() if k not in ignored}
@@ -286,6 +289,11 @@ def train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: tor
                 images = batch[image_key(camera)]
                 images = images.numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
                 batch[image_key(camera)] = random_shift(images, config.image_shift, rng)
+        if config.plan_input_noise and PLAN_CODES in batch:  # drawn from (seed, step, rank, micro-step) too
+            batch[PLAN_INPUT_CODES] = noisy_plan_codes(batch[PLAN_CODES], config.plan_input_noise,
+                                                       policy.action_tokenizer.codebook_size,
+                                                       np.random.default_rng([config.seed, step, processes.rank,
+                                                                              micro, 1]))
         with processes.no_sync(model, skip=micro < len(micro_batches) - 1):
             with autocast:
                 loss, metrics = model(batch)  # Eq. 9 over [plan][exec][end]
@@ -297,6 +305,14 @@ def train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: tor
     grad_norm = float(grad_norm.full_tensor() if hasattr(grad_norm, "full_tensor") else grad_norm)
     optimizer.step()
     return processes.mean({**sums, "grad_norm": grad_norm})
+
+
+def noisy_plan_codes(codes: Any, probability: float, codebook_size: int, rng: np.random.Generator) -> np.ndarray:
+    """(B, N, R) plan codes with each replaced, with ``probability``, by a code drawn uniformly from [0, K)
+    (padding, negative, is kept): the decoder's input under ``--plan-input-noise``."""
+    codes = codes.numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes)
+    replace = (rng.random(codes.shape) < probability) & (codes >= 0)
+    return np.where(replace, rng.integers(0, codebook_size, codes.shape), codes).astype(np.int64)
 
 
 def _load_data(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any) -> PolicyData:
