@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from c2c.cli.options import comma_list
+from c2c.cli.options import comma_list, threads_option
 from c2c.errors import ConfigError
 
 
@@ -93,6 +93,9 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
     ablate.add_argument("--policy-steps", type=int, default=None, help="override the policy steps per variant")
     ablate.add_argument("--eval-episodes", type=int, default=None, help="override the evaluation episodes per task")
     ablate.add_argument("--episodes-per-task", type=int, default=None, help="override the demonstrations per task")
+    ablate.add_argument("--threads", type=threads_option, default=None,
+                        help="torch threads of the training stages: N pins them, auto uses the cores other jobs "
+                        "leave free (default: the preset's; quick: 2)")
     ablate.set_defaults(func=_run_ablate)
 
 
@@ -157,7 +160,7 @@ def _run_ablate(args: argparse.Namespace) -> int:
     from c2c.analysis.ablate import parse_variants, run_ablation
 
     overrides = {"backbone": args.backbone, "tokenizer_steps": args.tokenizer_steps,
-                 "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes,
+                 "policy_steps": args.policy_steps, "eval_episodes": args.eval_episodes, "threads": args.threads,
                  "episodes_per_task": args.episodes_per_task, "eval_seed": args.eval_seed,
                  "tasks": tuple(args.tasks) if args.tasks else None}
     if args.study is not None:
