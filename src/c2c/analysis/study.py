@@ -17,8 +17,11 @@ Studies:
 Report (``<out>/study.md``, ``study.json``, ``study.png``): per row, success per task and the mean with 95% Wilson
 intervals over all episodes, the held-out decoded action L1 (normalised units, training's held-out episodes),
 training samples/s, and decode ms per chunk (batch 1, one thread, ``predict_action_chunk``, median of 10).
-Budgets: every row has the same steps x batch (same samples). Rows trained side by side share the cores, so their
-samples/s compare only within one group; the report says which rows shared a run.
+Budgets: by default every row has the same steps x batch (same samples). With ``budget_seconds`` (``c2c ablate
+--budget-seconds S``) every row has the same wall-clock instead: S seconds per row on one thread, converted into
+steps per row from each row's step time measured before anything trains (``c2c.analysis.study_budget``,
+``<out>/budget.json``). Rows trained side by side share the cores, so their samples/s compare only within one group;
+the report says which rows shared a run.
 
 Evaluation placements come from ``--eval-seed`` (the preset's 1000 by default: the validation placements settings
 are chosen on); report the chosen settings on other placements (e.g. ``--eval-seed 2000``).
@@ -156,24 +159,38 @@ def wilson(successes: int, episodes: int, z: float = 1.96) -> tuple[float, float
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def row_preset(preset: Any, row: StudyRow, variants: tuple[str, ...] | None = None) -> Any:
+    """``preset`` with the row's changes (a codebook change keeps the preset's other codec settings), training
+    ``variants`` (default: the row's)."""
+    changes = dict(row.overrides)
+    if "tokenizer_codec" in changes:
+        changes["tokenizer_codec"] = {**preset.tokenizer_codec, **changes["tokenizer_codec"]}
+    return preset.replace(**changes, variants=variants or (row.variant,))
+
+
 def run_study(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...] | None = None,
-              workers: int | None = None, force: bool = False, measure_decode: bool = True) -> dict[str, Any]:
-    """Train and evaluate every row with the pipeline, then write the study's report into ``out``."""
+              workers: int | None = None, force: bool = False, measure_decode: bool = True,
+              budget_seconds: float | None = None) -> dict[str, Any]:
+    """Train and evaluate every row with the pipeline, then write the study's report into ``out``.
+    ``budget_seconds``: the same wall-clock per row instead of the same samples (``study_budget``)."""
     from c2c.eval.pipeline import run_pipeline
 
     rows = rows if rows is not None else study_rows(study)
     out = Path(out)
-    for group, members in groups_of(rows).items():
-        changes = dict(members[0].overrides)
-        if "tokenizer_codec" in changes:  # a codebook change keeps the preset's other codec settings
-            changes["tokenizer_codec"] = {**preset.tokenizer_codec, **changes["tokenizer_codec"]}
-        changed = preset.replace(**changes, variants=tuple(row.variant for row in members))
+    budget, trained = None, rows
+    if budget_seconds is not None:
+        from c2c.analysis.study_budget import budgeted_rows, plan_budget
+
+        budget = plan_budget(preset, rows, out, budget_seconds, force=force)
+        trained = budgeted_rows(rows, budget)
+    for group, members in groups_of(trained).items():
+        changed = row_preset(preset, members[0], tuple(row.variant for row in members))
         print(f"[study] {study}: rows {', '.join(row.name for row in members)} -> {out / group}")
         code = run_pipeline(changed, out / group, force=force, workers=workers)
         if code != 0:
             raise ConfigError(f"study {study!r}: the pipeline run of rows {[row.name for row in members]} failed "
                               f"(exit status {code}); see the output above")
-    return write_study(study, preset, out, rows, measure_decode=measure_decode)
+    return write_study(study, preset, out, rows, measure_decode=measure_decode, budget=budget)
 
 
 def decode_ms(policy_dir: Path, repeats: int = 10) -> float:
@@ -236,24 +253,58 @@ def _fmt(value: float | None, digits: int = 1, scale: float = 1.0) -> str:
     return "-" if value is None else f"{scale * value:.{digits}f}"
 
 
-def format_study(study: str, preset: Any, table: list[dict[str, Any]], command: str) -> str:
+def budget_text(preset: Any, budget: dict[str, Any] | None) -> str:
+    """The budget kind, as the report states it."""
+    if budget is None:
+        return f"same samples: {preset.policy_steps} steps x {preset.policy_batch_size}"
+    return (f"same wall-clock: {budget['budget_seconds']:g} s per row on one thread; steps per row from measured "
+            "step times")
+
+
+def format_study(study: str, preset: Any, table: list[dict[str, Any]], command: str,
+                 budget: dict[str, Any] | None = None) -> str:
     tasks = list(table[0]["tasks"]) if table else []
-    lines = [f"# Study `{study}` on preset {preset.name}", "", "Command:", "", f"    {command}", "",
-             f"Same budget in samples for every row: {preset.policy_steps} steps x {preset.policy_batch_size}, "
-             f"backbone {preset.backbone} unless the row says otherwise, {preset.episodes_per_task} demonstrations "
-             f"per task unless the row says otherwise; {preset.eval_episodes} evaluation placements per task "
-             f"(seed {table[0]['eval_seed'] if table else preset.eval_seed}). Success with 95% Wilson intervals.", "",
-             "| row | " + " | ".join(tasks) + " | mean | 95% interval | held-out L1 | samples/s | decode ms | run |",
-             "| --- |" + " ---: |" * (len(tasks) + 5) + " --- |"]
+    if budget is None:
+        kind = f"Budget: {budget_text(preset, None)} for every row unless the row says otherwise."
+    else:
+        kind = (f"Budget: {budget_text(preset, budget)} (batch {preset.policy_batch_size}; each row's step timed "
+                f"before training, one row after another in one process: the median of {budget['timed_steps']} "
+                f"steps after {budget['warmup_steps']} untimed ones on random inputs of the row's shapes; "
+                "budget.json).")
+    placements = (f"Backbone {preset.backbone} unless the row says otherwise, {preset.episodes_per_task} "
+                  f"demonstrations per task unless the row says otherwise; {preset.eval_episodes} evaluation "
+                  f"placements per task (seed {table[0]['eval_seed'] if table else preset.eval_seed}). Success with "
+                  "95% Wilson intervals.")
+    lines = [f"# Study `{study}` on preset {preset.name}", "", "Command:", "", f"    {command}", "", kind, placements,
+             ""]
+    columns = ["row", *tasks, "mean", "95% interval", "steps", *(["step ms"] if budget else []), "held-out L1",
+               "samples/s", "decode ms", "run"]
+    lines += ["| " + " | ".join(columns) + " |", "| --- |" + " ---: |" * (len(columns) - 2) + " --- |"]
     for entry in table:
         cells = [f"{entry['tasks'][t]['successes']}/{entry['tasks'][t]['episodes']}" for t in tasks]
         low, high = entry["interval"]
-        lines.append(f"| {entry['row']} | " + " | ".join(cells) + f" | {100 * entry['success']:.1f}% | "
-                     f"{100 * low:.0f}-{100 * high:.0f}% | {_fmt(entry['heldout_l1'], 3)} | "
-                     f"{_fmt(entry['samples_per_s'])} | {_fmt(entry['decode_ms'])} | {entry['group']} |")
-    lines += ["", "Rows:", ""] + [f"- `{entry['row']}`: {entry['description']}" for entry in table]
-    lines += ["", "Rows with the same run trained side by side on the same cores: their samples/s compare with each "
-              "other only. Decode ms: batch 1, one thread, random images.", "", "![study](study.png)", ""]
+        cells += [f"{100 * entry['success']:.1f}%", f"{100 * low:.0f}-{100 * high:.0f}%",
+                  "-" if entry["steps"] is None else str(entry["steps"])]
+        if budget:
+            cells.append(_fmt(entry.get("step_seconds"), 1, 1000))
+        cells += [_fmt(entry["heldout_l1"], 3), _fmt(entry["samples_per_s"]), _fmt(entry["decode_ms"]),
+                  entry["group"]]
+        lines.append(f"| {entry['row']} | " + " | ".join(cells) + " |")
+    lines += ["", "Rows:", ""]
+    for entry in table:
+        scale = budget["rows"][entry["row"]]["scale"] if budget else 1
+        share = f" (budget: {scale:g} x {budget['budget_seconds']:g} s)" if scale != 1 else ""
+        lines.append(f"- `{entry['row']}`: {entry['description']}{share}")
+    lines += ["", ("Rows with the same run trained side by side on the same cores: their samples/s compare with each "
+                   "other only. Decode ms: batch 1, one thread, random images.")]
+    if budget:
+        lines += ["", ("Step ms: one optimisation step as training runs it (batch made, forward, backward, clipping, "
+                       "AdamW, EMA), measured before training on one thread; steps = floor(budget / step time). "
+                       "Held-out evaluations and checkpoints during training are not in the budget.")]
+        if any(entry["variant"] == "fast" for entry in table):
+            lines += [("`fast`: its sequence length was timed with a FAST tokenizer fitted on smooth random chunks; "
+                       "the trained one's length cap comes from the demonstrations.")]
+    lines += ["", "![study](study.png)", ""]
     return "\n".join(lines)
 
 
@@ -274,30 +325,50 @@ def plot_study(table: list[dict[str, Any]], path: Path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def study_command(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...]) -> str:
+def study_command(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...],
+                  budget_seconds: float | None = None) -> str:
     """The command line that reproduces the study (the preset's name plus the settings it differs in)."""
     parts = [f"c2c ablate --study {study} --preset {preset.name}"]
     if tuple(rows) != STUDIES[study]:
         parts.append(f"--rows {','.join(row.name for row in rows)}")
     parts.append(f"--tasks {','.join(preset.tasks)}")
-    for name, flag in (("policy_steps", "--policy-steps"), ("eval_episodes", "--eval-episodes"),
-                       ("eval_seed", "--eval-seed"), ("episodes_per_task", "--episodes-per-task")):
+    if budget_seconds is not None:  # the steps come from the budget
+        parts.append(f"--budget-seconds {budget_seconds:g}")
+    else:
+        parts.append(f"--policy-steps {preset.policy_steps}")
+    for name, flag in (("eval_episodes", "--eval-episodes"), ("eval_seed", "--eval-seed"),
+                       ("episodes_per_task", "--episodes-per-task")):
         parts.append(f"{flag} {getattr(preset, name)}")
     parts.append(f"--out {out}")
     return " ".join(parts)
 
 
-def write_study(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...],
-                measure_decode: bool = True) -> dict[str, Any]:
-    table = [collect_row(row, Path(out), measure_decode) for row in rows]
-    command = study_command(study, preset, out, rows)
-    result = {"study": study, "preset": preset.name, "command": command, "rows": table,
-              "budget": {"policy_steps": preset.policy_steps, "policy_batch_size": preset.policy_batch_size,
-                         "episodes_per_task": preset.episodes_per_task, "eval_episodes": preset.eval_episodes,
-                         "backbone": preset.backbone}}
+def write_study(study: str, preset: Any, out: Path, rows: tuple[StudyRow, ...], measure_decode: bool = True,
+                budget: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The report of ``rows`` (as the study names them; under a wall-clock ``budget`` each is read from the run of
+    its steps) into ``out``: study.md, study.json, study.png."""
+    trained = rows
+    if budget is not None:
+        from c2c.analysis.study_budget import budgeted_rows
+
+        trained = budgeted_rows(rows, budget)
+    table = [collect_row(row, Path(out), measure_decode) for row in trained]
+    for entry in table if budget is not None else ():
+        entry["step_seconds"] = budget["rows"][entry["row"]]["step_seconds"]
+    command = study_command(study, preset, out, rows, budget["budget_seconds"] if budget is not None else None)
+    summary = {"kind": "samples" if budget is None else "wall-clock", "text": budget_text(preset, budget),
+               "policy_steps": preset.policy_steps, "policy_batch_size": preset.policy_batch_size,
+               "episodes_per_task": preset.episodes_per_task, "eval_episodes": preset.eval_episodes,
+               "backbone": preset.backbone}
+    if budget is not None:
+        summary.update({key: budget[key] for key in ("budget_seconds", "threads", "warmup_steps", "timed_steps",
+                                                      "measured_at", "machine")})
+        summary["rows"] = {name: {key: entry[key] for key in ("step_seconds", "budget_seconds", "steps")}
+                           for name, entry in budget["rows"].items()}
+    result = {"study": study, "preset": preset.name, "command": command, "rows": table, "budget": summary}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     result["figure"] = str(plot_study(table, out / "study.png", f"study {study}, preset {preset.name}"))
     atomic_write_json(out / "study.json", result)
-    atomic_write_text(out / "study.md", format_study(study, preset, table, command))
+    atomic_write_text(out / "study.md", format_study(study, preset, table, command, budget))
     return result

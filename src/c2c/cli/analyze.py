@@ -72,12 +72,17 @@ def add_analysis_commands(subparsers: argparse._SubParsersAction) -> None:
         "planning horizon (noplan = Hp 0, plan-hp40, plan = Hp 160) and tokenizer sharing (noplan, separate, "
         "joint), per task, per difficulty group and overall. With --study: a controlled study instead, one "
         "pipeline run per group of rows (c2c.analysis.study), reported in <out>/study.md, .json and .png with 95% "
-        "intervals, held-out L1, samples/s and decode ms.")
+        "intervals, held-out L1, samples/s and decode ms; every row gets the same steps x batch, or with "
+        "--budget-seconds the same wall-clock (steps per row from each row's step time, measured first).")
     ablate.add_argument("--preset", default=None, help="pipeline preset (default mt10; with --study: quick)")
     ablate.add_argument("--study", default=None,
                         help="representation (plan, noplan, smaller codebooks, binning, fast, regress, cnn) | levers "
                         "(what makes the quick benchmark discriminate: camera, demonstrations, image size, Hp)")
     ablate.add_argument("--rows", default=None, help="with --study: only these rows, comma-separated (default: all)")
+    ablate.add_argument("--budget-seconds", type=float, default=None,
+                        help="with --study: the same wall-clock per row instead of the same samples: S seconds of "
+                        "training per row on one thread, in steps from each row's step time measured first "
+                        "(<out>/budget.json)")
     ablate.add_argument("--tasks", type=comma_list, default=None,
                         help="Meta-World tasks, comma-separated (default: the preset's)")
     ablate.add_argument("--eval-seed", type=int, default=None,
@@ -167,6 +172,8 @@ def _run_ablate(args: argparse.Namespace) -> int:
         return _run_study(args, overrides)
     if args.rows is not None:
         raise ConfigError("--rows selects rows of a study; give --study too")
+    if args.budget_seconds is not None:
+        raise ConfigError("--budget-seconds sets the wall-clock per row of a study; give --study too")
     variants = parse_variants(args.variants)
     result = run_ablation(args.preset or "mt10", variants, args.out, overrides, workers=args.workers, force=args.force)
     for variant, entry in result["results"].items():
@@ -181,13 +188,22 @@ def _run_study(args: argparse.Namespace, overrides: dict) -> int:
 
     if args.variants is not None:
         raise ConfigError("--variants applies to the Table 3 / 4 ablation; a study's rows are chosen with --rows")
+    if args.budget_seconds is not None:
+        from c2c.analysis.study_budget import check_budget_seconds
+
+        check_budget_seconds(args.budget_seconds)
+        if args.policy_steps is not None:
+            raise ConfigError("--policy-steps and --budget-seconds both set how long each row trains; give one")
     rows = study_rows(args.study, args.rows)
     preset = get_preset(args.preset or "quick")
     preset = preset.replace(**{key: value for key, value in overrides.items() if value is not None})
     out = args.out if args.out is not None else Path("runs") / f"study-{args.study}"
-    result = run_study(args.study, preset, out, rows=rows, workers=args.workers, force=args.force)
+    result = run_study(args.study, preset, out, rows=rows, workers=args.workers, force=args.force,
+                       budget_seconds=args.budget_seconds)
+    print(f"budget: {result['budget']['text']}")
     for row in result["rows"]:
         low, high = row["interval"]
-        print(f"{row['row']:<16} {100 * row['success']:5.1f}%  (95%: {100 * low:.0f}-{100 * high:.0f}%)")
+        print(f"{row['row']:<16} {100 * row['success']:5.1f}%  (95%: {100 * low:.0f}-{100 * high:.0f}%)  "
+              f"{row['steps']} steps")
     print(f"report: {Path(out) / 'study.md'}")
     return 0

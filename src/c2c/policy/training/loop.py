@@ -190,13 +190,10 @@ def _train(config: PolicyTrainConfig, policy_cfg: PolicyConfig, tokenizer: Any, 
     first_frames, started, samples = None, time.perf_counter(), 0
     _note_threads(history, start_step)
     for step, micro_batches in zip(bar, _batches(config, data, processes, start_step)):
-        lr = lr_at(step, config)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         if first_frames is None:
             first_frames = _frames_of_step(config, data, processes, step)[0].tolist()
-        logs = train_step(model, policy, optimizer, micro_batches, config, processes, autocast, step)
-        ema.update(trainable, step)
+        lr, logs = optimisation_step(model, policy, optimizer, ema, trainable, micro_batches, config, processes,
+                                     autocast, step)
         if step % 20 == 0:
             _follow_thread_file()
             _note_threads(history, step + 1)
@@ -273,6 +270,20 @@ def _frames_of_step(config: PolicyTrainConfig, data: PolicyData, processes: Proc
     """(grad_accum, B): this process's share of the step's frames."""
     return draw_frames(data.train_frames, config.seed, step, config.batch_size, config.grad_accum,
                        processes.count)[:, processes.rank]
+
+
+def optimisation_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
+                      ema: WeightEMA, trainable: dict[str, torch.Tensor], micro_batches: list[dict[str, Any]],
+                      config: PolicyTrainConfig, processes: Processes, autocast: Any,
+                      step: int) -> tuple[float, dict[str, float]]:
+    """One step of the loop: the step's learning rate, :func:`train_step`, then the EMA update; returns the learning
+    rate and the step's metrics (``c2c.policy.training.timing`` times this same step)."""
+    lr = lr_at(step, config)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    logs = train_step(model, policy, optimizer, micro_batches, config, processes, autocast, step)
+    ema.update(trainable, step)
+    return lr, logs
 
 
 def train_step(model: torch.nn.Module, policy: PlanExecutePolicy, optimizer: torch.optim.Optimizer,
