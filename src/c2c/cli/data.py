@@ -6,10 +6,18 @@ users bring (LeRobot v2.0 / v2.1 / v3.0, LIBERO HDF5) into our LeRobot v3 layout
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from c2c.cli.options import comma_list
 from c2c.errors import ConfigError
+
+
+def add_out_options(parser: argparse.ArgumentParser) -> None:
+    """--out and --overwrite of a command that writes a dataset."""
+    parser.add_argument("--out", type=Path, required=True, help="dataset directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
 
 
 def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
@@ -36,8 +44,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                     help="noise injection (DART): the env executes the expert's action plus Gaussian noise of this "
                     "standard deviation on x, y, z (action range [-1, 1]) while the expert's own action is "
                     "recorded, so the demonstrations show recoveries (default 0: none)")
-    mw.add_argument("--out", type=Path, required=True, help="dataset directory to write")
-    mw.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    add_out_options(mw)
     mw.set_defaults(func=run_data_metaworld)
 
     take = data_sub.add_parser(
@@ -60,8 +67,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                       help="steps between policy calls (default: the policy's config)")
     take.add_argument("--workers", type=int, default=None,
                       help="worker processes (default: the usable CPUs; 1 runs in this process)")
-    take.add_argument("--out", type=Path, required=True, help="dataset directory to write")
-    take.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    add_out_options(take)
     take.set_defaults(func=run_data_takeover)
 
     lib = data_sub.add_parser(
@@ -90,8 +96,7 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
                      help="worker processes: they share the tasks' attempts (fast drawing) or render the kept "
                           "episodes (--no-fast-drawing); default: the usable CPUs; 1 runs in this process and is fully "
                           "reproducible")
-    lib.add_argument("--out", type=Path, required=True, help="dataset directory to write")
-    lib.add_argument("--overwrite", action="store_true", help="replace an existing complete dataset")
+    add_out_options(lib)
     lib.add_argument("--fast-drawing", action=argparse.BooleanOptionalAction, default=True,
                      help="draw the cameras with our renderer on simplified meshes, about 4x cheaper (default); "
                           "--no-fast-drawing uses robosuite's cameras, as LIBERO's own datasets")
@@ -124,56 +129,36 @@ def add_data_commands(subparsers: argparse._SubParsersAction) -> None:
     conv.set_defaults(func=run_data_convert)
 
 
+def report_from_options(generate: Callable[..., Any], args: argparse.Namespace, options: str,
+                        **renamed: str) -> int:
+    """Call ``generate`` with the ``options`` (space separated) as keyword arguments of the same names and the
+    ``renamed`` ones (``parameter="option"``), then print the report's summary."""
+    report = generate(**{name: getattr(args, name) for name in options.split()},
+                      **{name: getattr(args, option) for name, option in renamed.items()})
+    print(report.summary())
+    return 0
+
+
 def run_data_metaworld(args: argparse.Namespace) -> int:
     from c2c.envs.metaworld_demos import generate_metaworld_demos
 
-    report = generate_metaworld_demos(
-        tasks=args.tasks,
-        episodes_per_task=args.episodes,
-        image_size=args.image_size,
-        cameras=args.cameras,
-        seed=args.seed,
-        out=args.out,
-        max_steps=args.max_steps,
-        max_attempts_factor=args.max_attempts_factor,
-        overwrite=args.overwrite,
-        action_noise=args.action_noise,
-    )
-    print(report.summary())
-    return 0
+    return report_from_options(generate_metaworld_demos, args, "tasks image_size cameras seed out max_steps "
+                               "max_attempts_factor overwrite action_noise", episodes_per_task="episodes")
 
 
 def run_data_takeover(args: argparse.Namespace) -> int:
     from c2c.eval.takeover import collect_takeovers
 
-    report = collect_takeovers(
-        policy_dir=args.policy, dataset=args.dataset, episodes_per_task=args.episodes, seed=args.seed, out=args.out,
-        tasks=args.tasks, policy_steps=args.policy_steps, replan_every=args.replan_every, workers=args.workers,
-        overwrite=args.overwrite,
-    )
-    print(report.summary())
-    return 0
+    return report_from_options(collect_takeovers, args, "dataset seed out tasks policy_steps replan_every workers "
+                               "overwrite", policy_dir="policy", episodes_per_task="episodes")
 
 
 def run_data_libero(args: argparse.Namespace) -> int:
     from c2c.envs.libero_demos import generate_libero_demos
 
-    report = generate_libero_demos(
-        suite=args.suite,
-        tasks=args.tasks,
-        episodes_per_task=args.episodes,
-        image_size=args.image_size,
-        seed=args.seed,
-        out=args.out,
-        max_attempts_factor=args.max_attempts_factor,
-        placements=args.placements,
-        workers=args.workers,
-        overwrite=args.overwrite,
-        fast_drawing=args.fast_drawing,
-        render_size=args.render_size,
-    )
-    print(report.summary())
-    return 0
+    return report_from_options(generate_libero_demos, args, "suite tasks image_size seed out max_attempts_factor "
+                               "placements workers overwrite fast_drawing render_size",
+                               episodes_per_task="episodes")
 
 
 def run_data_convert(args: argparse.Namespace) -> int:

@@ -74,6 +74,7 @@ from c2c.eval.libero_report import (  # noqa: F401 (format_summary, markdown_rep
     fill_suite_summary, format_summary, markdown_report, software_versions, task_summary, write_outputs,
 )
 from c2c.eval.partial import PartialRecords
+from c2c.eval.workers import WorkerPool
 from c2c.policy.loading import load_policy
 from c2c.utils.outdir import check_out_dir
 
@@ -361,26 +362,28 @@ class _WorkerSettings:
     envs_per_worker: int = 1
 
 
-_WORKER: dict[str, Any] = {}
+class TrialJobRunner:
+    """A worker process's runner (:class:`c2c.eval.workers.WorkerPool`) of trial jobs: the policy, loaded once,
+    and its simulators (kept between jobs)."""
 
-
-def _run_job(settings: _WorkerSettings, job: TrialJob) -> tuple[TrialJob, list[dict[str, Any]], float]:
-    """In a worker process: the job's trials with this process's policy and simulator (kept between jobs)."""
-    import torch
-
-    started = time.perf_counter()
-    if "policy" not in _WORKER:
-        torch.set_num_threads(1)
-        _WORKER["policy"] = load_policy(settings.policy_dir, replan_every=settings.replan_every)
-    if "runner" not in _WORKER:
-        _WORKER["runner"] = TrialRunner(
-            _WORKER["policy"], lambda task_id: make_env(settings.suite, task_id, _WORKER["policy"].config.cameras,
-                                                        settings.plan, max_steps=settings.max_steps,
-                                                        seed=settings.seed, fast_drawing=settings.fast_drawing),
+    def __init__(self, settings: _WorkerSettings) -> None:
+        self.policy = load_policy(settings.policy_dir, replan_every=settings.replan_every)
+        cameras = self.policy.config.cameras
+        self.trials = TrialRunner(
+            self.policy, lambda task_id: make_env(settings.suite, task_id, cameras, settings.plan,
+                                                  max_steps=settings.max_steps, seed=settings.seed,
+                                                  fast_drawing=settings.fast_drawing),
             settings.seed, settings.envs_per_worker,
             lambda task_id, trial: _video_path(Path(settings.video_dir), task_id, trial, settings.videos))
-    records = _WORKER["runner"].run(job.task_id, job.trials)
-    return job, records, time.perf_counter() - started
+
+    def run_group(self, job: TrialJob) -> list[tuple[TrialJob, list[dict[str, Any]], float]]:
+        """The job's trials: ``[(job, records, seconds)]``."""
+        started = time.perf_counter()
+        records = self.trials.run(job.task_id, job.trials)
+        return [(job, records, time.perf_counter() - started)]
+
+    def close(self) -> None:
+        self.trials.close()
 
 
 def _video_path(video_dir: Path, task_id: int, trial: int, videos: int) -> Path | None:
@@ -392,9 +395,6 @@ def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names:
                          partial: PartialRecords | None = None) -> None:
     """Run ``jobs`` in worker processes (spawned: one renderer per process) and fill ``results`` task by task;
     ``partial`` gets every trial's record as its job finishes."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
     workers = len({job.worker for job in jobs})
     pending: dict[int, int] = {}  # task -> jobs not finished
     for job in jobs:
@@ -402,30 +402,22 @@ def _evaluate_in_workers(jobs: list[TrialJob], settings: _WorkerSettings, names:
     records: dict[int, list[dict[str, Any]]] = {task_id: [] for task_id in pending}
     seconds: dict[int, float] = {task_id: 0.0 for task_id in pending}
     say(f"[libero] {len(jobs)} jobs on {workers} worker processes")
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_run_job, settings, job) for job in jobs]
-        try:
-            for future in as_completed(futures):
-                job, job_records, job_seconds = future.result()
-                for record in job_records if partial is not None else ():
-                    partial.add({"task_id": job.task_id, **record})
-                records[job.task_id].extend(job_records)
-                seconds[job.task_id] += job_seconds
-                pending[job.task_id] -= 1
-                done = sum(r["success"] for r in job_records)
-                say(f"[libero] {settings.suite} task {job.task_id} trials {job.trials[0]}..{job.trials[-1]}: "
-                    f"{done}/{len(job_records)} successes ({job_seconds:.0f} s)")
-                if pending[job.task_id] == 0:
-                    task_records = sorted(records[job.task_id], key=lambda r: r["trial"])
-                    results["tasks"].append(task_summary(names[job.task_id], task_records, seconds[job.task_id]))
-                    results["tasks"].sort(key=lambda task: task["task_id"])
-                    fill_suite_summary(results, time.perf_counter() - started)
-                    write_outputs(results, out, final=False)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
+    with WorkerPool(workers, TrialJobRunner, settings) as pool:
+        for job, job_records, job_seconds in pool.run(jobs):
+            for record in job_records if partial is not None else ():
+                partial.add({"task_id": job.task_id, **record})
+            records[job.task_id].extend(job_records)
+            seconds[job.task_id] += job_seconds
+            pending[job.task_id] -= 1
+            done = sum(r["success"] for r in job_records)
+            say(f"[libero] {settings.suite} task {job.task_id} trials {job.trials[0]}..{job.trials[-1]}: "
+                f"{done}/{len(job_records)} successes ({job_seconds:.0f} s)")
+            if pending[job.task_id] == 0:
+                task_records = sorted(records[job.task_id], key=lambda r: r["trial"])
+                results["tasks"].append(task_summary(names[job.task_id], task_records, seconds[job.task_id]))
+                results["tasks"].sort(key=lambda task: task["task_id"])
+                fill_suite_summary(results, time.perf_counter() - started)
+                write_outputs(results, out, final=False)
 
 
 def command_line(policy_dir: str | None, suite: str, tasks: list[int], trials: int, seed: int, out: Path, *,

@@ -7,20 +7,15 @@ runs the episodes.
 from __future__ import annotations
 
 import math
-import multiprocessing
-import queue
-import signal
 import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-from c2c.errors import C2CError
+from c2c.eval.workers import Progress, WorkerPool
 from c2c.policy import load_policy
 
 VIDEO_FPS = 40  # half of the 80 Hz control rate: slow enough to follow the gripper
-RESULT_TIMEOUT_S = 5.0  # how often the main process checks that its workers are alive
 
 
 # Meta-World's (39,) state (partially_observable off): hand xyz, gripper, first object xyz + quaternion, second
@@ -224,76 +219,9 @@ class EpisodeRunner:
             self.batch = None
 
 
-def _worker_main(settings: Settings, inbox: Any, results: Any) -> None:
-    """An evaluation process: load the policy, run jobs from ``inbox`` until ``None``, put records or failures."""
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's to handle
-    torch.set_num_threads(1)
-    try:
-        runner = EpisodeRunner(load_policy(settings.policy_dir, replan_every=settings.replan_every), settings)
-    except Exception as error:  # noqa: BLE001 - reported by the main process
-        results.put(_failure(error))
-        return
-    try:
-        while (group := inbox.get()) is not None:
-            try:
-                for record in runner.run_group(group):
-                    results.put(("ok", record))
-            except Exception as error:  # noqa: BLE001 - reported by the main process
-                results.put(_failure(error))
-    finally:
-        runner.close()
-
-
-def _failure(error: Exception) -> tuple[str, str, bool, str]:
-    """An error as plain strings (any exception pickles this way)."""
-    return ("error", f"{type(error).__name__}: {error}" if not isinstance(error, C2CError) else str(error),
-            isinstance(error, C2CError), traceback.format_exc())
-
-
-class Workers:
-    """Spawned processes sharing one job queue (spawn: no GL or thread state is inherited)."""
-
-    def __init__(self, count: int, settings: Settings) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._group_size = settings.envs_per_worker
-        self._inbox, self._results = context.Queue(), context.Queue()
-        self._processes = [
-            context.Process(target=_worker_main, args=(settings, self._inbox, self._results), daemon=True)
-            for _ in range(count)
-        ]
-        for process in self._processes:
-            process.start()
-
-    def run(self, jobs: list[Job]) -> Iterator[dict[str, Any]]:
-        """Episode records in the order they finish."""
-        from c2c.eval.metaworld_batch import group_jobs
-
-        for group in group_jobs(jobs, self._group_size):
-            self._inbox.put(group)
-        for _ in self._processes:
-            self._inbox.put(None)
-        for _ in jobs:
-            while True:
-                try:
-                    result = self._results.get(timeout=RESULT_TIMEOUT_S)
-                    break
-                except queue.Empty:
-                    if not any(process.is_alive() for process in self._processes):
-                        raise C2CError("every evaluation worker process died (out of memory?)") from None
-            if result[0] == "error":
-                _, message, is_c2c, trace = result
-                if is_c2c:
-                    raise C2CError(message)
-                raise RuntimeError(f"an evaluation worker failed: {message}\n{trace}")
-            yield result[1]
-
-    def close(self, *, terminate: bool = False) -> None:
-        for process in self._processes:
-            if terminate:
-                process.terminate()
-            process.join()
+def load_episode_runner(settings: Settings) -> EpisodeRunner:
+    """A worker process's runner (:class:`c2c.eval.workers.WorkerPool`): the policy loaded once, its envs."""
+    return EpisodeRunner(load_policy(settings.policy_dir, replan_every=settings.replan_every), settings)
 
 
 def usable_cpus() -> int:
@@ -302,52 +230,21 @@ def usable_cpus() -> int:
     return usable_cpus()
 
 
-class Progress:
-    """A tqdm bar over episodes with the running success rate, or nothing."""
-
-    def __init__(self, total: int, enabled: bool, on_record: Callable[[dict[str, Any]], None] | None = None) -> None:
-        self.bar = None
-        self.successes = self.done = 0
-        self.on_record = on_record  # e.g. PartialRecords.add: every record written as it comes
-        if enabled:
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=total, desc="metaworld eval", unit="ep", dynamic_ncols=True)
-
-    def advance(self, record: dict[str, Any]) -> None:
-        if self.on_record is not None:
-            self.on_record(record)
-        self.done += 1
-        self.successes += record["success"]
-        if self.bar is not None:
-            rate = self.successes / self.done
-            self.bar.set_postfix_str(f"{record['task']}  success {self.successes}/{self.done} ({rate:.0%})",
-                                     refresh=False)
-            self.bar.update()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def run_jobs(jobs: list[Job], settings: Settings, workers: int, policy: Any, show_progress: bool,
               on_record: Callable[[dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
     """Every job's record, in job order; ``on_record`` gets each one as its episode finishes."""
-    progress = Progress(len(jobs), show_progress, on_record)
+    progress = Progress(len(jobs), show_progress, on_record, desc="metaworld eval")
     records: list[dict[str, Any]] = []
     try:
         if workers == 1:
             records = _run_inline(jobs, settings, policy, progress)
         else:
-            pool = Workers(workers, settings)
-            try:
-                for record in pool.run(jobs):
+            from c2c.eval.metaworld_batch import group_jobs
+
+            with WorkerPool(workers, load_episode_runner, settings) as pool:
+                for record in pool.run(group_jobs(jobs, settings.envs_per_worker)):
                     records.append(record)
                     progress.advance(record)
-            except BaseException:
-                pool.close(terminate=True)
-                raise
-            pool.close()
     finally:
         progress.close()
     order = {(job.task, job.episode): index for index, job in enumerate(jobs)}

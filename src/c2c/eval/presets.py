@@ -136,6 +136,26 @@ class PipelinePreset:
         return dataclasses.replace(self, **changes)
 
 
+def metaworld_benchmark_preset(group: str, backbone: str, policy_steps: int, *, protocol: str = "",
+                               note: str = "") -> PipelinePreset:
+    """A Meta-World benchmark (``mt10``, ``mt50``): 50 demonstrations per task from both cameras, the paper's four
+    variants, 10 evaluation episodes per task; ``protocol`` and ``note`` go into the description."""
+    return PipelinePreset(
+        name=group,
+        tasks=(group,),
+        episodes_per_task=50,
+        image_size=96,
+        cameras=("corner2", "gripperPOV"),
+        seed=0,
+        description=f"Meta-World {group.upper()}, 50 demonstrations per task, {protocol}{{variants}} with the "
+        f"{{backbone}} backbone{note}",
+        variants=("plan", "plan-hp40", "noplan", "separate"),
+        backbone=backbone,
+        policy_steps=policy_steps,
+        eval_episodes=10,
+    )
+
+
 PRESETS: dict[str, PipelinePreset] = {
     preset.name: preset
     for preset in (
@@ -168,38 +188,12 @@ PRESETS: dict[str, PipelinePreset] = {
             eval_max_steps=160,  # the scripted experts need at most about 100 steps on these tasks
             threads=2,  # its budget is set on 2 cores; pinned, so that two runs of `make demo` agree bit for bit
         ),
-        PipelinePreset(
-            name="mt10",
-            tasks=("mt10",),
-            episodes_per_task=50,
-            image_size=96,
-            cameras=("corner2", "gripperPOV"),
-            seed=0,
-            description="Meta-World MT10, 50 demonstrations per task, {variants} with the {backbone} backbone "
-            "(hours on 2 CPU cores)",
-            variants=("plan", "plan-hp40", "noplan", "separate"),
-            # App. C.3's multi-stream model at CPU size. At the same reduced budget (2000 steps x 32, 5 unseen
-            # placements per task) its plan policy scored 56% on MT10 against nano's 40%
-            # (docs/results/readme-records-until-2026-12-06.md); on the quick preset's 4 tasks the order was the
-            # reverse (28% vs 38%), so quick keeps nano.
-            backbone="tiny-multistream",
-            policy_steps=8000,
-            eval_episodes=10,
-        ),
-        PipelinePreset(
-            name="mt50",
-            tasks=("mt50",),
-            episodes_per_task=50,
-            image_size=96,
-            cameras=("corner2", "gripperPOV"),
-            seed=0,
-            description="Meta-World MT50, 50 demonstrations per task, 10 trials per task (SmolVLA's protocol), {variants} "
-            "with the {backbone} backbone",
-            variants=("plan", "plan-hp40", "noplan", "separate"),
-            backbone="tiny",
-            policy_steps=30000,
-            eval_episodes=10,
-        ),
+        # MT10 with App. C.3's multi-stream model at CPU size. At the same reduced budget (2000 steps x 32, 5 unseen
+        # placements per task) its plan policy scored 56% on MT10 against nano's 40%
+        # (docs/results/readme-records-until-2026-12-06.md); on the quick preset's 4 tasks the order was the
+        # reverse (28% vs 38%), so quick keeps nano.
+        metaworld_benchmark_preset("mt10", "tiny-multistream", 8000, note=" (hours on 2 CPU cores)"),
+        metaworld_benchmark_preset("mt50", "tiny", 30000, protocol="10 trials per task (SmolVLA's protocol), "),
     )
 }
 

@@ -12,29 +12,13 @@ Importing this package loads nothing heavy until a name is used.
 
 from __future__ import annotations
 
-from typing import Any
+from c2c.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "PolicyConfig": "c2c.policy.config",
-    "policy_config": "c2c.policy.config",
-    "PRESETS": "c2c.policy.config",
-    "VARIANTS": "c2c.policy.config",
-    "PlanExecuteVLA": "c2c.policy.model",
-    "PrefixInputs": "c2c.policy.model",
-    "generate_suffix": "c2c.policy.decoding",
-    "PlanExecutePolicy": "c2c.policy.policy",
-    "load_policy": "c2c.policy.loading",
-    "EXEC_CODES": "c2c.policy.processing",
-    "PLAN_CODES": "c2c.policy.processing",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    # transformers takes seconds to import; the CLI and config checks should not pay for it.
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'c2c.policy' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "config": ("PolicyConfig", "policy_config", "PRESETS", "VARIANTS"),
+    "model": ("PlanExecuteVLA", "PrefixInputs"),
+    "decoding": ("generate_suffix",),
+    "policy": ("PlanExecutePolicy",),
+    "loading": ("load_policy",),
+    "processing": ("EXEC_CODES", "PLAN_CODES"),
+})

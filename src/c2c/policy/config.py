@@ -109,31 +109,46 @@ class BackbonePreset:
         return self.streams is not None
 
 
+def vit(width: int, mlp: int, layers: int, heads: int, patch: int) -> dict[str, int]:
+    """A SigLIP vision tower's sizes (BackbonePreset.vision)."""
+    return dict(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
+                patch_size=patch)
+
+
+def gemma(width: int, mlp: int, layers: int, heads: int, kv_heads: int, head_dim: int) -> dict[str, int]:
+    """A Gemma decoder's sizes (BackbonePreset.text)."""
+    return dict(hidden_size=width, intermediate_size=mlp, num_hidden_layers=layers, num_attention_heads=heads,
+                num_key_value_heads=kv_heads, head_dim=head_dim)
+
+
+def side_streams(width: int, mlp: int) -> dict[str, dict[str, int]]:
+    """Proprio and action streams of one size (BackbonePreset.streams)."""
+    return {name: dict(hidden_size=width, intermediate_size=mlp) for name in ("proprio", "action")}
+
+
 NANO = BackbonePreset(
-    name="nano",
-    vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
-                patch_size=24),
-    text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=3, num_attention_heads=2,
-              num_key_value_heads=1, head_dim=64),
-    image_size=96,
-    max_instruction_tokens=12,
-    pretrained=False,
+    name="nano", vision=vit(96, 384, 2, 2, 24), text=gemma(128, 512, 3, 2, 1, 64), image_size=96,
+    max_instruction_tokens=12, pretrained=False,
     description="the quick pipeline's model: 2.7 M parameters, about 5x cheaper to train than tiny",
     loss_vocabulary="valid",
+)
+DEBUG = BackbonePreset(
+    name="debug", vision=vit(32, 64, 1, 2, 8), text=gemma(32, 64, 2, 2, 1, 16), image_size=16,
+    max_instruction_tokens=8, pretrained=False,
+    description="a few-thousand-parameter model for tests and smoke runs; learns nothing useful",
+)
+PALIGEMMA_3B = BackbonePreset(
+    name="paligemma-3b", vision=vit(1152, 4304, 27, 16, 14), text=gemma(2048, 16384, 18, 8, 1, 256), image_size=224,
+    max_instruction_tokens=48, pretrained=True,
+    description="the paper's PaliGemma-3B (SigLIP-So400m/14 + Gemma-2B), real weights from backbone_path",
 )
 
 PRESETS: dict[str, BackbonePreset] = {
     preset.name: preset
     for preset in (
         BackbonePreset(
-            name="tiny",
-            vision=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=2,
-                        patch_size=12),
-            text=dict(hidden_size=192, intermediate_size=768, num_hidden_layers=4, num_attention_heads=3,
-                      num_key_value_heads=1, head_dim=64),
-            image_size=96,
-            max_instruction_tokens=24,
-            pretrained=False,
+            name="tiny", vision=vit(128, 512, 2, 2, 12), text=gemma(192, 768, 4, 3, 1, 64), image_size=96,
+            max_instruction_tokens=24, pretrained=False,
             description="from scratch on 2 CPU cores (5 M parameters; sizes measured: "
                         "docs/results/backbone-presets.md)",
         ),
@@ -158,70 +173,22 @@ PRESETS: dict[str, BackbonePreset] = {
                         "instruction embedding, MLP; no transformer",
             vision_encoder="cnn",
         ),
-        BackbonePreset(
-            name="debug",
-            vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                        patch_size=8),
-            text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=16),
-            image_size=16,
-            max_instruction_tokens=8,
-            pretrained=False,
-            description="a few-thousand-parameter model for tests and smoke runs; learns nothing useful",
-        ),
-        BackbonePreset(
-            name="paligemma-3b",
-            vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                        patch_size=14),
-            text=dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
-                      num_key_value_heads=1, head_dim=256),
-            image_size=224,
-            max_instruction_tokens=48,
-            pretrained=True,
-            description="the paper's PaliGemma-3B (SigLIP-So400m/14 + Gemma-2B), real weights from backbone_path",
-        ),
-        BackbonePreset(
-            name="tiny-multistream",
-            vision=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=2,
-                        patch_size=24),
-            text=dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=64),
-            image_size=96,
-            max_instruction_tokens=12,
-            pretrained=False,
-            description="nano's vision tower with VLM (128 wide) / proprio and action (64 wide) streams (App. C.3)",
-            loss_vocabulary="valid",
-            streams=dict(proprio=dict(hidden_size=64, intermediate_size=256),
-                         action=dict(hidden_size=64, intermediate_size=256)),
-        ),
-        BackbonePreset(
-            name="debug-multistream",
-            vision=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                        patch_size=8),
-            text=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                      num_key_value_heads=1, head_dim=16),
-            image_size=16,
-            max_instruction_tokens=8,
-            pretrained=False,
-            description="the debug preset with 16-wide proprio and action streams, for tests and smoke runs",
-            streams=dict(proprio=dict(hidden_size=16, intermediate_size=32),
-                         action=dict(hidden_size=16, intermediate_size=32)),
-        ),
-        BackbonePreset(
-            name="paligemma-3b-multistream",
-            vision=dict(hidden_size=1152, intermediate_size=4304, num_hidden_layers=27, num_attention_heads=16,
-                        patch_size=14),
-            text=dict(hidden_size=2048, intermediate_size=16384, num_hidden_layers=18, num_attention_heads=8,
-                      num_key_value_heads=1, head_dim=256),
-            image_size=224,
-            max_instruction_tokens=48,
-            pretrained=True,
-            description="App. C.3's model: PaliGemma-3B as the VLM stream (weights from backbone_path) + 1024-wide "
-                        "proprio and action streams",
-            # pi0's Gemma-300M action expert: width 1024, MLP 4096 (C.3 gives the width, not the MLP size).
-            streams=dict(proprio=dict(hidden_size=1024, intermediate_size=4096),
-                         action=dict(hidden_size=1024, intermediate_size=4096)),
-        ),
+        DEBUG,
+        PALIGEMMA_3B,
+        # Nano's vision tower, a 4-layer VLM stream.
+        dataclasses.replace(NANO, name="tiny-multistream", text=gemma(128, 512, 4, 2, 1, 64),
+                            description="nano's vision tower with VLM (128 wide) / proprio and action (64 wide) "
+                            "streams (App. C.3)",
+                            streams=side_streams(64, 256)),
+        dataclasses.replace(DEBUG, name="debug-multistream",
+                            description="the debug preset with 16-wide proprio and action streams, for tests and "
+                            "smoke runs",
+                            streams=side_streams(16, 32)),
+        # pi0's Gemma-300M action expert: width 1024, MLP 4096 (C.3 gives the width, not the MLP size).
+        dataclasses.replace(PALIGEMMA_3B, name="paligemma-3b-multistream",
+                            description="App. C.3's model: PaliGemma-3B as the VLM stream (weights from "
+                            "backbone_path) + 1024-wide proprio and action streams",
+                            streams=side_streams(1024, 4096)),
     )
 }
 

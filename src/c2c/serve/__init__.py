@@ -11,28 +11,11 @@ Importing this package loads nothing heavy until a name is used.
 
 from __future__ import annotations
 
-from typing import Any
+from c2c.utils.lazy import lazy_exports
 
-_EXPORTS = {
-    "packb": "c2c.serve.codec",
-    "unpackb": "c2c.serve.codec",
-    "ProtocolError": "c2c.serve.codec",
-    "KeyMap": "c2c.serve.keymap",
-    "load_key_map": "c2c.serve.keymap",
-    "PolicyServer": "c2c.serve.server",
-    "BackgroundServer": "c2c.serve.server",
-    "run_server": "c2c.serve.server",
-    "PolicyClient": "c2c.serve.client",
-    "RemotePolicy": "c2c.serve.client",
-    "ServerError": "c2c.serve.client",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'c2c.serve' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(_EXPORTS[name]), name)
+__all__, __getattr__ = lazy_exports(__name__, {
+    "codec": ("packb", "unpackb", "ProtocolError"),
+    "keymap": ("KeyMap", "load_key_map"),
+    "server": ("PolicyServer", "BackgroundServer", "run_server"),
+    "client": ("PolicyClient", "RemotePolicy", "ServerError"),
+})

@@ -38,23 +38,35 @@ def libero_table(rows: dict[str, dict[str, float | None]]) -> list[str]:
     return lines
 
 
-def _libero_success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
+def table_head(left: list[str], right: list[str]) -> list[str]:
+    """A Markdown table's header and rule: the ``left`` columns left-aligned, then the ``right`` ones right-aligned."""
+    rule = ["---"] * len(left) + ["---:"] * len(right)
+    return ["| " + " | ".join(left + right) + " |", "| " + " | ".join(rule) + " |"]
+
+
+def rate_cell(stats: dict[str, Any], count: str) -> str:
+    """``stats``' success rate with its successes out of ``stats[count]`` (episodes or trials)."""
+    return f"{percent(stats['success_rate'])} ({stats['successes']}/{stats[count]})"
+
+
+def _success_start(title: str, intro: str, evaluations: dict[str, dict], left: list[str]
+                   ) -> tuple[list[str], dict[str, dict], list[str]]:
+    """(variants, their results, the section's lines up to its table's rule) of a success section."""
     results = {variant: record["result"] for variant, record in evaluations.items()}
     variants = list(results)
-    first = results[variants[0]]
-    lines = [
-        "## Closed-loop success (LIBERO protocol)",
-        "",
+    return variants, results, [f"## {title}", "", intro, "", *table_head(left, variants)]
+
+
+def _libero_success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
+    max_steps = next(iter(evaluations.values()))["result"]["settings"]["max_steps"]
+    variants, results, lines = _success_start(
+        "Closed-loop success (LIBERO protocol)",
         f"{preset.suite}: {preset.eval_episodes} trials per task on the official init states 0..{preset.eval_episodes - 1}"
-        f" (the protocol uses 50), 10 wait steps, at most {first['settings']['max_steps']} steps, a new 20-step chunk "
+        f" (the protocol uses 50), 10 wait steps, at most {max_steps} steps, a new 20-step chunk "
         f"every {preset.replan_every} actions, greedy decoding. Trained on our scripted demonstrations only.",
-        "",
-        "| task | " + " | ".join(variants) + " |",
-        "| --- | " + " | ".join("---:" for _ in variants) + " |",
-    ]
-    for index, task in enumerate(first["tasks"]):
-        cells = [f"{percent(results[v]['tasks'][index]['success_rate'])} ({results[v]['tasks'][index]['successes']}/"
-                 f"{results[v]['tasks'][index]['trials']})" for v in variants]
+        evaluations, ["task"])
+    for index, task in enumerate(results[variants[0]]["tasks"]):
+        cells = [rate_cell(results[v]["tasks"][index], "trials") for v in variants]
         lines.append(f"| {task['task_id']}: {task['instruction']} | " + " | ".join(cells) + " |")
     lines.append("| **suite** | " + " | ".join(f"**{percent(results[v]['suite_success_rate'])}**" for v in variants)
                  + " |")
@@ -72,22 +84,15 @@ def _libero_success_section(preset: PipelinePreset, evaluations: dict[str, dict]
 def _success_section(preset: PipelinePreset, evaluations: dict[str, dict]) -> list[str]:
     if preset.simulator == "libero":
         return _libero_success_section(preset, evaluations)
-    variants = list(evaluations)
-    results = {variant: record["result"] for variant, record in evaluations.items()}
-    first = results[variants[0]]
-    lines = [
-        "## Closed-loop success",
-        "",
+    variants, results, lines = _success_start(
+        "Closed-loop success",
         f"{preset.eval_episodes} episodes per task on object placements never used for training (seed "
         f"{preset.eval_seed}; overlap with the demonstrations' seeds is checked and refused), at most "
         f"{preset.eval_max_steps} steps, a new 20-step chunk every {preset.replan_every} actions, greedy decoding.",
-        "",
-        "| task | group | " + " | ".join(variants) + " |",
-        "| --- | --- | " + " | ".join("---:" for _ in variants) + " |",
-    ]
+        evaluations, ["task", "group"])
+    first = results[variants[0]]
     for task, stats in first["tasks"].items():
-        cells = [f"{percent(results[v]['tasks'][task]['success_rate'])} ({results[v]['tasks'][task]['successes']}/"
-                 f"{results[v]['tasks'][task]['episodes']})" for v in variants]
+        cells = [rate_cell(results[v]["tasks"][task], "episodes") for v in variants]
         lines.append(f"| {task} | {stats['group']} | " + " | ".join(cells) + " |")
     lines.append("| **mean over tasks** | | " + " | ".join(f"**{percent(results[v]['overall']['success_rate'])}**"
                                                        for v in variants) + " |")
@@ -115,7 +120,7 @@ def _failure_rows(variants: list[str], results: dict[str, dict]) -> list[str]:
     lines = ["", f"Where the failed episodes stopped: failures, how many moved the task's object (>= {MOVED_CM:g} "
              "cm), and the median closest hand-object, object-goal and hand-goal distances (cm; reach's goal is "
              "for the hand):", "",
-             "| task | " + " | ".join(variants) + " |", "| --- | " + " | ".join("---" for _ in variants) + " |"]
+             *table_head(["task", *variants], [])]
     for task in tasks:
         cells = []
         for variant in variants:
