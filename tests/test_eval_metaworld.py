@@ -303,7 +303,8 @@ def test_renders_at_the_training_images_size_and_resizes_as_training_did(policy_
         return real_resize(frame, size)
 
     def recording_select(self, observation):
-        seen.append(observation["observation.images.corner2"].shape)
+        if self.needs_observation:  # the steps between decodes are not drawn (nobody reads them)
+            seen.append(observation["observation.images.corner2"].shape)
         return real_select(self, observation)
 
     monkeypatch.setattr(streaming, "resize_frame", counting_resize)
