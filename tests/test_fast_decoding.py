@@ -4,6 +4,7 @@ different instruction padding, single-stream and multi-stream decoders; and it s
 import functools
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,23 @@ def test_compiled_step_gives_the_reference_tokens(backbone):
     inputs = _inputs(policy, 3)
     fast = generate_suffix(policy.model, inputs, compile=True)
     assert torch.equal(fast, generate_suffix(policy.model, inputs, method="reference"))
+
+
+def test_the_decoding_method_can_come_from_the_environment(monkeypatch):
+    from c2c.errors import ConfigError
+    from c2c.policy import decoding
+    from c2c.policy.testing import debug_policy, random_observation
+
+    policy = debug_policy("plan")
+    observation = random_observation(policy.config)
+    called = []
+    real = decoding.prefill
+    monkeypatch.setattr(decoding, "prefill", lambda *a, **k: called.append(1) or real(*a, **k))
+    fast = policy.predict_action_chunk(observation)
+    assert not called  # the fast loop has its own prefill
+    monkeypatch.setenv("C2C_DECODE_METHOD", "reference")
+    np.testing.assert_array_equal(policy.predict_action_chunk(observation), fast)
+    assert called  # the reference loop ran, with the same result
+    monkeypatch.setenv("C2C_DECODE_METHOD", "slow")
+    with pytest.raises(ConfigError, match="unknown decoding method 'slow'"):
+        policy.predict_action_chunk(observation)

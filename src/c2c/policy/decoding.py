@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -97,16 +98,19 @@ def extend(model: PlanExecuteVLA, state: DecodeState, ids: torch.Tensor) -> torc
 @torch.no_grad()
 def generate_suffix(model: PlanExecuteVLA, inputs: PrefixInputs, *, temperature: float = 0.0, top_k: int = 0,
                     generator: torch.Generator | None = None, plan_ids: torch.Tensor | None = None,
-                    use_cache: bool = True, method: str = "fast", compile: bool | None = None) -> torch.Tensor:
+                    use_cache: bool = True, method: str | None = None, compile: bool | None = None) -> torch.Tensor:
     """Generate the whole suffix: (B, T) ids, plan tokens then exec tokens, the end token last.
 
     ``plan_ids`` (B, Tp): reuse a plan instead of generating one (only exec tokens are generated).
-    ``method``: "fast" (``fast_decoding.generate_fast``) or "reference" (the loop below); the same tokens.
+    ``method``: "fast" (``fast_decoding.generate_fast``) or "reference" (the loop below); the same tokens. None:
+    ``C2C_DECODE_METHOD`` if set (benchmarks of the loop before the fast one, in worker processes too), else fast.
     ``compile``: run the fast loop's step through ``torch.compile`` (None: ``C2C_DECODE_COMPILE=1``).
     ``use_cache=False`` recomputes the full sequence at every step (a reference for tests; quadratic cost).
     """
     suffix = model.suffix
     start = _check_plan(model, plan_ids, inputs.batch_size)
+    if method is None:
+        method = os.environ.get("C2C_DECODE_METHOD", "").strip() or "fast"
     if method not in METHODS:
         raise ConfigError(f"unknown decoding method {method!r}; expected one of {', '.join(METHODS)}")
     if use_cache and method == "fast":
