@@ -98,7 +98,7 @@ class PolicyTrainConfig:
     image_shift: int = 0  # random-shift augmentation: shift training images by up to this many pixels (0: off)
     # Plan variants: each plan code the decoder READS is replaced by a random code with this probability (the targets
     # stay the true codes), so that the exec tokens learn to follow imperfect generated plans. 0 (the paper's
-    # teacher forcing) by default; an extension (docs/results/plan-vs-noplan-2026-12-06.md).
+    # teacher forcing) by default; an extension (docs/results/plan-vs-noplan-2026-12-07.md).
     plan_input_noise: float = 0.0
     device: str = "cpu"  # torch device of the weights and batches: cpu | cuda | cuda:N (one process)
     init_from: str | None = None  # start from this trained policy's weights (its EMA), e.g. after takeovers
