@@ -216,6 +216,7 @@ def test_the_step_time_is_measured_with_the_rows_own_settings():
 
 
 @pytest.mark.sim
+@pytest.mark.slow  # a whole study twice; the steps, budget.json and report are also checked without training
 def test_a_study_under_a_wall_clock_budget_trains_each_row_its_steps(tmp_path, monkeypatch, capsys):
     times = {"noplan": 0.05, "regress": 0.04}
     monkeypatch.setattr(study_budget, "measure_row", lambda settings: times[settings["variant"]])
