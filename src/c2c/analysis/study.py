@@ -108,6 +108,8 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
         StudyRow("plan-noise20", "plan", "plan codes read by the decoder replaced at random with probability 0.2 "
                  "in training (targets true): exec learns to follow imperfect plans", (("plan_input_noise", 0.2),)),
         StudyRow("plan-noise40", "plan", "the same with probability 0.4", (("plan_input_noise", 0.4),)),
+        StudyRow("plan-noise20-steps1800", "plan", "plan input noise 0.2 and twice the training",
+                 (("plan_input_noise", 0.2), ("policy_steps", 1800))),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("plan-demos100", "plan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("noplan-128px", "noplan", "images at 128 px", (("image_size", 128),)),
