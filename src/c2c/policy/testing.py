@@ -39,8 +39,9 @@ def torch_threads(count: int) -> Iterator[None]:
 
 
 def random_action_tokenizer(variant: str = "joint", action_dim: int = 4, state_dim: int = 4, codebook_size: int = 16,
-                            seed: int = 0):
-    """A random-weight RVQ tokenizer (3 levels x ``codebook_size`` codes, 20-step chunks)."""
+                            seed: int = 0, codec: dict[str, Any] | None = None):
+    """A random-weight RVQ tokenizer (3 levels x ``codebook_size`` codes, 20-step chunks; small layers), or with
+    ``codec`` one of those CodecConfig settings (the others the codec's defaults, ``codebook_size`` ignored)."""
     from c2c.tokenizer.codec import CodecConfig
     from c2c.tokenizer.rvq_tokenizer import RVQTokenizer
 
@@ -48,11 +49,11 @@ def random_action_tokenizer(variant: str = "joint", action_dim: int = 4, state_d
     wide = QuantileNormalizer(q01=-8 * np.ones(action_dim), q99=8 * np.ones(action_dim))
     state = QuantileNormalizer(q01=-np.ones(state_dim), q99=np.ones(state_dim))
     normalizers = ActionNormalizers(action=unit, plan=None if variant == "exec-only" else wide, state=state)
-    codec = CodecConfig(action_dim=action_dim, codebook_size=codebook_size, model_dim=16, depth=1, heads=2,
-                        latent_dim=8, mode_dim=8)
+    settings = codec if codec is not None else dict(codebook_size=codebook_size, model_dim=16, depth=1, heads=2,
+                                                    latent_dim=8, mode_dim=8)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return RVQTokenizer(codec, normalizers, variant)
+        return RVQTokenizer(CodecConfig(action_dim=action_dim, **settings), normalizers, variant)
 
 
 def debug_config(variant: str = "plan", **overrides: Any) -> PolicyConfig:

@@ -72,14 +72,9 @@ def random_tokenizer(variant: str, action_dim: int, state_dim: int, codec: dict[
                                     plan_steps=exec_horizon)
         return FastTokenizer.fit(normalizers, smooth_chunks(512, exec_horizon, action_dim, seed), None,
                                  action_dim=action_dim, exec_horizon=exec_horizon, plan_steps=exec_horizon)
-    from c2c.tokenizer.codec import CodecConfig
-    from c2c.tokenizer.rvq_tokenizer import RVQTokenizer
+    from c2c.policy.testing import random_action_tokenizer
 
-    wide = QuantileNormalizer(q01=-8 * np.ones(action_dim), q99=8 * np.ones(action_dim))
-    normalizers = ActionNormalizers(action=unit, plan=wide, state=state)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return RVQTokenizer(CodecConfig(action_dim=action_dim, **codec), normalizers, tokenizer_variant or kind)
+    return random_action_tokenizer(tokenizer_variant or kind, action_dim, state_dim, seed=seed, codec=codec)
 
 
 def random_data(config: Any, tokenizer: Any, instructions: Sequence[str], frames: int, seed: int = 0) -> PolicyData:
