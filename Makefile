@@ -18,6 +18,7 @@ help:
 	@echo "make setup  - create $(VENV) and install everything (CPU torch, the package, libosmesa6)"
 	@echo "make setup-libero - add the LIBERO simulator and its assets to $(VENV) (after setup)"
 	@echo "make bench  - all benchmarks (bench-demos, bench-tokenizer, bench-policy, bench-serve, bench-threads)"
+	@echo "make bench-policy - decode latency (fast vs reference loop), training samples/s, evaluation episodes/min"
 	@echo "make bench-threads - the same training on 1 and 2 torch threads: do the weights agree?"
 	@echo "make bench-serve - c2c serve under load: 8 clients x 200 requests vs one client, bad inputs injected"
 	@echo "make bench-gpu - paligemma-3b on a GPU: training samples/s and memory at batch 1-16, decode ms (<= 8 min)"
@@ -66,6 +67,7 @@ bench-tokenizer: setup
 
 bench-policy: setup
 	$(PY) benchmarks/bench_policy.py --out runs/bench-policy
+	$(PY) benchmarks/bench_eval.py --out runs/bench-eval
 
 bench-serve: setup
 	$(PY) benchmarks/bench_serve.py --out runs/bench-serve
