@@ -15,10 +15,13 @@ positions per chunk, i.e. 24 exec tokens, + 24 plan tokens for the plan variant.
     for plan, noplan and a cached plan, on nano and tiny, batch 1 and 8, rounds interleaved across all cases; min
     and median wall time and thread CPU time (which leaves out the waits of a shared machine); with ``--compile``
     also the fast loop's step through ``torch.compile``. Ratios fast / reference, plan / noplan and cached /
-    noplan, and the targets they are checked against (:data:`TARGETS`).
+    noplan, and the targets they are checked against (:data:`TARGETS`);
+(e) ``anatomy``: a fast chunk's parts on each --loop-presets preset at batch 1 (the prefill, one step, the same
+    step's operations on 8-wide weights, its matrix products alone, the LM head; ``decode_anatomy.py``).
 
     python benchmarks/bench_policy.py --out runs/bench-policy
     python benchmarks/bench_policy.py --parts loops --threads 1 --out runs/bench-decoding
+    python benchmarks/bench_policy.py --parts loops,anatomy --loop-batches 1 --threads 1 --out runs/bench-anatomy
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from decode_anatomy import format_anatomy, step_anatomy
 
 from c2c.policy.config import policy_config
 from c2c.policy.decoding import generate_suffix
@@ -47,7 +51,7 @@ from c2c.utils.io import atomic_write_json, atomic_write_text
 
 CODEBOOK_SIZE = 4096  # the paper's codebook (B.4)
 CAMERAS = ("corner2", "gripperPOV")
-PARTS = ("latency", "sampling", "training", "loops")
+PARTS = ("latency", "sampling", "training", "loops", "anatomy")
 LOOP_CASES = ("plan", "noplan", "plan_cached")
 # What the decode loops are checked against, at batch 1 (batch 8 is reported, not checked): (description, check).
 TARGETS = {
@@ -244,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     if "loops" in parts:
         report["loops"] = decode_loops(tokenizer, args.loop_presets.split(","),
                                        [int(b) for b in args.loop_batches.split(",")], args.loop_repeats, args.compile)
+    if "anatomy" in parts:
+        report["anatomy"] = step_anatomy(build, tokenizer, args.loop_presets.split(","), args.loop_repeats)
     report["load_average_after"] = os.getloadavg()[0]
     report["command"] = (f"python benchmarks/bench_policy.py --out {args.out} --parts {','.join(parts)}"
                          + (f" --repeats {args.repeats}" if "latency" in parts else "")
@@ -251,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                          + (f" --train-steps {args.train_steps}" if "training" in parts else "")
                          + (f" --loop-presets {args.loop_presets} --loop-batches {args.loop_batches} "
                             f"--loop-repeats {args.loop_repeats}" + (" --compile" if args.compile else "")
-                            if "loops" in parts else "")
+                            if "loops" in parts or "anatomy" in parts else "")
                          + (f" --threads {args.threads}" if args.threads else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "bench_policy.json", report)
@@ -285,6 +291,8 @@ def format_report(report: dict, repeats: int) -> str:
         lines.append("")
     if "loops" in report:
         lines += format_loops(report["loops"])
+    if "anatomy" in report:
+        lines += format_anatomy(report["anatomy"], report.get("loops"))
     lines += ["Reproduce: `" + report["command"] + "`", ""]
     return "\n".join(lines)
 

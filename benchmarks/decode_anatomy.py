@@ -1,0 +1,102 @@
+"""Where a fast decode chunk's time goes, part by part (``bench_policy.py --parts anatomy``).
+
+For each preset at batch 1, thread CPU time per call (min and median over interleaved rounds):
+
+- ``prefill``: the vision tower and the prefix through the decoder (``decoding.prefill``), the same in both loops;
+- ``step``: one fast-loop token through the layers (``Runner.step``);
+- ``step, 8-wide weights``: the very same operations on 8-wide weights, i.e. what the step costs without its
+  arithmetic and weight traffic (the per-operation cost of eager PyTorch);
+- ``products alone``: the step's matrix-vector products one after another, their weights hot in cache;
+- ``head``: the LM head over one position's valid ids (one residual level) and its argmax.
+
+A chunk is the prefill plus one head and one step per generated token; what a chunk costs beyond that sum is the
+steps' weights falling out of cache between tokens (the heads of the three levels read in turn).
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+import torch
+
+from c2c.policy.decoding import prefill
+from c2c.policy.fast_decoding import Runner, heads_of, lean_decoder, lean_step
+from c2c.policy.testing import random_observation
+
+WIDTH = 8  # the stand-in weights' width
+
+
+def step_anatomy(build, tokenizer, presets: list[str], rounds: int, calls: int = 30) -> dict:
+    """{preset: {part: {"us": min, "median_us": median}}} of thread CPU time per call (``calls`` calls per round,
+    the prefill once)."""
+    result = {}
+    for preset in presets:
+        policy = build("plan", tokenizer, preset)
+        model = policy.model
+        inputs = policy.processor.prefix_inputs(random_observation(policy.config, batch_size=1, seed=1))[0]
+        with torch.inference_mode():
+            parts = _parts(model, inputs, calls)
+            times: dict[str, list[float]] = {name: [] for name in parts}
+            for _ in range(rounds):
+                for name, (run, repeat) in parts.items():
+                    run()
+                    start = time.thread_time()
+                    for _ in range(repeat):
+                        run()
+                    times[name].append(1e6 * (time.thread_time() - start) / repeat)
+        result[preset] = {name: {"us": min(values), "median_us": statistics.median(values)}
+                          for name, values in times.items()}
+    return result
+
+
+def _parts(model, inputs, calls: int) -> dict:
+    lean, heads = lean_decoder(model), heads_of(model)
+    state, hidden = prefill(model, inputs)
+    runner = Runner(lean, state, model.suffix.length - 2)
+    position = model.suffix.length // 2
+    ids = torch.full((1, 1), heads.low[position], dtype=torch.long)
+    slot = runner.prefix + position
+    small = [_narrow_layer(layer, lean) for layer in lean.layers]
+    keys = [torch.zeros(1, lean.kv_heads, slot + 1, WIDTH) for _ in small]
+    values = [torch.zeros_like(key) for key in keys]
+    x, cos, sin = torch.randn(1, 1, WIDTH), torch.randn(1, 1, 1, WIDTH), torch.randn(1, 1, 1, WIDTH)
+    mask = runner.masks[position].narrow(3, 0, slot + 1)
+    weights = [w for layer in lean.layers for w in layer if isinstance(w, torch.Tensor) and w.dim() == 2]
+    vectors = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in weights}
+    return {
+        "prefill": (lambda: prefill(model, inputs), 1),
+        "step": (lambda: runner.step(ids, position), calls),
+        "step, 8-wide weights": (lambda: lean_step(x, small, (1e-6, torch.ones(WIDTH)), keys, values, slot, cos, sin,
+                                                   mask, lean.heads, lean.kv_heads, WIDTH, lean.pack), calls),
+        "products alone": (lambda: [torch.nn.functional.linear(vectors[w.shape[1]], w) for w in weights], calls),
+        "head": (lambda: heads.logits(model, hidden, position).argmax(-1), calls),
+    }
+
+
+def _narrow_layer(layer: tuple, lean) -> tuple:
+    """A layer of the same structure with WIDTH-wide weights (and WIDTH-wide heads)."""
+    eps, _, _, bq, _, bk, _, bv, _, bo, eps2, _, _, _, _, act = layer
+    if any(bias is not None for bias in (bq, bk, bv, bo)):
+        raise ValueError("decode anatomy: layers with biases are not covered")
+    heads, kv = lean.heads, lean.kv_heads
+    return (eps, torch.ones(WIDTH), torch.randn(heads * WIDTH, WIDTH), None, torch.randn(kv * WIDTH, WIDTH), None,
+            torch.randn(kv * WIDTH, WIDTH), None, torch.randn(WIDTH, heads * WIDTH), None, eps2, torch.ones(WIDTH),
+            torch.randn(WIDTH, WIDTH), torch.randn(WIDTH, WIDTH), torch.randn(WIDTH, WIDTH), act)
+
+
+def format_anatomy(anatomy: dict, loops: dict | None) -> list[str]:
+    lines = ["## Anatomy of a fast chunk (batch 1; thread CPU time per call, min with the median in brackets)", "",
+             "| preset | part | us |", "| --- | --- | ---: |"]
+    for preset, parts in anatomy.items():
+        for name, row in parts.items():
+            lines.append(f"| {preset} | {name} | {row['us']:.0f} ({row['median_us']:.0f}) |")
+        try:
+            rows = loops["presets"][preset]["1"]["plan"]
+        except (KeyError, TypeError):
+            continue
+        tokens, base = rows["tokens"] - 1, parts["prefill"]["us"] / 1000
+        for method in ("fast", "reference"):  # one step per generated token but the last
+            per_token = 1000 * (rows[method]["cpu_ms"] - base) / tokens
+            lines.append(f"| {preset} | {method} loop, per token: (plan chunk - prefill) / {tokens} | {per_token:.0f} |")
+    return lines + [""]
