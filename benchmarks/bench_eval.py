@@ -76,7 +76,7 @@ def _evaluate(args: argparse.Namespace, policy_dir: Path, out: Path, envs: int, 
 
         evaluate_libero(policy_dir, args.suite, tasks=args.libero_tasks, trials=args.episodes, seed=7, out=out,
                         max_steps=args.max_steps, workers=args.workers, envs_per_worker=envs, log=None,
-                        fast_drawing=args.fast_drawing)
+                        fast_drawing=args.fast_drawing, render_every_step=draw_all)
         return len(args.libero_tasks.split(",")) * args.episodes
     from c2c.eval.metaworld_eval import evaluate_metaworld
 
@@ -101,13 +101,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--envs", default="1,4", help="comma list of --envs-per-worker settings (default 1,4)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
-                        help="Meta-World: first run evaluation as it was before (reference decode loop, one env per worker, "
+                        help="first run evaluation as it was before (reference decode loop, one env per worker, "
                              "every step drawn; the ratios' baseline), then drawing every step with the fast loop "
-                             "(default on)")
+                             "(default on; LIBERO with --no-fast-drawing draws every step in any case)")
     args = parser.parse_args(argv)
     # (label, envs per worker, draw every step)
     settings = [(str(envs), int(envs), False) for envs in args.envs.split(",")]
-    if args.baseline and args.sim == "metaworld":
+    if args.baseline:
         settings.insert(0, ("1, every step drawn", 1, True))
         settings.insert(0, (BEFORE, 1, True))
     runs: dict[str, list[float]] = {label: [] for label, _, _ in settings}

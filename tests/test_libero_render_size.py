@@ -114,7 +114,7 @@ class _FakeEnv:
     def reset(self, index):
         return self._obs()
 
-    def step(self, action):
+    def step(self, action, render=True):
         return self._obs(), False, True
 
     def close(self):

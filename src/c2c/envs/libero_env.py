@@ -344,11 +344,15 @@ class LiberoEnv:
             raise RuntimeError("the env is closed")
         return self._env
 
-    def step(self, action: Sequence[float] | np.ndarray) -> tuple[dict[str, Any], bool, bool]:
+    def step(self, action: Sequence[float] | np.ndarray, render: bool = True) -> tuple[dict[str, Any], bool, bool]:
         """Apply ``action`` (7,); returns ``(observation, success, done)``.
 
         ``success`` is LIBERO's goal check after the step; ``done`` is True on success or once ``max_steps``
         actions were taken; stepping further raises. Actions are passed on unclipped (robosuite clips to [-1, 1]).
+        ``render=False`` with ``fast_drawing`` leaves the images out of the observation (state and instruction only;
+        :meth:`observation` draws them later from the same state if wanted): for the steps whose images nobody
+        reads, e.g. those a policy fills from an already predicted chunk. Drawing never changes the simulation.
+        Without ``fast_drawing`` robosuite draws the cameras inside its own step, so ``render`` changes nothing.
         """
         if self._raw is None:
             raise RuntimeError("call reset(init_state_index) or reset_random(seed) before step()")
@@ -365,7 +369,7 @@ class LiberoEnv:
         self._steps += 1
         self._success = bool(done)
         self._done = self._success or self._steps >= self.max_steps
-        return self.observation(), self._success, self._done
+        return self.observation(images=render), self._success, self._done
 
     # -- observations ----------------------------------------------------------------------------------------
 
@@ -381,14 +385,18 @@ class LiberoEnv:
             raise RuntimeError("call reset(init_state_index) first")
         return self._raw
 
-    def observation(self) -> dict[str, Any]:
-        """The latest observation in our keys (see :func:`convert_observation`)."""
-        return self.observe(self.raw_observation)
+    def observation(self, images: bool = True) -> dict[str, Any]:
+        """The latest observation in our keys (see :func:`convert_observation`; ``images``: see :meth:`observe`)."""
+        return self.observe(self.raw_observation, images=images)
 
-    def observe(self, raw: Mapping[str, Any]) -> dict[str, Any]:
+    def observe(self, raw: Mapping[str, Any], images: bool = True) -> dict[str, Any]:
         """A raw LIBERO observation of this env's simulator in our keys; with ``fast_drawing`` the cameras are drawn
-        from the simulator's current state (``raw`` then carries no images)."""
+        from the simulator's current state (``raw`` then carries no images), or, when ``images`` is False, not
+        drawn: the observation then has no image entries. Without ``fast_drawing`` the images come with ``raw``
+        and are always converted."""
         if self.fast_drawing:
+            if not images:
+                return convert_observation(raw, self.instruction, (), self.image_size)
             raw = {**raw, **self._draw()}
         return convert_observation(raw, self.instruction, self.cameras, self.image_size)
 

@@ -15,6 +15,13 @@ share of the batched decodes (each decode's time split evenly among its rows).
 
 Fast-drawing envs of a task draw with one renderer (:meth:`~c2c.envs.libero_env.LiberoEnv.share_drawing`): a
 process keeps one live renderer, which the envs would otherwise remake at every switch.
+
+Both runners draw only the observations that are read (``env.step(render=...)``; only fast-drawing envs can skip,
+robosuite's cameras draw inside its step): every step of a trial recorded as video, else the steps before the
+policy decodes a new chunk for that env (``policy.needs_observation`` one at a time, an empty queue of the
+:class:`~c2c.eval.batch_decoding.BatchDecoder` side by side; a policy that does not say reads every observation),
+not the last step of a trial. The records are the same as when every step is drawn (``render_every_step``, for
+benchmarks; tests/test_libero_batched.py).
 """
 
 from __future__ import annotations
@@ -56,8 +63,18 @@ def _record(env: Any, trial: int, success: bool, seconds: float, inference: floa
     }
 
 
-def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | None = None) -> dict[str, Any]:
-    """One episode from init state ``trial``; returns its record (success, steps, seconds, inference seconds)."""
+def must_draw(env: Any, video: Any, read_next: bool, render_every_step: bool) -> bool:
+    """Whether ``env``'s next step must draw its observation: when a video records it, when every step is drawn,
+    or when ``read_next`` (the policy decodes a new chunk from it) and the step is not the trial's last."""
+    return video is not None or render_every_step or (bool(read_next) and env.steps + 1 < env.max_steps)
+
+
+def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | None = None,
+              render_every_step: bool = False) -> dict[str, Any]:
+    """One episode from init state ``trial``; returns its record (success, steps, seconds, inference seconds).
+
+    Only the observations the policy or the video reads are drawn (see the module docstring); ``render_every_step``
+    draws them all."""
     import torch
 
     from c2c.constants import image_key
@@ -79,7 +96,8 @@ def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | N
                 tick = time.perf_counter()
                 action = policy.select_action(obs)
                 inference += time.perf_counter() - tick
-                obs, success, done = env.step(action)
+                reads = getattr(policy, "needs_observation", True)  # a remote policy reads every observation
+                obs, success, done = env.step(action, render=must_draw(env, video, reads, render_every_step))
         if video is not None:
             video.close()
     except BaseException:
@@ -90,8 +108,11 @@ def run_trial(env: Any, policy: Any, trial: int, seed: int, video_path: Path | N
 
 
 def run_batch(envs: Sequence[Any], policy: Any, trials: Sequence[int], seed: int,
-              video_paths: Sequence[Path | None]) -> list[dict[str, Any]]:
-    """Trials ``trials`` of one task side by side, trial ``k`` in ``envs[k]``; their records in trial order."""
+              video_paths: Sequence[Path | None], render_every_step: bool = False) -> list[dict[str, Any]]:
+    """Trials ``trials`` of one task side by side, trial ``k`` in ``envs[k]``; their records in trial order.
+
+    An env draws the observations its video or the next batched decode reads (the decoder fills the running envs
+    whose queue is empty); ``render_every_step`` draws them all."""
     import torch
 
     from c2c.constants import image_key
@@ -119,7 +140,9 @@ def run_batch(envs: Sequence[Any], policy: Any, trials: Sequence[int], seed: int
                 decoder.fill([i for i in running if not done[i]], obs)
                 for i in running:
                     if not done[i]:
-                        obs[i], success[i], done[i] = envs[i].step(decoder.queues[i].popleft())
+                        action = decoder.queues[i].popleft()
+                        drawn = must_draw(envs[i], videos[i], not decoder.queues[i], render_every_step)
+                        obs[i], success[i], done[i] = envs[i].step(action, render=drawn)
     except BaseException:
         for video in videos:
             if video is not None:
@@ -133,13 +156,14 @@ class TrialRunner:
     time, :func:`run_trial`); keeps the envs of the last task until a call for another task or :meth:`close`.
 
     ``make_env(task_id)`` makes an env of the task; ``video_path(task_id, trial)`` says where a trial's video goes
-    (None: no video).
+    (None: no video). ``render_every_step``: draw every observation, also those nobody reads (benchmarks).
     """
 
     def __init__(self, policy: Any, make_env: Callable[[int], Any], seed: int, envs_per_worker: int,
-                 video_path: Callable[[int, int], Path | None]) -> None:
+                 video_path: Callable[[int, int], Path | None], render_every_step: bool = False) -> None:
         self.policy, self.make_env, self.seed = policy, make_env, seed
         self.envs_per_worker, self.video_path = int(envs_per_worker), video_path
+        self.render_every_step = bool(render_every_step)
         self.envs: list[Any] = []
 
     def _envs(self, task_id: int, count: int) -> list[Any]:
@@ -163,9 +187,9 @@ class TrialRunner:
             envs = self._envs(task_id, len(group))
             paths = [self.video_path(task_id, trial) for trial in group]
             if size == 1:
-                done = [run_trial(envs[0], self.policy, group[0], self.seed, paths[0])]
+                done = [run_trial(envs[0], self.policy, group[0], self.seed, paths[0], self.render_every_step)]
             else:
-                done = run_batch(envs, self.policy, group, self.seed, paths)
+                done = run_batch(envs, self.policy, group, self.seed, paths, self.render_every_step)
             for record in done:
                 records.append(record)
                 if on_record is not None:

@@ -175,6 +175,7 @@ def evaluate_libero(
     workers: int | None = 1,
     fast_drawing: bool | None = None,
     envs_per_worker: int = 1,
+    render_every_step: bool = False,
 ) -> dict[str, Any]:
     """Run the protocol on ``tasks`` (default: all 10) of ``suite``; write results.json, report.md, success.png.
 
@@ -192,6 +193,10 @@ def evaluate_libero(
     each process steps side by side, their observations decoded as one batch (:mod:`c2c.eval.libero_batch`; the
     same trials as one at a time with greedy decoding; needs a policy with a batched ``generate``). Returns the
     content of results.json.
+
+    With fast drawing only the steps whose images are read are drawn: those before a new chunk is decoded, and
+    every step of a trial recorded as video. ``render_every_step`` draws them all (the same records, slower; for
+    benchmarks). robosuite's cameras draw every step in any case.
     """
     started = time.perf_counter()
     suite = check_suite(suite)
@@ -201,6 +206,8 @@ def evaluate_libero(
         raise ConfigError(f"--workers must be >= 1, got {workers!r}")
     if isinstance(envs_per_worker, bool) or not isinstance(envs_per_worker, int) or envs_per_worker < 1:
         raise ConfigError(f"--envs-per-worker must be 1 or more, got {envs_per_worker!r}")
+    if not isinstance(render_every_step, bool):
+        raise ConfigError(f"render_every_step must be True or False, got {render_every_step!r}")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a directory")
@@ -258,7 +265,7 @@ def evaluate_libero(
     partial = PartialRecords(out, policy=results["policy"], suite=suite, tasks=task_ids, trials=trials, seed=seed)
     if len(jobs) > 1 and policy_dir is not None:
         settings = _WorkerSettings(policy_dir, suite, run_config.replan_every, seed, max_steps, plan, videos,
-                                   str(video_dir), bool(fast_drawing), envs_per_worker)
+                                   str(video_dir), bool(fast_drawing), envs_per_worker, render_every_step)
         try:
             _evaluate_in_workers(jobs, settings, names, results, out, say, started, partial)
         except BaseException:
@@ -275,7 +282,8 @@ def evaluate_libero(
     results["settings"]["workers"] = 1
     runner = TrialRunner(policy_obj, lambda task_id: make_env(suite, task_id, config.cameras, plan, max_steps=max_steps,
                                                               seed=seed, fast_drawing=bool(fast_drawing)),
-                         seed, envs_per_worker, lambda task_id, trial: _video_path(video_dir, task_id, trial, videos))
+                         seed, envs_per_worker, lambda task_id, trial: _video_path(video_dir, task_id, trial, videos),
+                         render_every_step)
     try:
         for task_id in task_ids:
             task_started = time.perf_counter()
@@ -360,6 +368,7 @@ class _WorkerSettings:
     video_dir: str
     fast_drawing: bool = False
     envs_per_worker: int = 1
+    render_every_step: bool = False
 
 
 class TrialJobRunner:
@@ -374,7 +383,8 @@ class TrialJobRunner:
                                                   max_steps=settings.max_steps, seed=settings.seed,
                                                   fast_drawing=settings.fast_drawing),
             settings.seed, settings.envs_per_worker,
-            lambda task_id, trial: _video_path(Path(settings.video_dir), task_id, trial, settings.videos))
+            lambda task_id, trial: _video_path(Path(settings.video_dir), task_id, trial, settings.videos),
+            settings.render_every_step)
 
     def run_group(self, job: TrialJob) -> list[tuple[TrialJob, list[dict[str, Any]], float]]:
         """The job's trials: ``[(job, records, seconds)]``."""

@@ -161,15 +161,18 @@ class ResizedEnv:
     def reset(self, init_state_index: int = 0) -> dict[str, Any]:
         return self._resized(self.env.reset(init_state_index))
 
-    def step(self, action: Any) -> tuple[dict[str, Any], bool, bool]:
-        obs, success, done = self.env.step(action)
+    def step(self, action: Any, render: bool = True) -> tuple[dict[str, Any], bool, bool]:
+        obs, success, done = self.env.step(action, render=render)
         return self._resized(obs), success, done
 
     def _resized(self, obs: dict[str, Any]) -> dict[str, Any]:
+        """``obs`` with each image resized; an observation without images (``step(render=False)``) as it is."""
         from c2c.constants import image_key
         from c2c.data.streaming import resize_frame
 
         for camera in self.env.cameras:
+            if image_key(camera) not in obs:
+                continue
             for size in self.sizes:
                 obs[image_key(camera)] = resize_frame(obs[image_key(camera)], size)
         return obs
