@@ -7,10 +7,14 @@ For each preset at batch 1, thread CPU time per call (min and median over interl
 - ``step, 8-wide weights``: the very same operations on 8-wide weights, i.e. what the step costs without its
   arithmetic and weight traffic (the per-operation cost of eager PyTorch);
 - ``products alone``: the step's matrix-vector products one after another, their weights hot in cache;
-- ``head``: the LM head over one position's valid ids (one residual level) and its argmax.
+- ``head``: the LM head over one position's valid ids (one residual level) and its argmax;
+- ``products + one level's head rows`` / ``+ the levels' head rows in turn``: the step's products followed by
+  the head, with one level's rows each time or the levels' rows in turn as a chunk reads them; the MB each call
+  reads over its time is the rate the weights stream at, from cache while they fit in it, from memory once the
+  rows of all levels together push the layers out.
 
-A chunk is the prefill plus one head and one step per generated token; what a chunk costs beyond that sum is the
-steps' weights falling out of cache between tokens (the heads of the three levels read in turn).
+A chunk costs about the prefill plus one head and one step per generated token; what it costs beyond that sum is
+the weights falling out of cache between tokens.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ def step_anatomy(build, tokenizer, presets: list[str], rounds: int, calls: int =
             parts = _parts(model, inputs, calls)
             times: dict[str, list[float]] = {name: [] for name in parts}
             for _ in range(rounds):
-                for name, (run, repeat) in parts.items():
+                for name, (run, repeat, _) in parts.items():
                     run()
                     start = time.thread_time()
                     for _ in range(repeat):
@@ -47,6 +51,9 @@ def step_anatomy(build, tokenizer, presets: list[str], rounds: int, calls: int =
                     times[name].append(1e6 * (time.thread_time() - start) / repeat)
         result[preset] = {name: {"us": min(values), "median_us": statistics.median(values)}
                           for name, values in times.items()}
+        for name, (_, _, megabytes) in parts.items():
+            if megabytes:
+                result[preset][name].update(megabytes=megabytes, gb_per_s=1e3 * megabytes / result[preset][name]["us"])
     return result
 
 
@@ -65,13 +72,41 @@ def _parts(model, inputs, calls: int) -> dict:
     weights = [w for layer in lean.layers for w in layer if isinstance(w, torch.Tensor) and w.dim() == 2]
     vectors = {w.shape[1]: torch.randn(1, 1, w.shape[1]) for w in weights}
     return {
-        "prefill": (lambda: prefill(model, inputs), 1),
-        "step": (lambda: runner.step(ids, position), calls),
+        "prefill": (lambda: prefill(model, inputs), 1, None),
+        "step": (lambda: runner.step(ids, position), calls, None),
         "step, 8-wide weights": (lambda: lean_step(x, small, (1e-6, torch.ones(WIDTH)), keys, values, slot, cos, sin,
-                                                   mask, lean.heads, lean.kv_heads, WIDTH, lean.pack), calls),
-        "products alone": (lambda: [torch.nn.functional.linear(vectors[w.shape[1]], w) for w in weights], calls),
-        "head": (lambda: heads.logits(model, hidden, position).argmax(-1), calls),
+                                                   mask, lean.heads, lean.kv_heads, WIDTH, lean.pack), calls, None),
+        "products alone": (lambda: [torch.nn.functional.linear(vectors[w.shape[1]], w) for w in weights], calls,
+                           _megabytes(weights)),
+        "head": (lambda: heads.logits(model, hidden, position).argmax(-1), calls, None),
+        **_streaming(weights, vectors, heads, hidden, calls),
     }
+
+
+def _streaming(weights: list, vectors: dict, heads, hidden, calls: int) -> dict:
+    """The step's products followed by LM-head rows: one level's, or the levels' in turn as a chunk reads them.
+    Their bytes over the time give the rate the weights stream at (cache or memory)."""
+    ranges = sorted({(low, high) for low, high in zip(heads.low, heads.high, strict=True) if high - low > 1})
+    levels = [heads.rows[heads.low.index(low)] for low, _ in ranges]
+    levels = [rows for rows in levels if rows is not None]
+    if not levels:
+        return {}
+    turn = iter(range(1 << 62))
+
+    def products(rows) -> None:
+        for w in weights:
+            torch.nn.functional.linear(vectors[w.shape[1]], w)
+        torch.nn.functional.linear(hidden, rows)
+
+    one = _megabytes(weights) + _megabytes(levels[:1])  # read by every call
+    every = _megabytes(weights) + _megabytes(levels)
+    return {"products + one level's head rows": (lambda: products(levels[0]), calls, one),
+            f"products + the {len(levels)} levels' head rows in turn ({every:.1f} MB over {len(levels)} calls)":
+                (lambda: products(levels[next(turn) % len(levels)]), calls, one)}
+
+
+def _megabytes(tensors: list) -> float:
+    return sum(t.numel() * t.element_size() for t in tensors) / 1e6
 
 
 def _narrow_layer(layer: tuple, lean) -> tuple:
@@ -87,10 +122,11 @@ def _narrow_layer(layer: tuple, lean) -> tuple:
 
 def format_anatomy(anatomy: dict, loops: dict | None) -> list[str]:
     lines = ["## Anatomy of a fast chunk (batch 1; thread CPU time per call, min with the median in brackets)", "",
-             "| preset | part | us |", "| --- | --- | ---: |"]
+             "| preset | part | us | weights read per call: MB at GB/s |", "| --- | --- | ---: | ---: |"]
     for preset, parts in anatomy.items():
         for name, row in parts.items():
-            lines.append(f"| {preset} | {name} | {row['us']:.0f} ({row['median_us']:.0f}) |")
+            rate = f"{row['megabytes']:.1f} MB at {row['gb_per_s']:.1f}" if "gb_per_s" in row else ""
+            lines.append(f"| {preset} | {name} | {row['us']:.0f} ({row['median_us']:.0f}) | {rate} |")
         try:
             rows = loops["presets"][preset]["1"]["plan"]
         except (KeyError, TypeError):
@@ -98,5 +134,5 @@ def format_anatomy(anatomy: dict, loops: dict | None) -> list[str]:
         tokens, base = rows["tokens"] - 1, parts["prefill"]["us"] / 1000
         for method in ("fast", "reference"):  # one step per generated token but the last
             per_token = 1000 * (rows[method]["cpu_ms"] - base) / tokens
-            lines.append(f"| {preset} | {method} loop, per token: (plan chunk - prefill) / {tokens} | {per_token:.0f} |")
+            lines.append(f"| {preset} | {method} loop, per token: (plan chunk - prefill) / {tokens} | {per_token:.0f} | |")
     return lines + [""]
