@@ -63,7 +63,7 @@ def test_run_options_round_trip_through_the_reproduce_command(tmp_path, monkeypa
                "--eval-episodes", "3", "--episodes-per-task", "4", "--action-noise", "0.3",
                "--takeover-episodes", "25", "--takeover-finetune", "450", "--variants", "plan,separate",
                "--cameras", "corner2,gripperPOV", "--threads", "auto", "--tasks", "reach-v3,hammer-v3",
-               "--image-size", "64", "--eval-seed", "2000"]
+               "--image-size", "48", "--eval-seed", "2000"]
     assert set(options[::2]) == set(pipeline.OVERRIDE_OPTIONS.values())
     out = tmp_path / "q"
     assert main(["run", "--preset", "quick", "--out", str(out), *options]) == 0

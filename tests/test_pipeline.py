@@ -3,6 +3,7 @@
 import json
 import shutil
 from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
@@ -59,6 +60,21 @@ def test_pipeline_runs_every_stage_then_skips_them(tmp_path, capsys):
     assert run_pipeline(changed, moved, workers=1) == 0
     assert capsys.readouterr().out.count("done already") == 5
     assert _stamps(moved) == after
+
+
+def test_image_size_reaches_the_policies_and_must_tile_the_backbone_patches(tmp_path):
+    from c2c.eval.pipeline import policy_configs
+
+    # the backbone's own size names nothing, so policies trained before --image-size reached them stay valid
+    assert all(config.policy == {} for config in policy_configs(MINI, tmp_path / "data", tmp_path).values())
+    configs = policy_configs(replace(MINI, image_size=24), tmp_path / "data", tmp_path)
+    assert [config.policy for config in configs.values()] == [{"image_size": 24}] * 2
+    tokenizer = SimpleNamespace(normalizers=SimpleNamespace(state=SimpleNamespace(dim=4)),
+                                config=SimpleNamespace(action_dim=4))  # what policy_config reads of one
+    assert configs["plan"].policy_config(["corner2"], tokenizer).image_size == 24
+    with pytest.raises(ConfigError, match=r"image_size 20 is not a multiple of the 'debug' backbone's 8-px patch; "
+                                          r"choose e\.g\. 8, 16, 24, 32"):
+        replace(MINI, image_size=20)
 
 
 def test_unknown_preset_is_refused_with_a_suggestion():

@@ -112,8 +112,9 @@ STUDIES: dict[str, tuple[StudyRow, ...]] = {
                  (("plan_input_noise", 0.2), ("policy_steps", 1800))),
         StudyRow("noplan-demos100", "noplan", "100 demonstrations per task", (("episodes_per_task", 100),)),
         StudyRow("plan-demos100", "plan", "100 demonstrations per task", (("episodes_per_task", 100),)),
-        StudyRow("noplan-128px", "noplan", "images at 128 px", (("image_size", 128),)),
-        StudyRow("plan-128px", "plan", "images at 128 px", (("image_size", 128),)),
+        StudyRow("noplan-120px", "noplan", "images at 120 px (the quick preset's 96 px, 5 x 5 instead of 4 x 4 "
+                 "patches of nano's 24 px)", (("image_size", 120),)),
+        StudyRow("plan-120px", "plan", "images at 120 px", (("image_size", 120),)),
     ),
 }
 

@@ -116,6 +116,22 @@ class PipelinePreset:
         if self.replan_every > 20:
             raise ConfigError(f"preset {self.name!r}: replan_every must be <= 20 (the exec chunk), got "
                               f"{self.replan_every}")
+        self._check_image_size()
+
+    def _check_image_size(self) -> None:
+        """The policies see the demonstrations' images as they are: a backbone trained from scratch needs a side
+        that its patches (or its convolutions' stride) tile; a pretrained one's size is checked when it loads."""
+        from c2c.policy.config import PRESETS
+
+        backbone = PRESETS.get(self.backbone)
+        if backbone is None or backbone.pretrained:
+            return
+        patch = int(backbone.vision["patch_size"])
+        if int(self.image_size) < patch or int(self.image_size) % patch:
+            sizes = ", ".join(str(patch * k) for k in range(max(1, int(self.image_size) // patch - 1),
+                                                             int(self.image_size) // patch + 3))
+            raise ConfigError(f"preset {self.name!r}: image_size {self.image_size} is not a multiple of the "
+                              f"{self.backbone!r} backbone's {patch}-px patch; choose e.g. {sizes}")
 
     @property
     def summary(self) -> str:

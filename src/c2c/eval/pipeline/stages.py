@@ -284,9 +284,14 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
                    datasets: dict[str, Path] | None = None) -> dict[str, Any]:
     """``{variant: PolicyTrainConfig}``: how the pipeline trains each of the preset's variants (into
     ``out/root/<variant>``, on ``datasets[variant]`` when given, else on ``dataset_dir``)."""
-    from c2c.policy.config import VARIANTS
+    from c2c.policy.config import PRESETS, VARIANTS
     from c2c.policy.training.config import PolicyTrainConfig
 
+    backbone = PRESETS.get(preset.backbone)
+    # --image-size: the policies see the demonstrations' images (only a size other than the backbone's is named, so
+    # stages trained before the option reached the policies stay valid)
+    same = backbone is None or backbone.pretrained or preset.image_size == backbone.image_size
+    policy = {} if same else {"image_size": preset.image_size}
     configs = {}
     finetune = root == TAKEOVER_ROOT and preset.takeover_finetune_steps > 0  # from the first round's policies
     for variant in preset.variants:
@@ -299,7 +304,7 @@ def policy_configs(preset: PipelinePreset, dataset_dir: Path, out: Path, device:
             preset=preset.backbone, steps=steps, batch_size=preset.policy_batch_size, image_shift=preset.image_shift,
             checkpoint_every=max(50, steps // 10), eval_every=max(50, steps // 3), device=device,
             init_from=str(out / "policy" / variant) if finetune else None,
-            plan_input_noise=preset.plan_input_noise if VARIANTS[variant].plan_horizon else 0.0)
+            plan_input_noise=preset.plan_input_noise if VARIANTS[variant].plan_horizon else 0.0, policy=dict(policy))
     return configs
 
 
