@@ -333,3 +333,18 @@ def test_a_preset_gives_plan_input_noise_to_its_plan_variants_only(tmp_path):
         {"plan": 0.2, "noplan": 0.0, "regress": 0.0}
     with pytest.raises(ConfigError, match="plan_input_noise must lie in"):
         get_preset("quick").replace(plan_input_noise=-0.1)
+
+
+def test_read_only_arrays_become_tensors_of_their_own(recwarn):
+    """An observation array numpy marks read-only (e.g. a decoded or resized image) is copied, never shared: no
+    torch warning about non-writable memory, and writing to the tensor leaves the array as it was."""
+    import numpy as np
+
+    from c2c.policy.processing import _tensor
+
+    image = np.zeros((4, 4, 3), dtype=np.uint8)
+    image.flags.writeable = False
+    tensor = _tensor(image, "observation.images.corner2")
+    tensor += 1
+    assert int(image.sum()) == 0 and int(tensor.sum()) == 48
+    assert not [w for w in recwarn if "not writable" in str(w.message)]

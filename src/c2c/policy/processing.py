@@ -44,7 +44,9 @@ def _tensor(value: Any, key: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     try:
-        return torch.from_numpy(np.ascontiguousarray(value))
+        array = np.ascontiguousarray(value)
+        # a read-only array (an image decoded or resized elsewhere) is copied: torch tensors are always writable
+        return torch.from_numpy(array if array.flags.writeable else array.copy())
     except TypeError:
         raise ConfigError(f"{key}: expected an array, got {type(value).__name__}") from None
 
