@@ -67,7 +67,7 @@ bench-tokenizer: setup
 
 bench-policy: setup
 	$(PY) benchmarks/bench_policy.py --out runs/bench-policy
-	$(PY) benchmarks/bench_eval.py --out runs/bench-eval
+	$(PY) benchmarks/bench_eval.py --episodes 30 --rounds 2 --out runs/bench-eval
 
 bench-serve: setup
 	$(PY) benchmarks/bench_serve.py --out runs/bench-serve
