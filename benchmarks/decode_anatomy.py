@@ -19,6 +19,7 @@ the weights falling out of cache between tokens.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 
@@ -33,7 +34,7 @@ WIDTH = 8  # the stand-in weights' width
 
 def step_anatomy(build, tokenizer, presets: list[str], rounds: int, calls: int = 30) -> dict:
     """{preset: {part: {"us": min, "median_us": median}}} of thread CPU time per call (``calls`` calls per round,
-    the prefill once)."""
+    the prefill once); parts that read a known amount of weights add "megabytes" and "gb_per_s"."""
     result = {}
     for preset in presets:
         policy = build("plan", tokenizer, preset)
@@ -76,8 +77,7 @@ def _parts(model, inputs, calls: int) -> dict:
         "step": (lambda: runner.step(ids, position), calls, None),
         "step, 8-wide weights": (lambda: lean_step(x, small, (1e-6, torch.ones(WIDTH)), keys, values, slot, cos, sin,
                                                    mask, lean.heads, lean.kv_heads, WIDTH, lean.pack), calls, None),
-        "products alone": (lambda: [torch.nn.functional.linear(vectors[w.shape[1]], w) for w in weights], calls,
-                           _megabytes(weights)),
+        "products alone": (lambda: _products(weights, vectors), calls, _megabytes(weights)),
         "head": (lambda: heads.logits(model, hidden, position).argmax(-1), calls, None),
         **_streaming(weights, vectors, heads, hidden, calls),
     }
@@ -91,11 +91,10 @@ def _streaming(weights: list, vectors: dict, heads, hidden, calls: int) -> dict:
     levels = [rows for rows in levels if rows is not None]
     if not levels:
         return {}
-    turn = iter(range(1 << 62))
+    turn = itertools.count()
 
     def products(rows) -> None:
-        for w in weights:
-            torch.nn.functional.linear(vectors[w.shape[1]], w)
+        _products(weights, vectors)
         torch.nn.functional.linear(hidden, rows)
 
     one = _megabytes(weights) + _megabytes(levels[:1])  # read by every call
@@ -103,6 +102,11 @@ def _streaming(weights: list, vectors: dict, heads, hidden, calls: int) -> dict:
     return {"products + one level's head rows": (lambda: products(levels[0]), calls, one),
             f"products + the {len(levels)} levels' head rows in turn ({every:.1f} MB over {len(levels)} calls)":
                 (lambda: products(levels[next(turn) % len(levels)]), calls, one)}
+
+
+def _products(weights: list, vectors: dict) -> None:
+    for w in weights:
+        torch.nn.functional.linear(vectors[w.shape[1]], w)
 
 
 def _megabytes(tensors: list) -> float:
